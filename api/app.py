@@ -1,0 +1,55 @@
+"""``create_app``: the Falcon app around a started core, with orjson and problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import falcon.media
+import orjson
+
+from api import problem
+from api.resources import (
+    EventFeed,
+    Health,
+    Metrics,
+    OrderCollection,
+    OrderHistory,
+    OrderResource,
+    Readiness,
+)
+from orderlog.runtime import Runtime
+from projections.projector import MetricsProjector
+
+
+class DatabaseConnection:
+    """One pooled connection per request, returned when the response is done."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._db = runtime.db
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._db.connect(reuse_if_open=True)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: Any, succeeded: bool
+    ) -> None:
+        if not self._db.is_closed():
+            self._db.close()
+
+
+def create_app(runtime: Runtime, projector: MetricsProjector | None = None) -> falcon.App:
+    app = falcon.App(middleware=[DatabaseConnection(runtime)])
+    json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
+    problem.install(app)
+    projector = projector or MetricsProjector(runtime.store)
+    app.add_route("/orders", OrderCollection(runtime))
+    app.add_route("/orders/{order_id}", OrderResource(runtime))
+    app.add_route("/orders/{order_id}/events", OrderHistory(runtime))
+    app.add_route("/events", EventFeed(runtime))
+    app.add_route("/metrics", Metrics(projector))
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Readiness(runtime))
+    return app

@@ -1,0 +1,88 @@
+"""The ``orderlog`` command: ``serve``, ``rebuild`` and ``bench``.
+
+It is the composition root that wires all three layers, so it lives in the
+outermost one. Every serve flag comes from ``orderlog.config.Settings``, where
+its ``ORDERLOG_*`` variable and help text are defined; a ``.env`` file in the
+working directory is read first (real environment variables win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import orjson
+
+from orderlog.config import Settings, env_name, load_settings, settings_fields
+from orderlog.errors import MissingDriverError, StoreUnavailableError, ValidationError
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    for f in settings_fields():
+        kind = type(f.default)
+        help_text = f"{f.metadata['help']} (env {env_name(f)}, default {f.default!r})"
+        if kind is bool:
+            parser.add_argument(
+                f.metadata["flag"],
+                dest=f.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(f.metadata["flag"], dest=f.name, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orderlog", description="Event-sourced order service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_settings(commands.add_parser("serve", help="serve the REST API and process orders"))
+    rebuild = commands.add_parser("rebuild", help="rebuild the projections from the whole log")
+    rebuild.add_argument("--database", dest="database_url", default=None, help="database URL")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress display")
+    bench = commands.add_parser("bench", help="measure orderlog (see 'orderlog bench -h')")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the bench's own arguments")
+    return parser
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # optional: without it, only real environment variables count
+        return
+    load_dotenv(".env", override=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_dotenv()
+    args = build_parser().parse_args(argv)
+    overrides = {
+        k: v for k, v in vars(args).items() if v is not None and k in Settings.__dataclass_fields__
+    }
+    try:
+        settings = load_settings(overrides=overrides)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "serve":
+            from api.server import serve
+
+            return serve(settings)
+        if args.command == "rebuild":
+            from projections.rebuild import run
+
+            report = run(settings.database_url, quiet=args.quiet)
+            sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return 0
+        from api.bench import main as bench_main
+
+        return bench_main(args.args)
+    except (ValidationError, MissingDriverError, StoreUnavailableError) as exc:
+        sys.stderr.write(f"orderlog: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Errors as RFC 9457 problem details, mapped once for the whole app.
+
+Every core error family gets one status here; anything unexpected becomes a bare
+500 problem (logged with its traceback, never shown to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+import orjson
+
+from orderlog.errors import (
+    ConcurrencyError,
+    FieldError,
+    InvalidTransitionError,
+    OrderConflictError,
+    OrderNotFoundError,
+    StoreUnavailableError,
+    ValidationError,
+)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(falcon.HTTPError):
+    """An HTTP error with an RFC 9457 body: type, title, status, detail and extras."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            falcon.code_to_http_status(status), title=title, description=detail, headers=headers
+        )
+        self.slug = slug
+        self.errors = errors
+
+    def to_problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:orderlog:problem:{self.slug}",
+            "title": self.title,
+            "status": self.status_code,
+            "detail": self.description,
+        }
+        if self.errors:
+            body["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        return body
+
+
+def invalid(errors: list[FieldError], detail: str = "The request has invalid fields.") -> Problem:
+    return Problem(422, "validation-error", "Invalid request", detail, errors)
+
+
+def bad_request(slug: str, detail: str, errors: list[FieldError] | None = None) -> Problem:
+    return Problem(400, slug, "Bad request", detail, errors)
+
+
+def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    if isinstance(error, Problem):
+        body = error.to_problem()
+    else:
+        body = {
+            "type": "about:blank",
+            "title": error.title,
+            "status": error.status_code,
+            "detail": error.description or error.title,
+        }
+    resp.content_type = PROBLEM_JSON
+    resp.data = orjson.dumps(body)
+    resp.append_header("Vary", "Accept")
+
+
+def _handler(status: int, slug: str, title: str):  # type: ignore[no-untyped-def]
+    def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+        errors = error.errors if isinstance(error, ValidationError) else None
+        raise Problem(status, slug, title, str(error), errors)
+
+    return handle
+
+
+def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    if isinstance(error, falcon.HTTPError):
+        raise error
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    raise Problem(
+        500, "internal-error", "Internal error", "The server failed to handle the request."
+    )
+
+
+def install(app: falcon.App) -> None:
+    """Map every error family to its status, once."""
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(ValidationError, _handler(422, "validation-error", "Invalid request"))
+    app.add_error_handler(OrderNotFoundError, _handler(404, "order-not-found", "Order not found"))
+    app.add_error_handler(OrderConflictError, _handler(409, "order-conflict", "Order id taken"))
+    app.add_error_handler(ConcurrencyError, _handler(409, "concurrency-conflict", "Conflict"))
+    app.add_error_handler(
+        InvalidTransitionError, _handler(409, "invalid-transition", "Invalid transition")
+    )
+    app.add_error_handler(
+        StoreUnavailableError, _handler(503, "store-unavailable", "Service unavailable")
+    )
+    app.set_error_serializer(_serialize)

@@ -1,0 +1,142 @@
+"""Settings: one frozen dataclass, built from defaults, ``ORDERLOG_*`` variables and flags.
+
+Each field carries its flag, its environment variable and its help text, so the
+command line, ``.env.example`` and the README are all derived from this one table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from orderlog.errors import FieldError, ValidationError
+
+
+def _opt(default: Any, flag: str, help: str, env: str | None = None) -> Any:
+    return field(default=default, metadata={"flag": flag, "help": help, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _opt(
+        "sqlite:///orderlog.db",
+        "--database",
+        "database URL: sqlite:///file.db, postgresql://..., mysql://...",
+    )
+    host: str = _opt("127.0.0.1", "--host", "address to listen on")
+    port: int = _opt(8000, "--port", "TCP port to listen on")
+    workers: int = _opt(4, "--workers", "order-processing worker threads")
+    threads: int = _opt(16, "--threads", "HTTP request threads (waitress)")
+    processing_delay: float = _opt(
+        0.2, "--processing-delay", "simulated work per order, in seconds"
+    )
+    connection_limit: int = _opt(2000, "--connection-limit", "open HTTP connections served at once")
+    backlog: int = _opt(2048, "--backlog", "listen backlog for connections not yet accepted")
+    channel_timeout: int = _opt(
+        60, "--channel-timeout", "seconds before an idle HTTP connection is closed"
+    )
+    max_body_bytes: int = _opt(65536, "--max-body-bytes", "largest accepted request body")
+    group_commit: bool = _opt(
+        True, "--group-commit", "commit concurrent appends together in one transaction"
+    )
+    max_batch: int = _opt(1000, "--max-batch", "most appends committed in one transaction")
+    sqlite_synchronous: str = _opt(
+        "NORMAL",
+        "--sqlite-synchronous",
+        "SQLite synchronous level: NORMAL survives a process crash, FULL also a power loss",
+    )
+    node_id: str = _opt("", "--node-id", "this node's name in claims (default: host name and port)")
+    claim_timeout: float = _opt(
+        30.0, "--claim-timeout", "seconds a claim on an order lasts before others may take it"
+    )
+    pending_grace: float = _opt(
+        5.0, "--pending-grace", "seconds before any node picks up another node's Pending order"
+    )
+    sweep_interval: float = _opt(
+        1.0, "--sweep-interval", "seconds between scans of the log for orders to pick up"
+    )
+    shutdown_timeout: float = _opt(
+        10.0, "--shutdown-timeout", "seconds to finish orders in hand on SIGTERM/SIGINT"
+    )
+    log_level: str = _opt("INFO", "--log-level", "DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def node(self) -> str:
+        return self.node_id or f"{socket.gethostname()}-{self.port}"
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    return f.metadata.get("env") or "ORDERLOG_" + f.name.upper()
+
+
+def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Settings)
+
+
+def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = type(f.default)
+    if isinstance(raw, kind):
+        return raw
+    text = str(raw).strip()
+    if kind is bool:
+        if text.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if text.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError("expected true or false")
+    return kind(text)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Defaults, then ``ORDERLOG_*`` variables, then explicit overrides (flags).
+
+    Raises ValidationError naming each variable or flag that does not parse.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    problems: list[FieldError] = []
+    for f in settings_fields():
+        raw = (overrides or {}).get(f.name)
+        source = f.metadata["flag"]
+        if raw is None and env_name(f) in env:
+            raw, source = env[env_name(f)], env_name(f)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = _convert(f, raw)
+        except ValueError as exc:
+            problems.append(FieldError(source, f"cannot use {raw!r}: {exc}"))
+    if problems:
+        raise ValidationError(problems)
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    problems = []
+    for name in (
+        "workers",
+        "threads",
+        "connection_limit",
+        "backlog",
+        "max_body_bytes",
+        "max_batch",
+    ):
+        if getattr(s, name) < 1:
+            problems.append(FieldError(name, "must be at least 1"))
+    for name in ("processing_delay", "claim_timeout", "pending_grace", "shutdown_timeout"):
+        if getattr(s, name) < 0:
+            problems.append(FieldError(name, "must not be negative"))
+    if s.sweep_interval <= 0:
+        problems.append(FieldError("sweep_interval", "must be positive"))
+    if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        problems.append(FieldError("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
+    if problems:
+        raise ValidationError(problems)

@@ -1,0 +1,67 @@
+"""The core's own error families; the store translates driver errors into these.
+
+The HTTP layer maps each family to one status code, so every error a client can
+cause must be one of these, never a bare driver or Python exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class OrderlogError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with one input field, named so a client can fix it."""
+
+    field: str
+    message: str
+
+
+class ValidationError(OrderlogError):
+    """Input that breaks a rule of shape, type, range or size."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+class OrderNotFoundError(OrderlogError):
+    """No stream exists for the order id (or not at the asked version)."""
+
+    def __init__(self, order_id: str, detail: str | None = None) -> None:
+        self.order_id = order_id
+        super().__init__(detail or f"order {order_id!r} does not exist")
+
+
+class ConcurrencyError(OrderlogError):
+    """An append's expected version no longer matches the stream: someone else won."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"stream {stream_id!r} is at version {actual}, expected {expected}")
+
+
+class OrderConflictError(OrderlogError):
+    """The order id is taken by an order with different content."""
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        super().__init__(f"order {order_id!r} already exists with different content")
+
+
+class InvalidTransitionError(OrderlogError):
+    """A command that the order's current status does not allow."""
+
+
+class StoreUnavailableError(OrderlogError):
+    """The database cannot be reached or refused the operation."""
+
+
+class MissingDriverError(OrderlogError):
+    """The database URL needs a driver that is not installed."""

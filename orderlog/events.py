@@ -1,0 +1,80 @@
+"""Event types: frozen dataclasses, past-tense facts, and the one name -> class registry.
+
+An event's class name is its stored ``type``, so moving this module never breaks
+the log. ``RecordedEvent`` is an event as the log holds it: with its stream,
+version, global position, metadata and the time it was recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OrderPlaced:
+    order_id: str
+    user_id: str | int
+    item_ids: tuple[str | int, ...]
+    total_amount: str  # exact decimal as text: money never passes through float
+
+
+@dataclass(frozen=True)
+class OrderProcessingStarted:
+    order_id: str
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class OrderCompleted:
+    order_id: str
+    attempt: int
+
+
+Event = OrderPlaced | OrderProcessingStarted | OrderCompleted
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (OrderPlaced, OrderProcessingStarted, OrderCompleted)
+}
+
+
+def event_type(event: Event) -> str:
+    return type(event).__name__
+
+
+def event_data(event: Event) -> dict[str, Any]:
+    data = dataclasses.asdict(event)
+    if isinstance(event, OrderPlaced):
+        data["item_ids"] = list(event.item_ids)
+    return data
+
+
+def decode_event(type_name: str, data: dict[str, Any]) -> Event | None:
+    """The typed event for a stored row, or None for a type this version does not know."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        return None
+    if cls is OrderPlaced:
+        data = {**data, "item_ids": tuple(data["item_ids"])}
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """One row of the log. ``data`` and ``metadata`` stay plain dicts: readers of the
+    raw feed must see exactly what was stored, even for types this code does not know."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    @property
+    def event(self) -> Event | None:
+        return decode_event(self.type, self.data)

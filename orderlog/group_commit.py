@@ -1,0 +1,131 @@
+"""Group commit: one writer thread commits whatever appends are waiting, together.
+
+SQLite allows one writer at a time and every commit costs a sync; funnelling
+appends through one thread and committing them in batches turns N commits into
+one. The thread knows nothing of SQL: it hands each batch to a ``commit``
+callable, which sets every request's own result or error. A caller is woken only
+after the batch it was in has committed (or failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from orderlog.errors import StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Request:
+    """One caller's unit of work; ``result`` or ``error`` is set before ``done``."""
+
+    __slots__ = ("done", "error", "payload", "result")
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        commit: Callable[[list[Request]], None],
+        *,
+        max_batch: int = 1000,
+        name: str = "orderlog-writer",
+        on_thread_start: Callable[[], None] | None = None,
+        on_thread_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self._commit = commit
+        self._max_batch = max_batch
+        self._name = name
+        self._on_start = on_thread_start
+        self._on_stop = on_thread_stop
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._accepting = False
+        self.batches = 0
+        self.committed = 0
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._accepting = True
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking work, commit what was already submitted, then end the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._accepting = False
+            if thread is None:
+                return
+            self._queue.put(_STOP)
+        thread.join(timeout)
+
+    def submit(self, payload: Any) -> Any:
+        """Commit ``payload`` with whatever else is waiting; return its result or raise its error."""
+        request = Request(payload)
+        with self._lock:
+            if not self._accepting:
+                raise StoreUnavailableError("the event store is closed")
+            self._queue.put(request)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    def _run(self) -> None:
+        if self._on_start:
+            self._on_start()
+        try:
+            stopping = False
+            while not stopping:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                batch = [item]
+                # Take what queued up while the last commit ran; never wait for more.
+                while len(batch) < self._max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(item)
+                self._commit_and_wake(batch)
+        finally:
+            if self._on_stop:
+                self._on_stop()
+
+    def _commit_and_wake(self, batch: list[Request]) -> None:
+        try:
+            self._commit(batch)
+            self.batches += 1
+            self.committed += len(batch)
+        except Exception as exc:  # the thread's top loop: answer every caller, log, carry on
+            log.exception("group commit of %d appends failed", len(batch))
+            for request in batch:
+                if request.error is None:
+                    request.result = None
+                    request.error = StoreUnavailableError(f"the append was not committed: {exc}")
+        finally:
+            for request in batch:
+                request.done.set()

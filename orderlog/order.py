@@ -1,0 +1,210 @@
+"""The order's rules: pure functions from an order's history and a command to new events.
+
+Nothing here touches the database or the clock; callers pass in what they read.
+The validation of a new order lives here too, so every entry point (HTTP, scripts,
+benchmarks) gets the same checks before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any
+
+from orderlog.errors import (
+    FieldError,
+    InvalidTransitionError,
+    OrderConflictError,
+    ValidationError,
+)
+from orderlog.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
+
+MAX_ID_LENGTH = 64
+MAX_ITEMS = 1000
+# Fifteen significant digits survive a trip through a JSON float unchanged, so every
+# amount up to this bound is exact however the client wrote it.
+MAX_AMOUNT = Decimal("9999999999999.99")
+MAX_INT_ID = 2**63 - 1
+CENT = Decimal("0.01")
+ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
+
+
+class Status(str, Enum):
+    PENDING = "Pending"
+    PROCESSING = "Processing"
+    COMPLETED = "Completed"
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    order_id: str
+    user_id: str | int
+    item_ids: tuple[str | int, ...]
+    total_amount: Decimal
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> PlaceOrder:
+        """Validate a decoded request body; raises ValidationError listing every bad field."""
+        if not isinstance(payload, Mapping):
+            raise ValidationError([FieldError("body", "must be a JSON object")])
+        errors: list[FieldError] = [
+            FieldError(name, "unknown field") for name in payload if name not in PLACE_ORDER_FIELDS
+        ]
+        for name in PLACE_ORDER_FIELDS[1:]:
+            if name not in payload:
+                errors.append(FieldError(name, "is required"))
+
+        order_id = payload.get("order_id")
+        if order_id is None and "order_id" not in payload:
+            order_id = str(uuid.uuid4())
+        else:
+            _check_order_id(order_id, errors)
+        user_id = payload.get("user_id")
+        if "user_id" in payload:
+            _check_id("user_id", user_id, errors)
+        item_ids = payload.get("item_ids")
+        if "item_ids" in payload:
+            _check_items(item_ids, errors)
+        amount = None
+        if "total_amount" in payload:
+            amount = parse_amount(payload["total_amount"], errors)
+        if errors:
+            raise ValidationError(errors)
+        return cls(order_id, user_id, tuple(item_ids), amount)  # type: ignore[arg-type]
+
+
+def _check_order_id(value: Any, errors: list[FieldError]) -> None:
+    if not isinstance(value, str):
+        errors.append(FieldError("order_id", "must be a string"))
+    elif not 1 <= len(value) <= MAX_ID_LENGTH:
+        errors.append(FieldError("order_id", f"must be 1 to {MAX_ID_LENGTH} characters"))
+    elif not ORDER_ID_PATTERN.match(value):
+        errors.append(
+            FieldError(
+                "order_id",
+                "may hold only letters, digits and _ . : - and must start with a letter or digit",
+            )
+        )
+
+
+def _check_id(name: str, value: Any, errors: list[FieldError]) -> None:
+    # bool is an int in Python; true/false is never a meaningful id.
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        errors.append(FieldError(name, "must be a string or an integer"))
+    elif isinstance(value, str) and not 1 <= len(value) <= MAX_ID_LENGTH:
+        errors.append(FieldError(name, f"must be 1 to {MAX_ID_LENGTH} characters"))
+    elif isinstance(value, int) and not 0 <= value <= MAX_INT_ID:
+        errors.append(FieldError(name, f"must be between 0 and {MAX_INT_ID}"))
+
+
+def _check_items(value: Any, errors: list[FieldError]) -> None:
+    if not isinstance(value, list):
+        errors.append(FieldError("item_ids", "must be a list of item ids"))
+        return
+    if not 1 <= len(value) <= MAX_ITEMS:
+        errors.append(FieldError("item_ids", f"must hold 1 to {MAX_ITEMS} items"))
+        return
+    for index, item in enumerate(value):
+        before = len(errors)
+        _check_id(f"item_ids[{index}]", item, errors)
+        if len(errors) > before:
+            return  # one bad item is enough to say; a thousand lines would not help
+
+
+def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
+    """An exact, non-negative amount with at most two decimal places.
+
+    A JSON number arrives as a float; its shortest repr is the literal the client
+    wrote for every amount within MAX_AMOUNT, so Decimal(repr) recovers it exactly.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        errors.append(FieldError("total_amount", "must be a number or a decimal string"))
+        return None
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        errors.append(FieldError("total_amount", f"{text[:40]!r} is not a decimal number"))
+        return None
+    if not amount.is_finite():
+        errors.append(FieldError("total_amount", "must be a finite number"))
+    elif amount < 0:
+        errors.append(FieldError("total_amount", "must not be negative"))
+    elif amount > MAX_AMOUNT:
+        errors.append(FieldError("total_amount", f"must not exceed {MAX_AMOUNT}"))
+    elif amount != amount.quantize(CENT):
+        errors.append(FieldError("total_amount", "must have at most 2 decimal places"))
+    else:
+        return amount.quantize(CENT)
+    return None
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """The write side's view of one order: just what the rules need to decide."""
+
+    version: int = 0
+    status: Status | None = None
+    placed: OrderPlaced | None = None
+    attempt: int = 0
+    worker_id: str | None = None
+
+
+def apply_state(state: OrderState, event: Event | None) -> OrderState:
+    version = state.version + 1
+    if isinstance(event, OrderPlaced):
+        return OrderState(version, Status.PENDING, event)
+    if isinstance(event, OrderProcessingStarted):
+        return OrderState(version, Status.PROCESSING, state.placed, event.attempt, event.worker_id)
+    if isinstance(event, OrderCompleted):
+        return OrderState(version, Status.COMPLETED, state.placed, state.attempt, state.worker_id)
+    # A type this version does not know still takes its place in the stream.
+    return OrderState(version, state.status, state.placed, state.attempt, state.worker_id)
+
+
+def fold_state(events: Iterable[Event | None]) -> OrderState:
+    state = OrderState()
+    for event in events:
+        state = apply_state(state, event)
+    return state
+
+
+def place_order(state: OrderState, command: PlaceOrder) -> list[Event]:
+    """The events for a new order; none for an identical retry; conflict otherwise."""
+    placed = OrderPlaced(
+        order_id=command.order_id,
+        user_id=command.user_id,
+        item_ids=command.item_ids,
+        total_amount=str(command.total_amount),
+    )
+    if state.placed is None:
+        return [placed]
+    if state.placed == placed:
+        return []
+    raise OrderConflictError(command.order_id)
+
+
+def start_processing(state: OrderState, order_id: str, worker_id: str) -> list[Event]:
+    """Claim the order. From Processing this is a re-claim after a crash or an expired lease."""
+    if state.status not in (Status.PENDING, Status.PROCESSING):
+        raise InvalidTransitionError(
+            f"order {order_id!r} is {_status_name(state)}: processing cannot start"
+        )
+    return [OrderProcessingStarted(order_id, state.attempt + 1, worker_id)]
+
+
+def complete_order(state: OrderState, order_id: str) -> list[Event]:
+    if state.status is not Status.PROCESSING:
+        raise InvalidTransitionError(
+            f"order {order_id!r} is {_status_name(state)}: only a Processing order completes"
+        )
+    return [OrderCompleted(order_id, state.attempt)]
+
+
+def _status_name(state: OrderState) -> str:
+    return state.status.value if state.status else "not placed"

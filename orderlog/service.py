@@ -1,0 +1,86 @@
+"""The application service: read a stream, ask the rules, append with the expected version.
+
+Every command follows the same three steps, so the rules stay pure and the store
+stays the only thing that writes. A lost race surfaces as ConcurrencyError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from orderlog.errors import ConcurrencyError, OrderNotFoundError
+from orderlog.events import RecordedEvent
+from orderlog.order import (
+    OrderState,
+    PlaceOrder,
+    apply_state,
+    complete_order,
+    fold_state,
+    place_order,
+    start_processing,
+)
+from orderlog.store import EventStore
+
+
+class OrderService:
+    def __init__(self, store: EventStore, on_placed: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self._on_placed = on_placed
+
+    def place_order(
+        self, command: PlaceOrder, metadata: Mapping[str, Any] | None = None
+    ) -> tuple[list[RecordedEvent], bool]:
+        """Place an order; returns its events and whether this call created it.
+
+        An identical retry creates nothing and returns the existing order; the
+        same id with different content raises OrderConflictError.
+        """
+        for _ in range(2):
+            history = self.store.read_stream(command.order_id)
+            new = place_order(_state(history), command)
+            if not new:
+                return history, False
+            try:
+                recorded = self.store.append(command.order_id, new, len(history), metadata)
+            except ConcurrencyError:
+                continue  # a concurrent identical request won; decide again on its result
+            if self._on_placed:
+                self._on_placed(command.order_id)
+            return history + recorded, True
+        raise ConcurrencyError(command.order_id, 0, len(history))
+
+    def history(self, order_id: str, up_to_version: int | None = None) -> list[RecordedEvent]:
+        events = self.store.read_stream(order_id, up_to_version)
+        if not events:
+            raise OrderNotFoundError(order_id)
+        return events
+
+    def state(self, order_id: str) -> OrderState:
+        return _state(self.store.read_stream(order_id))
+
+    def start_processing(
+        self, order_id: str, state: OrderState, worker_id: str, metadata: Mapping[str, Any]
+    ) -> OrderState:
+        """Claim the order at the version the caller read; ConcurrencyError if another won."""
+        new = start_processing(state, order_id, worker_id)
+        self.store.append(order_id, new, state.version, metadata)
+        return fold_state_from(state, new)
+
+    def complete_order(
+        self, order_id: str, state: OrderState, metadata: Mapping[str, Any]
+    ) -> OrderState:
+        new = complete_order(state, order_id)
+        self.store.append(order_id, new, state.version, metadata)
+        return fold_state_from(state, new)
+
+
+def _state(history: list[RecordedEvent]) -> OrderState:
+    return fold_state(event.event for event in history)
+
+
+def fold_state_from(state: OrderState, new: list[Any]) -> OrderState:
+    """The state after ``new`` events, without reading the stream again."""
+    for event in new:
+        state = apply_state(state, event)
+    return state

@@ -1,0 +1,482 @@
+"""The event store: the only code that reads or writes the events table.
+
+A stored event is (position, stream_id, version, type, data, metadata, recorded_at).
+Unique (stream_id, version) makes a lost race a ConcurrencyError; database triggers
+make the table append-only. Positions are handed out under one lock (the single
+``log_head`` row, or SQLite's write lock) that is held until commit, so positions
+become visible strictly in order on every backend: a reader paging the log by
+position can never skip an event that commits later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import peewee
+
+from orderlog.database import backend_of
+from orderlog.errors import ConcurrencyError, StoreUnavailableError
+from orderlog.events import Event, RecordedEvent, event_data, event_type
+from orderlog.group_commit import GroupCommitter, Request
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 1000
+_COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at"
+
+
+class _Base(peewee.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class EventRow(_Base):
+    position = peewee.BigIntegerField(primary_key=True)
+    stream_id = peewee.CharField(max_length=64)
+    version = peewee.IntegerField()
+    type = peewee.CharField(max_length=64)
+    data = peewee.TextField()
+    metadata = peewee.TextField()
+    recorded_at = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "events"
+        indexes = ((("stream_id", "version"), True),)
+
+
+class LogHead(_Base):
+    """One row: the last position handed out. Locking it serialises position assignment."""
+
+    id = peewee.IntegerField(primary_key=True)
+    position = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "log_head"
+
+
+class ProjectionRow(_Base):
+    name = peewee.CharField(max_length=64, primary_key=True)
+    position = peewee.BigIntegerField()
+    state = peewee.TextField()
+
+    class Meta:
+        table_name = "projections"
+
+
+_MODELS = (EventRow, LogHead, ProjectionRow)
+# Binding models to a database is process-wide, so schema work is done one store at a time.
+_SCHEMA_LOCK = threading.Lock()
+_DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+
+_APPEND_ONLY = {
+    "sqlite": [
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        ),
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        ),
+    ],
+    "postgres": [
+        (
+            "CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'events are append-only'; END $$ LANGUAGE plpgsql"
+        ),
+        (
+            "CREATE OR REPLACE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events "
+            "FOR EACH ROW EXECUTE FUNCTION events_append_only()"
+        ),
+        (
+            "CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events "
+            "FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()"
+        ),
+    ],
+    "mysql": [
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'events are append-only'"
+        ),
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'events are append-only'"
+        ),
+    ],
+}
+
+
+@dataclass(frozen=True)
+class _Append:
+    stream_id: str
+    expected_version: int
+    rows: list[tuple[str, dict[str, Any], dict[str, Any]]]  # (type, data, metadata)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+class EventStore:
+    """Append and read events. ``open()`` creates the schema and starts the writer."""
+
+    def __init__(
+        self, db: peewee.Database, *, group_commit: bool = True, max_batch: int = 1000
+    ) -> None:
+        self.db = db
+        self.backend = _backend_of_database(db)
+        self._param = db.param
+        self._lock_head = "SELECT position FROM log_head WHERE id = 1" + (
+            "" if self.backend == "sqlite" else " FOR UPDATE"
+        )
+        self._writer = (
+            GroupCommitter(
+                self._commit_batch,
+                max_batch=max_batch,
+                on_thread_start=lambda: self.db.connect(reuse_if_open=True),
+                on_thread_stop=self.db.close,
+            )
+            if group_commit
+            else None
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def open(self) -> EventStore:
+        self.create_schema()
+        if self._writer:
+            self._writer.start()
+        return self
+
+    def close(self) -> None:
+        if self._writer:
+            self._writer.stop()
+        if hasattr(self.db, "close_all"):
+            self.db.close_all()
+
+    def create_schema(self) -> None:
+        """Idempotent: safe to run on every start, by every node at once."""
+        for attempt in range(3):
+            with _SCHEMA_LOCK, self._connection(), self.db.bind_ctx(_MODELS):
+                try:
+                    self.db.create_tables(_MODELS, safe=True)
+                    for statement in _APPEND_ONLY[self.backend]:
+                        self.db.execute_sql(statement)
+                    if not LogHead.select().where(LogHead.id == 1).exists():
+                        LogHead.insert(id=1, position=0).on_conflict_ignore().execute()
+                    return
+                except peewee.IntegrityError:
+                    # Another node created the same object at the same moment: look again.
+                    if attempt == 2:
+                        raise StoreUnavailableError("cannot create the schema") from None
+                except _DB_ERRORS as exc:
+                    raise StoreUnavailableError(f"cannot create the schema: {exc}") from exc
+
+    def ping(self) -> bool:
+        try:
+            with self._connection():
+                self.db.execute_sql("SELECT 1").fetchone()
+            return True
+        except _DB_ERRORS:
+            return False
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer is None or self._writer.running
+
+    # -- writing ---------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event],
+        expected_version: int,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[RecordedEvent]:
+        """Append all of ``events`` or none; returns them as recorded.
+
+        Raises ConcurrencyError when the stream is no longer at ``expected_version``.
+        """
+        shared = dict(metadata or {})
+        rows = [
+            (event_type(event), event_data(event), {"event_id": str(uuid.uuid4()), **shared})
+            for event in events
+        ]
+        if not rows:
+            return []
+        payload = _Append(stream_id, expected_version, rows)
+        if self._writer:
+            return self._writer.submit(payload)
+        request = Request(payload)
+        with self._connection():
+            self._commit_batch([request])
+        if request.error:
+            raise request.error
+        return request.result
+
+    def _commit_batch(self, batch: list[Request]) -> None:
+        """Commit a batch in one transaction; each request gets its positions or its error.
+
+        Versions are checked up front under the log lock, so a clash fails only
+        its own request. Should the database still refuse the batch (a writer
+        outside this store), each request is retried alone so neighbours are spared.
+        """
+        try:
+            self._write(batch)
+        except peewee.IntegrityError:
+            if len(batch) == 1:
+                self._fail_clash(batch[0])
+                return
+            for request in batch:
+                request.result = request.error = None
+                try:
+                    self._write([request])
+                except peewee.IntegrityError:
+                    self._fail_clash(request)
+                except _DB_ERRORS as exc:
+                    request.error = StoreUnavailableError(f"append failed: {exc}")
+        except _DB_ERRORS as exc:
+            self._reset_connection()
+            for request in batch:
+                request.result = None
+                request.error = StoreUnavailableError(f"append failed: {exc}")
+
+    def _write(self, batch: list[Request]) -> None:
+        p = self._param
+        lock = "IMMEDIATE" if self.backend == "sqlite" else None
+        with self.db.atomic(*([lock] if lock else [])):
+            cursor = self.db.cursor()
+            cursor.execute(self._lock_head)
+            head = cursor.fetchone()[0]
+            streams = list({r.payload.stream_id for r in batch})
+            cursor.execute(
+                f"SELECT stream_id, MAX(version) FROM events WHERE stream_id IN "
+                f"({', '.join([p] * len(streams))}) GROUP BY stream_id",
+                streams,
+            )
+            versions: dict[str, int] = dict(cursor.fetchall())
+            now = utc_now()
+            recorded_at = format_time(now)
+            rows = []
+            accepted: list[tuple[Request, list[RecordedEvent]]] = []
+            for request in batch:
+                append: _Append = request.payload
+                current = versions.get(append.stream_id, 0)
+                if current != append.expected_version:
+                    request.error = ConcurrencyError(
+                        append.stream_id, append.expected_version, current
+                    )
+                    continue
+                recorded = []
+                for offset, (type_name, data, meta) in enumerate(append.rows, start=1):
+                    head += 1
+                    event = RecordedEvent(
+                        head, append.stream_id, current + offset, type_name, data, meta, now
+                    )
+                    recorded.append(event)
+                    rows.append(
+                        (
+                            head,
+                            append.stream_id,
+                            event.version,
+                            type_name,
+                            orjson.dumps(data).decode(),
+                            orjson.dumps(meta).decode(),
+                            recorded_at,
+                        )
+                    )
+                versions[append.stream_id] = current + len(append.rows)
+                accepted.append((request, recorded))
+            if rows:
+                cursor.executemany(
+                    f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([p] * 7)})", rows
+                )
+                cursor.execute(f"UPDATE log_head SET position = {p} WHERE id = 1", (head,))
+        for request, recorded in accepted:
+            request.result = recorded
+
+    def _fail_clash(self, request: Request) -> None:
+        append: _Append = request.payload
+        request.result = None
+        request.error = ConcurrencyError(
+            append.stream_id, append.expected_version, self.stream_version(append.stream_id)
+        )
+
+    def _reset_connection(self) -> None:
+        """Drop a connection the server may have closed, so the next batch gets a fresh one."""
+        try:
+            self.db.close()
+        except _DB_ERRORS:
+            pass
+        if self._writer and self._writer.running:
+            try:
+                self.db.connect(reuse_if_open=True)
+            except _DB_ERRORS:
+                log.warning("database unreachable; the next append will retry")
+
+    # -- reading ---------------------------------------------------------------
+
+    def read_stream(self, stream_id: str, up_to_version: int | None = None) -> list[RecordedEvent]:
+        """One stream's events in version order (up to a version, for time travel)."""
+        p = self._param
+        sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = {p}"
+        params: list[Any] = [stream_id]
+        if up_to_version is not None:
+            sql += f" AND version <= {p}"
+            params.append(up_to_version)
+        return [_decode(row) for row in self._query(sql + " ORDER BY version", params)]
+
+    def read_all(self, after: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        """Events after ``position`` in position order: one page of the global log."""
+        return [_decode(row) for row in self.read_all_raw(after, limit)]
+
+    def read_all_raw(self, after: int = 0, limit: int = 100) -> list[tuple[Any, ...]]:
+        """A page of undecoded rows, for readers that decode only what they need."""
+        p = self._param
+        limit = max(1, min(limit, MAX_PAGE * 100))
+        return self._query(
+            f"SELECT {_COLUMNS} FROM events WHERE position > {p} ORDER BY position LIMIT {p}",
+            [after, limit],
+        )
+
+    def iter_all(self, after: int = 0, page: int = 5000) -> Iterator[RecordedEvent]:
+        """The whole log after ``after``, read in pages so memory stays constant."""
+        while True:
+            rows = self.read_all_raw(after, page)
+            for row in rows:
+                yield _decode(row)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def head(self) -> int:
+        """The last position committed: the log's length."""
+        rows = self._query("SELECT position FROM log_head WHERE id = 1", [])
+        return rows[0][0] if rows else 0
+
+    def stream_version(self, stream_id: str) -> int:
+        rows = self._query(
+            f"SELECT MAX(version) FROM events WHERE stream_id = {self._param}", [stream_id]
+        )
+        return rows[0][0] or 0
+
+    # -- projection checkpoints -------------------------------------------------
+
+    def load_projection(self, name: str) -> tuple[int, bytes | None]:
+        """The stored (checkpoint, state) of a projection, or (0, None)."""
+        rows = self._query(
+            f"SELECT position, state FROM projections WHERE name = {self._param}", [name]
+        )
+        if not rows:
+            return 0, None
+        position, state = rows[0]
+        return position, state.encode() if isinstance(state, str) else state
+
+    def save_projection(self, name: str, position: int, state: bytes) -> bool:
+        """Store a state with its checkpoint in one statement; never move a checkpoint back.
+
+        Returns False when a newer state was already stored (by another node).
+        """
+        p = self._param
+        text = state.decode()
+        with self._connection():
+            try:
+                with self.db.atomic():
+                    cursor = self.db.execute_sql(
+                        f"UPDATE projections SET position = {p}, state = {p} "
+                        f"WHERE name = {p} AND position < {p}",
+                        (position, text, name, position),
+                    )
+                    if cursor.rowcount:
+                        return True
+                    exists = self.db.execute_sql(
+                        f"SELECT 1 FROM projections WHERE name = {p}", (name,)
+                    ).fetchone()
+                    if exists:
+                        return False
+                    self.db.execute_sql(
+                        f"INSERT INTO projections (name, position, state) VALUES ({p}, {p}, {p})",
+                        (name, position, text),
+                    )
+                    return True
+            except peewee.IntegrityError:
+                return False
+            except _DB_ERRORS as exc:
+                raise StoreUnavailableError(f"cannot save projection {name!r}: {exc}") from exc
+
+    def reset_projection(self, name: str) -> None:
+        with self._connection():
+            try:
+                self.db.execute_sql(f"DELETE FROM projections WHERE name = {self._param}", (name,))
+            except _DB_ERRORS as exc:
+                raise StoreUnavailableError(f"cannot reset projection {name!r}: {exc}") from exc
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        """A connection for this thread: the open one if any, else one from the pool."""
+        if not self.db.is_closed():
+            return _NoopContext()
+        return self.db.connection_context()
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        try:
+            with self._connection():
+                return list(self.db.execute_sql(sql, params).fetchall())
+        except _DB_ERRORS as exc:
+            raise StoreUnavailableError(f"read failed: {exc}") from exc
+
+
+class _NoopContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _decode(row: tuple[Any, ...]) -> RecordedEvent:
+    position, stream_id, version, type_name, data, metadata, recorded_at = row
+    return RecordedEvent(
+        position=position,
+        stream_id=stream_id,
+        version=version,
+        type=type_name,
+        data=orjson.loads(data),
+        metadata=orjson.loads(metadata),
+        recorded_at=parse_time(recorded_at),
+    )
+
+
+def _backend_of_database(db: peewee.Database) -> str:
+    if isinstance(db, peewee.SqliteDatabase):
+        return "sqlite"
+    if isinstance(db, peewee.PostgresqlDatabase):
+        return "postgres"
+    if isinstance(db, peewee.MySQLDatabase):
+        return "mysql"
+    raise ValueError(f"unsupported database {type(db).__name__}")
+
+
+def open_store(url: str, **options: Any) -> EventStore:
+    """Convenience for scripts: open the database at ``url`` and the store on it."""
+    from orderlog.database import open_database
+
+    backend_of(url)
+    db = open_database(url, synchronous=options.pop("synchronous", "NORMAL"))
+    return EventStore(db, **options).open()

@@ -1,0 +1,84 @@
+"""Rebuild the metrics projection from the whole log: ``python -m projections.rebuild``.
+
+Resets the stored projection, replays the log from position 0 in pages (constant
+memory), stores the result with its checkpoint and prints the metrics. Progress
+(events done of the head, events per second) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import orjson
+
+from orderlog.config import load_settings
+from orderlog.database import open_database
+from orderlog.store import EventStore
+from projections import metrics
+from projections.projector import NAME
+
+Progress = Callable[[int, int, float], None]
+
+
+def rebuild(
+    store: EventStore, *, page: int = 5000, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Replay the log into a fresh metrics state, store it, and return its report."""
+    store.reset_projection(NAME)
+    head = store.head()
+    state = metrics.initial()
+    position = done = 0
+    started = time.perf_counter()
+    last_shown = 0.0
+    for event in store.iter_all(0, page):
+        metrics.apply(state, event)
+        position = event.position
+        done += 1
+        if progress and done % page == 0:
+            now = time.perf_counter()
+            if now - last_shown >= 0.5:
+                progress(done, max(head, position), now - started)
+                last_shown = now
+    if progress:
+        progress(done, max(head, position), time.perf_counter() - started)
+    store.save_projection(NAME, position, orjson.dumps(state))
+    return metrics.report(state, position)
+
+
+def progress_printer(stream: TextIO = sys.stderr) -> Progress:
+    def show(done: int, head: int, seconds: float) -> None:
+        rate = done / seconds if seconds > 0 else 0.0
+        end = "\n" if done >= head else ""
+        stream.write(f"\rrebuilt {done:,} / {head:,} events  ({rate:,.0f} events/s)   {end}")
+        stream.flush()
+
+    return show
+
+
+def run(database_url: str, *, quiet: bool = False) -> dict[str, Any]:
+    settings = load_settings(overrides={"database_url": database_url})
+    db = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
+    store = EventStore(db, group_commit=False).open()
+    try:
+        return rebuild(store, progress=None if quiet else progress_printer())
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m projections.rebuild", description=__doc__)
+    parser.add_argument("--database", default=None, help="database URL (default: settings)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    args = parser.parse_args(argv)
+    url = args.database or load_settings().database_url
+    report = run(url, quiet=args.quiet)
+    sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -79,7 +79,7 @@ class GroupCommitter:
         thread.join(timeout)
 
     def submit(self, payload: Any) -> Any:
-        """Commit ``payload`` with whatever else is waiting; return its result or raise its error."""
+        """Commit ``payload`` with whatever else waits; return its result or raise its error."""
         request = Request(payload)
         with self._lock:
             if not self._accepting:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from orderlog.errors import (
@@ -34,7 +34,7 @@ ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PENDING = "Pending"
     PROCESSING = "Processing"
     COMPLETED = "Completed"

@@ -10,6 +10,7 @@ position can never skip an event that commits later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -319,10 +320,8 @@ class EventStore:
 
     def _reset_connection(self) -> None:
         """Drop a connection the server may have closed, so the next batch gets a fresh one."""
-        try:
+        with contextlib.suppress(_DB_ERRORS):
             self.db.close()
-        except _DB_ERRORS:
-            pass
         if self._writer and self._writer.running:
             try:
                 self.db.connect(reuse_if_open=True)

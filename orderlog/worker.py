@@ -107,6 +107,19 @@ class Worker:
         self._sweeper = None
         return finished
 
+    def _drain_queue(self) -> int:
+        dropped = 0
+        while True:
+            try:
+                order_id = self._queue.get_nowait()
+            except queue.Empty:
+                return dropped
+            with self._idle:
+                self._scheduled.discard(order_id)  # type: ignore[arg-type]
+                self._reclaim.discard(order_id)  # type: ignore[arg-type]
+                self._idle.notify_all()
+            dropped += 1
+
     @property
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)

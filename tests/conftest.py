@@ -1,0 +1,156 @@
+"""Shared fixtures: a real database per backend, and the store and runtime on top of it.
+
+SQLite is a file in tmp_path. PostgreSQL and MariaDB are used when
+ORDERLOG_TEST_POSTGRES_URL / ORDERLOG_TEST_MYSQL_URL are set: each test session
+creates its own database on the server (so parallel runs never meet) and each
+test starts from empty tables. Without the URLs those tests are skipped with the
+reason; with ORDERLOG_TEST_REQUIRE_SERVERS=1 (CI) an unreachable server fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+from orderlog.config import Settings, load_settings
+from orderlog.database import open_database
+from orderlog.runtime import Runtime
+from orderlog.store import EventStore
+
+SERVER_BACKENDS = {
+    "postgres": "ORDERLOG_TEST_POSTGRES_URL",
+    "mysql": "ORDERLOG_TEST_MYSQL_URL",
+}
+BACKENDS = ["sqlite", *SERVER_BACKENDS]
+_TABLES = ("events", "log_head", "projections")
+
+
+def _with_database(url: str, name: str) -> str:
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(path="/" + name))
+
+
+def _admin_execute(backend: str, url: str, statements: list[str]) -> None:
+    parsed = urlparse(url)
+    if backend == "postgres":
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=parsed.hostname,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            password=parsed.password,
+            dbname=parsed.path.lstrip("/") or "postgres",
+        )
+        conn.autocommit = True
+    else:
+        import pymysql
+
+        conn = pymysql.connect(
+            host=parsed.hostname,
+            port=parsed.port or 3306,
+            user=parsed.username,
+            password=parsed.password or "",
+            database=parsed.path.lstrip("/") or None,
+            autocommit=True,
+        )
+    try:
+        with conn.cursor() as cursor:
+            for statement in statements:
+                cursor.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def server_databases() -> Iterator[dict[str, str | None]]:
+    """One fresh database per server backend for this test session; None if unavailable."""
+    name = f"orderlog_test_{uuid.uuid4().hex[:10]}"
+    made: dict[str, str | None] = {}
+    errors: dict[str, str] = {}
+    for backend, variable in SERVER_BACKENDS.items():
+        url = os.environ.get(variable)
+        if not url:
+            made[backend] = None
+            errors[backend] = f"{variable} is not set"
+            continue
+        try:
+            _admin_execute(backend, url, [f"CREATE DATABASE {name}"])
+            made[backend] = _with_database(url, name)
+        except Exception as exc:  # report why, below, per test
+            made[backend] = None
+            errors[backend] = f"cannot reach {backend} at {variable}: {exc}"
+    made["_errors"] = errors  # type: ignore[assignment]
+    yield made
+    for backend, variable in SERVER_BACKENDS.items():
+        if made.get(backend):
+            with contextlib.suppress(Exception):
+                _admin_execute(backend, os.environ[variable], [f"DROP DATABASE IF EXISTS {name}"])
+
+
+def _reset(backend: str, url: str) -> None:
+    drops = [f"DROP TABLE IF EXISTS {table}" for table in _TABLES]
+    if backend == "postgres":
+        drops.append("DROP FUNCTION IF EXISTS events_append_only() CASCADE")
+    _admin_execute(backend, url, drops)
+
+
+def backend_url(backend: str, server_databases: dict, tmp_path) -> str:  # type: ignore[type-arg]
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'orderlog.db'}"
+    url = server_databases.get(backend)
+    if url is None:
+        reason = server_databases["_errors"][backend]
+        if os.environ.get("ORDERLOG_TEST_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"{backend} is required here but unavailable: {reason}")
+        pytest.skip(f"{backend} tests skipped: {reason}")
+    _reset(backend, url)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend: str, server_databases: dict, tmp_path) -> str:  # type: ignore[type-arg]
+    """A URL to an empty database of each backend in turn."""
+    return backend_url(backend, server_databases, tmp_path)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    return f"sqlite:///{tmp_path / 'orderlog.db'}"
+
+
+def make_store(url: str, **options: object) -> EventStore:
+    db = open_database(url)
+    return EventStore(db, **options).open()  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=[True, False], ids=["group-commit", "direct"])
+def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[EventStore]:
+    """An open event store on each backend, with and without group commit."""
+    store = make_store(database_url, group_commit=request.param)
+    yield store
+    store.close()
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    values = {"database_url": url, "processing_delay": 0.0, "workers": 2, "sweep_interval": 0.2}
+    values.update(overrides)
+    return load_settings(env={}, overrides=values)
+
+
+@pytest.fixture
+def runtime(database_url: str) -> Iterator[Runtime]:
+    """The started core (store, service, worker) with no processing delay."""
+    runtime = Runtime(settings_for(database_url)).start()
+    yield runtime
+    runtime.stop()

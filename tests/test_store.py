@@ -1,0 +1,121 @@
+"""The event store on every backend: atomic appends, version clashes, append-only, paging."""
+
+from __future__ import annotations
+
+import threading
+
+import peewee
+import pytest
+
+from orderlog.errors import ConcurrencyError
+from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.store import EventStore
+
+
+def placed(order_id: str) -> OrderPlaced:
+    return OrderPlaced(order_id, "u1", ("a", "b"), "10.00")
+
+
+def test_append_assigns_versions_and_positions_in_order(store: EventStore) -> None:
+    first = store.append("o1", [placed("o1")], 0)
+    second = store.append("o1", [OrderProcessingStarted("o1", 1, "w"), OrderCompleted("o1", 1)], 1)
+    assert [e.version for e in first + second] == [1, 2, 3]
+    assert [e.position for e in first + second] == [1, 2, 3]
+    events = store.read_stream("o1")
+    assert [e.type for e in events] == ["OrderPlaced", "OrderProcessingStarted", "OrderCompleted"]
+    assert events[0].data == {
+        "order_id": "o1",
+        "user_id": "u1",
+        "item_ids": ["a", "b"],
+        "total_amount": "10.00",
+    }
+    assert events == first + second
+    assert store.head() == 3
+
+
+def test_version_clash_raises_and_writes_nothing(store: EventStore) -> None:
+    store.append("o1", [placed("o1")], 0)
+    with pytest.raises(ConcurrencyError) as caught:
+        store.append("o1", [OrderProcessingStarted("o1", 1, "w"), OrderCompleted("o1", 1)], 0)
+    assert caught.value.actual == 1
+    assert [e.version for e in store.read_stream("o1")] == [1]
+    assert store.head() == 1
+
+
+def test_metadata_is_stored_with_an_event_id(store: EventStore) -> None:
+    (event,) = store.append("o1", [placed("o1")], 0, {"correlation_id": "req-1"})
+    stored = store.read_stream("o1")[0]
+    assert stored.metadata["correlation_id"] == "req-1"
+    assert stored.metadata["event_id"] == event.metadata["event_id"]
+    assert stored.recorded_at == event.recorded_at
+    assert stored.recorded_at.tzinfo is not None
+
+
+def test_raw_update_and_delete_are_refused_by_the_database(store: EventStore) -> None:
+    store.append("o1", [placed("o1")], 0)
+    with store.db.connection_context():
+        with pytest.raises(peewee.DatabaseError), store.db.atomic():
+            store.db.execute_sql("UPDATE events SET type = 'Tampered'")
+        with pytest.raises(peewee.DatabaseError), store.db.atomic():
+            store.db.execute_sql("DELETE FROM events")
+    assert [e.type for e in store.read_stream("o1")] == ["OrderPlaced"]
+
+
+def test_read_all_pages_through_the_log_in_position_order(store: EventStore) -> None:
+    for n in range(25):
+        store.append(f"o{n}", [placed(f"o{n}")], 0)
+    seen, after = [], 0
+    while page := store.read_all(after, 10):
+        seen.extend(page)
+        after = page[-1].position
+    assert [e.position for e in seen] == list(range(1, 26))
+    assert [e.stream_id for e in seen] == [f"o{n}" for n in range(25)]
+    assert [e.position for e in store.iter_all(20, page=2)] == [21, 22, 23, 24, 25]
+
+
+def test_up_to_version_reads_a_stream_as_it_was(store: EventStore) -> None:
+    store.append("o1", [placed("o1"), OrderProcessingStarted("o1", 1, "w")], 0)
+    assert [e.version for e in store.read_stream("o1", up_to_version=1)] == [1]
+    assert store.read_stream("missing") == []
+
+
+def test_concurrent_appends_to_one_stream_let_exactly_one_win(store: EventStore) -> None:
+    store.append("o1", [placed("o1")], 0)
+    wins, clashes = [], []
+    barrier = threading.Barrier(8)
+
+    def claim(n: int) -> None:
+        barrier.wait()
+        try:
+            store.append("o1", [OrderProcessingStarted("o1", 1, f"w{n}")], 1)
+            wins.append(n)
+        except ConcurrencyError:
+            clashes.append(n)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(clashes) == 7
+    assert [e.version for e in store.read_stream("o1")] == [1, 2]
+
+
+def test_projection_checkpoint_never_moves_back(store: EventStore) -> None:
+    assert store.load_projection("m") == (0, None)
+    assert store.save_projection("m", 5, b'{"a":1}')
+    assert not store.save_projection("m", 3, b'{"a":0}')
+    assert store.load_projection("m") == (5, b'{"a":1}')
+    store.reset_projection("m")
+    assert store.load_projection("m") == (0, None)
+
+
+def test_schema_creation_is_idempotent(database_url: str) -> None:
+    from tests.conftest import make_store
+
+    first = make_store(database_url)
+    first.append("o1", [placed("o1")], 0)
+    first.close()
+    again = make_store(database_url)
+    assert again.head() == 1
+    again.close()

@@ -30,7 +30,10 @@ MAX_ITEMS = 1000
 MAX_AMOUNT = Decimal("9999999999999.99")
 MAX_INT_ID = 2**63 - 1
 CENT = Decimal("0.01")
-ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# \Z, not $: $ also matches before a trailing newline.
+ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
+# Plain ASCII decimal notation: Decimal() alone would also take "1_000" and non-ASCII digits.
+DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
 
 
@@ -126,6 +129,9 @@ def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
         errors.append(FieldError("total_amount", "must be a number or a decimal string"))
         return None
     text = repr(value) if isinstance(value, float) else str(value).strip()
+    if isinstance(value, str) and not DECIMAL_TEXT.fullmatch(text):
+        errors.append(FieldError("total_amount", f"{text[:40]!r} is not a decimal number"))
+        return None
     try:
         amount = Decimal(text)
     except InvalidOperation:
@@ -140,7 +146,7 @@ def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
     elif amount != amount.quantize(CENT):
         errors.append(FieldError("total_amount", "must have at most 2 decimal places"))
     else:
-        return amount.quantize(CENT)
+        return abs(amount.quantize(CENT))  # abs: "-0" is zero, never a stored "-0.00"
     return None
 
 

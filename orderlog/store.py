@@ -113,12 +113,37 @@ _APPEND_ONLY = {
     ],
 }
 
+# (acquire, release) of a lock held across every node on the same database server.
+_SCHEMA_NODE_LOCK = {
+    "postgres": (
+        "SELECT 1 FROM (SELECT pg_advisory_lock(hashtext('orderlog.schema'))) AS locked",
+        "SELECT pg_advisory_unlock(hashtext('orderlog.schema'))",
+    ),
+    "mysql": ("SELECT GET_LOCK('orderlog.schema', 60)", "SELECT RELEASE_LOCK('orderlog.schema')"),
+}
+
 
 @dataclass(frozen=True)
 class _Append:
     stream_id: str
     expected_version: int
-    rows: list[tuple[str, dict[str, Any], dict[str, Any]]]  # (type, data, metadata)
+    # (type, data, metadata, data as JSON, metadata as JSON): callers encode, so the
+    # single writer thread does as little Python work per event as possible.
+    rows: list[tuple[str, dict[str, Any], dict[str, Any], str, str]]
+
+    def recorded(self, first_position: int, moment: datetime) -> list[RecordedEvent]:
+        return [
+            RecordedEvent(
+                first_position + offset,
+                self.stream_id,
+                self.expected_version + offset + 1,
+                type_name,
+                data,
+                meta,
+                moment,
+            )
+            for offset, (type_name, data, meta, _, _) in enumerate(self.rows)
+        ]
 
 
 def utc_now() -> datetime:
@@ -145,6 +170,8 @@ class EventStore:
         self._lock_head = "SELECT position FROM log_head WHERE id = 1" + (
             "" if self.backend == "sqlite" else " FOR UPDATE"
         )
+        self._insert = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([db.param] * 7)})"
+        self._set_head = f"UPDATE log_head SET position = {db.param} WHERE id = 1"
         self._writer = (
             GroupCommitter(
                 self._commit_batch,
@@ -175,11 +202,12 @@ class EventStore:
         for attempt in range(3):
             with _SCHEMA_LOCK, self._connection(), self.db.bind_ctx(_MODELS):
                 try:
-                    self.db.create_tables(_MODELS, safe=True)
-                    for statement in _APPEND_ONLY[self.backend]:
-                        self.db.execute_sql(statement)
-                    if not LogHead.select().where(LogHead.id == 1).exists():
-                        LogHead.insert(id=1, position=0).on_conflict_ignore().execute()
+                    with self._schema_lock_between_nodes():
+                        self.db.create_tables(_MODELS, safe=True)
+                        for statement in _APPEND_ONLY[self.backend]:
+                            self.db.execute_sql(statement)
+                        if not LogHead.select().where(LogHead.id == 1).exists():
+                            LogHead.insert(id=1, position=0).on_conflict_ignore().execute()
                     return
                 except peewee.IntegrityError:
                     # Another node created the same object at the same moment: look again.
@@ -187,6 +215,29 @@ class EventStore:
                         raise StoreUnavailableError("cannot create the schema") from None
                 except _DB_ERRORS as exc:
                     raise StoreUnavailableError(f"cannot create the schema: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _schema_lock_between_nodes(self) -> Iterator[None]:
+        """Hold a server-wide lock while creating the schema: nodes start one at a time.
+
+        Without it nodes starting together fail: PostgreSQL's CREATE OR REPLACE
+        FUNCTION/TRIGGER raise "tuple concurrently updated", and MySQL has no
+        CREATE INDEX IF NOT EXISTS, so peewee's check-then-create races. SQLite's
+        write lock already serialises DDL. Both locks are per session, so a node
+        that dies holding one releases it with its connection.
+        """
+        statements = _SCHEMA_NODE_LOCK.get(self.backend)
+        if statements is None:
+            yield
+            return
+        acquire, release = statements
+        if self.db.execute_sql(acquire).fetchone()[0] != 1:
+            raise StoreUnavailableError("timed out waiting for another node to create the schema")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(_DB_ERRORS):
+                self.db.execute_sql(release).fetchone()
 
     def ping(self) -> bool:
         try:
@@ -214,21 +265,32 @@ class EventStore:
         Raises ConcurrencyError when the stream is no longer at ``expected_version``.
         """
         shared = dict(metadata or {})
-        rows = [
-            (event_type(event), event_data(event), {"event_id": str(uuid.uuid4()), **shared})
-            for event in events
-        ]
+        rows = []
+        for event in events:
+            data = event_data(event)
+            meta = {"event_id": str(uuid.uuid4()), **shared}
+            rows.append(
+                (
+                    event_type(event),
+                    data,
+                    meta,
+                    orjson.dumps(data).decode(),
+                    orjson.dumps(meta).decode(),
+                )
+            )
         if not rows:
             return []
         payload = _Append(stream_id, expected_version, rows)
         if self._writer:
-            return self._writer.submit(payload)
-        request = Request(payload)
-        with self._connection():
-            self._commit_batch([request])
-        if request.error:
-            raise request.error
-        return request.result
+            first_position, moment = self._writer.submit(payload)
+        else:
+            request = Request(payload)
+            with self._connection():
+                self._commit_batch([request])
+            if request.error:
+                raise request.error
+            first_position, moment = request.result
+        return payload.recorded(first_position, moment)
 
     def _commit_batch(self, batch: list[Request]) -> None:
         """Commit a batch in one transaction; each request gets its positions or its error.
@@ -274,7 +336,7 @@ class EventStore:
             now = utc_now()
             recorded_at = format_time(now)
             rows = []
-            accepted: list[tuple[Request, list[RecordedEvent]]] = []
+            accepted: list[tuple[Request, int]] = []
             for request in batch:
                 append: _Append = request.payload
                 current = versions.get(append.stream_id, 0)
@@ -283,33 +345,18 @@ class EventStore:
                         append.stream_id, append.expected_version, current
                     )
                     continue
-                recorded = []
-                for offset, (type_name, data, meta) in enumerate(append.rows, start=1):
+                accepted.append((request, head + 1))
+                stream_id = append.stream_id
+                for type_name, _, _, data, meta in append.rows:
                     head += 1
-                    event = RecordedEvent(
-                        head, append.stream_id, current + offset, type_name, data, meta, now
-                    )
-                    recorded.append(event)
-                    rows.append(
-                        (
-                            head,
-                            append.stream_id,
-                            event.version,
-                            type_name,
-                            orjson.dumps(data).decode(),
-                            orjson.dumps(meta).decode(),
-                            recorded_at,
-                        )
-                    )
-                versions[append.stream_id] = current + len(append.rows)
-                accepted.append((request, recorded))
+                    current += 1
+                    rows.append((head, stream_id, current, type_name, data, meta, recorded_at))
+                versions[stream_id] = current
             if rows:
-                cursor.executemany(
-                    f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([p] * 7)})", rows
-                )
-                cursor.execute(f"UPDATE log_head SET position = {p} WHERE id = 1", (head,))
-        for request, recorded in accepted:
-            request.result = recorded
+                cursor.executemany(self._insert, rows)
+                cursor.execute(self._set_head, (head,))
+        for request, first_position in accepted:
+            request.result = (first_position, now)
 
     def _fail_clash(self, request: Request) -> None:
         append: _Append = request.payload

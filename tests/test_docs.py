@@ -1,0 +1,23 @@
+"""The documented settings match the real ones: every variable and flag is in .env.example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orderlog.config import env_name, settings_fields
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_env_example_lists_every_setting_with_its_flag() -> None:
+    text = (ROOT / ".env.example").read_text()
+    for f in settings_fields():
+        assert f"{env_name(f)}=" in text, env_name(f)
+        assert f.metadata["flag"] in text, f.metadata["flag"]
+
+
+def test_readme_shows_the_two_commands_and_every_variable() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert "make run" in text and "make test" in text
+    for f in settings_fields():
+        assert env_name(f) in text, env_name(f)

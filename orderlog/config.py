@@ -7,6 +7,7 @@ command line, ``.env.example`` and the README are all derived from this one tabl
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -66,7 +67,12 @@ class Settings:
 
     @property
     def node(self) -> str:
-        return self.node_id or f"{socket.gethostname()}-{self.port}"
+        if self.node_id:
+            return self.node_id
+        # Host and port name a node across restarts, so it can take back its own claims
+        # at once; a server on an ephemeral port has no stable name, so its process id.
+        suffix = self.port if self.port else f"pid{os.getpid()}"
+        return f"{socket.gethostname()}-{suffix}"
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:
@@ -80,7 +86,7 @@ def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
 def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
     kind = type(f.default)
     if isinstance(raw, kind):
-        return raw
+        return _finite(raw)
     text = str(raw).strip()
     if kind is bool:
         if text.lower() in {"1", "true", "yes", "on"}:
@@ -88,7 +94,14 @@ def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
         if text.lower() in {"0", "false", "no", "off"}:
             return False
         raise ValueError("expected true or false")
-    return kind(text)
+    return _finite(kind(text))
+
+
+def _finite(value: Any) -> Any:
+    # float() takes "nan" and "inf": a NaN delay fails every order, an infinite one hangs it.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 def load_settings(
@@ -100,6 +113,7 @@ def load_settings(
     """
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # field -> the flag or variable that set it, for errors
     problems: list[FieldError] = []
     for f in settings_fields():
         raw = (overrides or {}).get(f.name)
@@ -108,6 +122,7 @@ def load_settings(
             raw, source = env[env_name(f)], env_name(f)
         if raw is None:
             continue
+        sources[f.name] = source
         try:
             values[f.name] = _convert(f, raw)
         except ValueError as exc:
@@ -115,28 +130,37 @@ def load_settings(
     if problems:
         raise ValidationError(problems)
     settings = Settings(**values)
-    _check(settings)
+    _check(settings, sources)
     return settings
 
 
-def _check(s: Settings) -> None:
+def _check(s: Settings, sources: Mapping[str, str]) -> None:
     problems = []
+
+    def bad(name: str, message: str) -> None:
+        problems.append(FieldError(sources.get(name, name), message))
+
     for name in (
         "workers",
         "threads",
         "connection_limit",
         "backlog",
+        "channel_timeout",
         "max_body_bytes",
         "max_batch",
     ):
         if getattr(s, name) < 1:
-            problems.append(FieldError(name, "must be at least 1"))
+            bad(name, "must be at least 1")
     for name in ("processing_delay", "claim_timeout", "pending_grace", "shutdown_timeout"):
         if getattr(s, name) < 0:
-            problems.append(FieldError(name, "must not be negative"))
+            bad(name, "must not be negative")
     if s.sweep_interval <= 0:
-        problems.append(FieldError("sweep_interval", "must be positive"))
+        bad("sweep_interval", "must be positive")
+    if not 0 <= s.port <= 65535:
+        bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        problems.append(FieldError("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA"))
+        bad("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
     if problems:
         raise ValidationError(problems)

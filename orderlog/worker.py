@@ -130,7 +130,8 @@ class Worker:
             if not self._accepting or order_id in self._scheduled:
                 return
             self._scheduled.add(order_id)
-        self._queue.put(order_id)
+            # Under the lock: stop() must not slip its sentinels in before this id.
+            self._queue.put(order_id)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued or in hand; False on timeout."""
@@ -203,7 +204,7 @@ class Worker:
                 self._scheduled.add(order.order_id)
                 if order.status == Status.PROCESSING.value:
                     self._reclaim.add(order.order_id)
-            self._queue.put(order.order_id)
+                self._queue.put(order.order_id)
 
     def _is_due(self, order: OpenOrder, now: float, starting: bool) -> bool:
         if order.status == Status.PENDING.value:

@@ -1,0 +1,305 @@
+"""The worker on a real store, every backend, no HTTP: claims, leases, recovery and stop.
+
+Time that matters to the rules (a claim's lease, another node's grace period) comes
+from a clock the test moves by hand; the sweep runs when the test calls it, and
+the test waits on ``wait_idle`` or polls the log with a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+
+from orderlog.errors import ConcurrencyError
+from orderlog.events import RecordedEvent
+from orderlog.open_orders import incarnation_of, worker_id_for
+from orderlog.order import PlaceOrder, Status
+from orderlog.runtime import Runtime
+from orderlog.service import OrderService
+from orderlog.store import EventStore
+from orderlog.worker import Worker
+from tests.conftest import make_store
+
+NEVER = 3600.0  # a sweep interval the test outlives: only the test's own calls sweep
+
+
+class Clock:
+    """Seconds since the epoch, moved only by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def shared_store(database_url: str) -> Iterator[EventStore]:
+    store = make_store(database_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def service(shared_store: EventStore) -> OrderService:
+    return OrderService(shared_store)
+
+
+@pytest.fixture
+def make_worker(service: OrderService) -> Iterator[Callable[..., Worker]]:
+    made: list[Worker] = []
+
+    def build(**options: object) -> Worker:
+        values: dict[str, object] = {
+            "threads": 2,
+            "processing_delay": 0.0,
+            "node": "n1",
+            "sweep_interval": NEVER,
+        }
+        values.update(options)
+        worker = Worker(service, **values)  # type: ignore[arg-type]
+        made.append(worker)
+        return worker
+
+    yield build
+    for worker in made:
+        worker.stop()
+
+
+def place(service: OrderService, order_id: str, node: str = "n1") -> None:
+    command = PlaceOrder(order_id, "u1", ("a",), Decimal("1"))
+    service.place_order(command, {"node": node})
+
+
+def claim(service: OrderService, order_id: str, worker_id: str) -> RecordedEvent:
+    """Claim an order as some other worker would, and return the claim as recorded."""
+    service.start_processing(order_id, service.state(order_id), worker_id, {})
+    return service.store.read_stream(order_id)[-1]
+
+
+def types(service: OrderService, order_id: str) -> list[str]:
+    return [e.type for e in service.store.read_stream(order_id)]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.01)  # polling interval of a deadline-bound wait
+
+
+def test_exactly_one_of_two_racing_claims_wins(service: OrderService) -> None:
+    place(service, "o1")
+    state = service.state("o1")  # both claimants read the same version
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def race(worker_id: str) -> None:
+        barrier.wait()
+        try:
+            service.start_processing("o1", state, worker_id, {})
+            outcomes[worker_id] = "won"
+        except ConcurrencyError:
+            outcomes[worker_id] = "lost"
+
+    threads = [threading.Thread(target=race, args=(w,)) for w in ("a/x/0", "b/y/0")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes.values()) == ["lost", "won"]
+    (winner,) = [w for w, outcome in outcomes.items() if outcome == "won"]
+    events = service.store.read_stream("o1")
+    assert [e.type for e in events] == ["OrderPlaced", "OrderProcessingStarted"]
+    assert events[1].data["worker_id"] == winner
+
+
+def test_two_workers_told_of_the_same_orders_complete_each_exactly_once(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    first = make_worker(node="n1", threads=4)
+    second = make_worker(node="n2", threads=4)
+    first.start()
+    second.start()
+    order_ids = [f"race-{n}" for n in range(40)]
+    for order_id in order_ids:
+        place(service, order_id)
+    for order_id in order_ids:  # both hear of every order at once
+        first.notify(order_id)
+        second.notify(order_id)
+
+    assert first.wait_idle(30) and second.wait_idle(30)
+    for order_id in order_ids:
+        events = service.store.read_stream(order_id)
+        assert [e.type for e in events] == [
+            "OrderPlaced",
+            "OrderProcessingStarted",
+            "OrderCompleted",
+        ]
+        assert events[2].data["attempt"] == 1
+    assert first.processed + second.processed == len(order_ids)
+    assert first.failures == second.failures == 0
+
+
+def test_pending_orders_left_in_the_log_are_processed_at_start(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    for n in range(5):  # placed, but no worker was told: as if the node crashed
+        place(service, f"left-{n}", node="crashed-node")
+    worker = make_worker()
+    worker.start()
+
+    assert worker.wait_idle(30)
+    for n in range(5):
+        assert types(service, f"left-{n}")[-1] == "OrderCompleted"
+
+
+def test_another_nodes_pending_order_is_taken_only_after_the_grace_period(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    clock = Clock(0)
+    worker = make_worker(pending_grace=5.0, clock=clock)
+    worker.start()  # the start-up sweep sees an empty log
+    place(service, "theirs", node="n2")
+    placed_at = service.store.read_stream("theirs")[0].recorded_at.timestamp()
+
+    clock.now = placed_at + 4.9
+    worker._sweep(starting=False)
+    assert worker.wait_idle(10)
+    assert types(service, "theirs") == ["OrderPlaced"]
+
+    clock.now = placed_at + 5.0
+    worker._sweep(starting=False)
+    assert worker.wait_idle(10)
+    assert types(service, "theirs")[-1] == "OrderCompleted"
+
+
+def test_another_nodes_claim_is_taken_over_only_after_its_lease(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    place(service, "o1", node="n2")
+    claimed_at = claim(service, "o1", "n2/old/0").recorded_at.timestamp()
+    clock = Clock(claimed_at + 1)
+    worker = make_worker(claim_timeout=30.0, clock=clock)
+    worker.start()
+    assert worker.wait_idle(10)
+    assert types(service, "o1") == ["OrderPlaced", "OrderProcessingStarted"]
+
+    clock.now = claimed_at + 29.9
+    worker._sweep(starting=False)
+    assert worker.wait_idle(10)
+    assert types(service, "o1") == ["OrderPlaced", "OrderProcessingStarted"]
+
+    clock.now = claimed_at + 30.0
+    worker._sweep(starting=False)
+    assert worker.wait_idle(10)
+    events = service.store.read_stream("o1")
+    assert [e.type for e in events] == [
+        "OrderPlaced",
+        "OrderProcessingStarted",
+        "OrderProcessingStarted",
+        "OrderCompleted",
+    ]
+    assert events[2].data["attempt"] == 2
+    assert incarnation_of(events[2].data["worker_id"]) == worker.incarnation
+    assert events[3].data["attempt"] == 2
+
+
+def test_a_claim_by_this_nodes_previous_incarnation_is_taken_over_at_start(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    place(service, "o1")
+    claimed_at = claim(service, "o1", worker_id_for("n1", "previous", 0)).recorded_at
+    # The lease is still young: only the node id says nobody is working on it.
+    worker = make_worker(node="n1", claim_timeout=30.0, clock=Clock(claimed_at.timestamp()))
+    worker.start()
+
+    assert worker.wait_idle(10)
+    events = service.store.read_stream("o1")
+    assert [e.type for e in events][-2:] == ["OrderProcessingStarted", "OrderCompleted"]
+    assert events[2].data["attempt"] == 2
+    assert events[2].data["worker_id"].startswith(f"n1/{worker.incarnation}/")
+    assert events[3].data["attempt"] == 2
+
+
+def test_a_claim_by_this_incarnation_is_not_taken_again_by_its_own_sweep(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    clock = Clock(0)
+    worker = make_worker(node="n1", claim_timeout=30.0, clock=clock)
+    place(service, "o1")
+    claimed_at = claim(service, "o1", worker_id_for("n1", worker.incarnation, 0)).recorded_at
+    clock.now = claimed_at.timestamp() + 3600  # the lease is long over
+    worker.start()
+    worker._sweep(starting=False)
+
+    assert worker.wait_idle(10)
+    assert types(service, "o1") == ["OrderPlaced", "OrderProcessingStarted"]
+
+
+def test_stop_finishes_the_order_in_hand_and_leaves_queued_ones_pending(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(threads=1, processing_delay=0.5)
+    worker.start()
+    order_ids = [f"q-{n}" for n in range(5)]
+    for order_id in order_ids:
+        place(service, order_id)
+        worker.notify(order_id)
+    wait_for(lambda: types(service, "q-0") == ["OrderPlaced", "OrderProcessingStarted"])
+
+    assert worker.stop(timeout=10)
+    assert types(service, "q-0")[-1] == "OrderCompleted"
+    for order_id in order_ids[1:]:
+        assert types(service, order_id) == ["OrderPlaced"]
+    assert worker.wait_idle(0)  # nothing is left scheduled on the stopped worker
+
+    successor = make_worker(threads=2)
+    successor.start()
+    assert successor.wait_idle(30)
+    for order_id in order_ids:
+        completed = [e for e in service.store.read_stream(order_id) if e.type == "OrderCompleted"]
+        assert len(completed) == 1
+
+
+def test_notify_after_stop_schedules_nothing(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker()
+    worker.start()
+    worker.stop()
+    place(service, "late")
+    worker.notify("late")
+
+    assert worker.wait_idle(0)
+    assert types(service, "late") == ["OrderPlaced"]
+
+
+def test_wait_idle_times_out_while_busy_and_returns_once_the_work_is_done(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(threads=1, processing_delay=0.3)
+    worker.start()
+    assert worker.wait_idle(0)  # nothing to do yet
+    place(service, "o1")
+    worker.notify("o1")
+
+    assert not worker.wait_idle(0.05)
+    assert worker.wait_idle(10)
+    assert types(service, "o1")[-1] == "OrderCompleted"
+
+
+def test_an_order_placed_through_the_runtime_is_completed(runtime: Runtime) -> None:
+    command = PlaceOrder("rt-1", "u1", ("a", "b"), Decimal("2"))
+    runtime.service.place_order(command, {"node": runtime.settings.node})
+
+    assert runtime.worker.wait_idle(30)
+    state = runtime.service.state("rt-1")
+    assert state.status is Status.COMPLETED
+    assert state.attempt == 1

@@ -88,6 +88,18 @@ def _handler(status: int, slug: str, title: str):  # type: ignore[no-untyped-def
     return handle
 
 
+def _unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    # The driver's message may name hosts and users: it goes to the log, not the client.
+    log.warning("%s %s: %s", req.method, req.path, error)
+    raise Problem(
+        503,
+        "store-unavailable",
+        "Service unavailable",
+        "the event store is unavailable; retry later",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
@@ -107,7 +119,5 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(
         InvalidTransitionError, _handler(409, "invalid-transition", "Invalid transition")
     )
-    app.add_error_handler(
-        StoreUnavailableError, _handler(503, "store-unavailable", "Service unavailable")
-    )
+    app.add_error_handler(StoreUnavailableError, _unavailable)
     app.set_error_serializer(_serialize)

@@ -81,6 +81,11 @@ class PlaceOrder:
         return cls(order_id, user_id, tuple(item_ids), amount)  # type: ignore[arg-type]
 
 
+def is_order_id(value: str) -> bool:
+    """Whether an order could have this id; one that cannot names no order."""
+    return len(value) <= MAX_ID_LENGTH and bool(ORDER_ID_PATTERN.match(value))
+
+
 def _check_order_id(value: Any, errors: list[FieldError]) -> None:
     if not isinstance(value, str):
         errors.append(FieldError("order_id", "must be a string"))

@@ -17,6 +17,7 @@ from orderlog.order import (
     apply_state,
     complete_order,
     fold_state,
+    is_order_id,
     place_order,
     start_processing,
 )
@@ -51,6 +52,9 @@ class OrderService:
         raise ConcurrencyError(command.order_id, 0, len(history))
 
     def history(self, order_id: str, up_to_version: int | None = None) -> list[RecordedEvent]:
+        # An id no order can have is not looked up (PostgreSQL refuses a NUL outright).
+        if not is_order_id(order_id):
+            raise OrderNotFoundError(order_id)
         events = self.store.read_stream(order_id, up_to_version)
         if not events:
             raise OrderNotFoundError(order_id)

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 import peewee
+from playhouse.pool import MaxConnectionsExceeded
 
 from orderlog.database import backend_of
 from orderlog.errors import ConcurrencyError, StoreUnavailableError
@@ -74,7 +75,8 @@ class ProjectionRow(_Base):
 _MODELS = (EventRow, LogHead, ProjectionRow)
 # Binding models to a database is process-wide, so schema work is done one store at a time.
 _SCHEMA_LOCK = threading.Lock()
-_DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+# A pool that stays exhausted past its timeout is the database being unavailable too.
+_DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError, MaxConnectionsExceeded)
 
 _APPEND_ONLY = {
     "sqlite": [

@@ -1,0 +1,671 @@
+"""The REST contract through the real app (``create_app`` around a started runtime) on
+every backend: orders, history, the event feed, metrics, health, and bad input that
+must be refused with a problem+json 4xx and write nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import falcon.testing
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.app import create_app
+from orderlog.runtime import Runtime
+
+PROBLEM_KEYS = {"type", "title", "status", "detail"}
+ORDER_KEYS = {
+    "order_id",
+    "user_id",
+    "item_ids",
+    "total_amount",
+    "status",
+    "version",
+    "placed_at",
+    "processing_started_at",
+    "completed_at",
+    "processing_time_seconds",
+}
+ORDER: dict[str, Any] = {
+    "order_id": "o-1",
+    "user_id": "u-1",
+    "item_ids": ["sku-1", 42],
+    "total_amount": 19.99,
+}
+IDLE = 10.0  # seconds: an upper bound for the worker to finish a handful of orders
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(create_app(runtime))
+
+
+def post(
+    client: falcon.testing.TestClient,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    content_type: str | None = "application/json",
+    headers: dict[str, str] | None = None,
+) -> falcon.testing.Result:
+    sent = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
+    data = raw if raw is not None else orjson.dumps(body)
+    return client.simulate_post("/orders", body=data, headers=sent)
+
+
+def order(**changes: Any) -> dict[str, Any]:
+    return {**ORDER, **changes}
+
+
+def without(name: str) -> dict[str, Any]:
+    return {key: value for key, value in ORDER.items() if key != name}
+
+
+def assert_problem(
+    result: falcon.testing.Result, status: int, field: str | None = None
+) -> dict[str, Any]:
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"] == "application/problem+json"
+    body = result.json
+    assert body.keys() >= PROBLEM_KEYS
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    if field is not None:
+        assert field in [error["field"] for error in body["errors"]], body
+        assert all(error["message"] for error in body["errors"])
+    return body
+
+
+def place_and_finish(client: falcon.testing.TestClient, runtime: Runtime, **changes: Any) -> str:
+    result = post(client, order(**changes))
+    assert result.status_code == 201, result.text
+    assert runtime.worker.wait_idle(IDLE)
+    return result.json["order_id"]
+
+
+# -- placing orders ----------------------------------------------------------------------------
+
+
+def test_new_order_is_created_with_location_etag_and_view(
+    client: falcon.testing.TestClient,
+) -> None:
+    result = post(client, ORDER, headers={"X-Request-ID": "req-42"})
+    assert result.status_code == 201
+    assert result.headers["location"] == "/orders/o-1"
+    assert result.headers["etag"] == '"1"'
+    body = result.json
+    assert body.keys() >= ORDER_KEYS
+    assert body["order_id"] == "o-1"
+    assert body["user_id"] == "u-1"
+    assert body["item_ids"] == ["sku-1", 42]
+    assert body["total_amount"] == "19.99"
+    assert body["status"] == "Pending"
+    assert body["version"] == 1
+    assert body["placed_at"].endswith("Z")
+    assert body["processing_started_at"] is None
+    assert body["completed_at"] is None
+    assert body["processing_time_seconds"] is None
+
+
+@pytest.mark.parametrize(
+    ("literal", "exact"),
+    [
+        (b"19.99", "19.99"),
+        (b'"19.99"', "19.99"),
+        (b"0.3", "0.30"),
+        (b"0.1", "0.10"),
+        (b"1234567890123.45", "1234567890123.45"),
+        (b'"1234567890123.45"', "1234567890123.45"),
+        (b"9999999999999.99", "9999999999999.99"),
+        (b"5", "5.00"),
+        (b'"0"', "0.00"),
+    ],
+)
+def test_amounts_are_kept_exact_as_decimal_strings(
+    client: falcon.testing.TestClient, literal: bytes, exact: str
+) -> None:
+    raw = b'{"order_id": "exact", "user_id": 1, "item_ids": ["a"], "total_amount": %s}' % literal
+    result = post(client, raw=raw)
+    assert result.status_code == 201, result.text
+    assert result.json["total_amount"] == exact
+    assert client.simulate_get("/orders/exact").json["total_amount"] == exact
+
+
+def test_omitted_order_id_is_generated(client: falcon.testing.TestClient) -> None:
+    first = post(client, without("order_id"))
+    second = post(client, without("order_id"))
+    assert first.status_code == second.status_code == 201
+    order_id = first.json["order_id"]
+    assert uuid.UUID(order_id)
+    assert order_id != second.json["order_id"]
+    assert first.headers["location"] == f"/orders/{order_id}"
+    assert client.simulate_get(f"/orders/{order_id}").status_code == 200
+
+
+def test_second_identical_post_returns_the_existing_order(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    first = post(client, ORDER)
+    assert runtime.worker.wait_idle(IDLE)
+    head = runtime.store.head()
+    again = post(client, order(total_amount="19.990"))  # the same amount, written another way
+    assert again.status_code == 200
+    assert again.headers["location"] == "/orders/o-1"
+    assert again.json["order_id"] == "o-1"
+    assert again.json["placed_at"] == first.json["placed_at"]
+    assert again.json["status"] == "Completed"
+    assert again.headers["etag"] == f'"{again.json["version"]}"'
+    assert runtime.store.head() == head
+    history = client.simulate_get("/orders/o-1/events").json["events"]
+    assert [event["type"] for event in history].count("OrderPlaced") == 1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"user_id": "u-2"}, {"item_ids": ["sku-1"]}, {"total_amount": "20.00"}],
+    ids=["user", "items", "amount"],
+)
+def test_same_id_with_different_content_is_a_conflict(
+    client: falcon.testing.TestClient, runtime: Runtime, changes: dict[str, Any]
+) -> None:
+    post(client, ORDER)
+    assert runtime.worker.wait_idle(IDLE)
+    head = runtime.store.head()
+    body = assert_problem(post(client, order(**changes)), 409)
+    assert body["type"] == "urn:orderlog:problem:order-conflict"
+    assert "o-1" in body["detail"]
+    assert runtime.store.head() == head
+    assert client.simulate_get("/orders/o-1").json["user_id"] == "u-1"
+
+
+def test_json_content_type_with_parameters_is_accepted(client: falcon.testing.TestClient) -> None:
+    result = post(client, ORDER, content_type="application/json; charset=utf-8")
+    assert result.status_code == 201
+
+
+def test_body_of_exactly_the_size_limit_is_accepted(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    limit = runtime.settings.max_body_bytes
+    raw = orjson.dumps(ORDER)
+    result = post(client, raw=raw + b" " * (limit - len(raw)))
+    assert result.status_code == 201
+
+
+# -- reading an order ------------------------------------------------------------------------
+
+
+def test_processed_order_reaches_completed_with_its_times(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    place_and_finish(client, runtime)
+    result = client.simulate_get("/orders/o-1")
+    assert result.status_code == 200
+    body = result.json
+    assert body.keys() >= ORDER_KEYS
+    assert body["status"] == "Completed"
+    assert body["version"] == 3
+    assert body["total_amount"] == "19.99"
+    assert body["item_ids"] == ["sku-1", 42]
+    # The fixed-width UTC format orders as text the way the moments order in time.
+    assert body["placed_at"] <= body["processing_started_at"] <= body["completed_at"]
+    assert isinstance(body["processing_time_seconds"], float)
+    assert body["processing_time_seconds"] >= 0
+    assert result.headers["etag"] == '"3"'
+
+
+def test_matching_if_none_match_answers_304(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    place_and_finish(client, runtime)
+    etag = client.simulate_get("/orders/o-1").headers["etag"]
+    for tag in (etag, f"W/{etag}", '"1", ' + etag, "*"):
+        result = client.simulate_get("/orders/o-1", headers={"If-None-Match": tag})
+        assert result.status_code == 304, tag
+        assert result.content == b""
+        assert result.headers["etag"] == etag
+
+
+def test_stale_if_none_match_answers_the_current_order(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    place_and_finish(client, runtime)
+    result = client.simulate_get("/orders/o-1", headers={"If-None-Match": '"1"'})
+    assert result.status_code == 200
+    assert result.json["status"] == "Completed"
+
+
+def test_version_parameter_shows_the_order_as_it_was(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    place_and_finish(client, runtime)
+    expected = {1: "Pending", 2: "Processing", 3: "Completed"}
+    for version, status in expected.items():
+        result = client.simulate_get("/orders/o-1", params={"version": str(version)})
+        assert result.status_code == 200
+        assert (result.json["status"], result.json["version"]) == (status, version)
+        assert result.headers["etag"] == f'"{version}"'
+    pending = client.simulate_get("/orders/o-1", params={"version": "1"}).json
+    assert pending["processing_started_at"] is None
+
+
+def test_version_beyond_the_stream_is_not_found(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    place_and_finish(client, runtime)
+    body = assert_problem(client.simulate_get("/orders/o-1", params={"version": "4"}), 404)
+    assert "version 4" in body["detail"]
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "x", "1.5", "", "2147483648"])
+def test_bad_version_parameter_is_a_bad_request(
+    client: falcon.testing.TestClient, runtime: Runtime, version: str
+) -> None:
+    place_and_finish(client, runtime)
+    result = client.simulate_get("/orders/o-1", query_string=f"version={version}")
+    assert_problem(result, 400, "version")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/orders/missing",
+        "/orders/missing/events",
+        "/orders/a%00b",
+        "/orders/a%00b/events",
+        "/orders/%FF",
+        "/orders/" + "x" * 65,
+        "/orders/%F0%9F%98%80",
+    ],
+)
+def test_unknown_order_is_a_not_found_problem(client: falcon.testing.TestClient, path: str) -> None:
+    body = assert_problem(client.simulate_get(path), 404)
+    assert body["type"] == "urn:orderlog:problem:order-not-found"
+
+
+def test_history_lists_every_event_of_the_order(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    post(client, ORDER, headers={"X-Request-ID": "req-7"})
+    assert runtime.worker.wait_idle(IDLE)
+    result = client.simulate_get("/orders/o-1/events")
+    assert result.status_code == 200
+    body = result.json
+    assert (body["order_id"], body["version"]) == ("o-1", 3)
+    events = body["events"]
+    assert [e["type"] for e in events] == [
+        "OrderPlaced",
+        "OrderProcessingStarted",
+        "OrderCompleted",
+    ]
+    assert [e["version"] for e in events] == [1, 2, 3]
+    for event in events:
+        assert {"position", "version", "type", "data", "metadata", "recorded_at"} <= event.keys()
+        assert event["metadata"]["event_id"]
+    positions = [e["position"] for e in events]
+    assert positions == sorted(positions)
+    assert events[0]["data"] == {
+        "order_id": "o-1",
+        "user_id": "u-1",
+        "item_ids": ["sku-1", 42],
+        "total_amount": "19.99",
+    }
+    assert events[0]["metadata"]["correlation_id"] == "req-7"
+    assert events[1]["data"]["attempt"] == events[2]["data"]["attempt"] == 1
+
+
+# -- the event feed ----------------------------------------------------------------------------
+
+
+def test_event_feed_pages_through_the_whole_log(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    for n in range(5):
+        assert post(client, order(order_id=f"o-{n}")).status_code == 201
+    assert runtime.worker.wait_idle(IDLE)
+    head = runtime.store.head()
+    assert head == 15
+    seen: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = client.simulate_get("/events", params={"after": str(after), "limit": "4"})
+        assert page.status_code == 200
+        body = page.json
+        assert body["head"] == head
+        if not body["events"]:
+            assert body["next_after"] == after
+            break
+        assert len(body["events"]) <= 4
+        assert body["next_after"] == body["events"][-1]["position"]
+        seen.extend(body["events"])
+        after = body["next_after"]
+    assert [e["position"] for e in seen] == list(range(1, 16))
+    assert {e["stream_id"] for e in seen} == {f"o-{n}" for n in range(5)}
+    for stream in {e["stream_id"] for e in seen}:
+        versions = [e["version"] for e in seen if e["stream_id"] == stream]
+        assert versions == [1, 2, 3]
+
+
+def test_event_feed_defaults_to_the_start_of_the_log(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    empty = client.simulate_get("/events").json
+    assert empty == {"events": [], "next_after": 0, "head": 0}
+    place_and_finish(client, runtime)
+    body = client.simulate_get("/events").json
+    assert [e["position"] for e in body["events"]] == [1, 2, 3]
+    assert body["next_after"] == body["head"] == 3
+    assert body["events"][0]["stream_id"] == "o-1"
+
+
+@pytest.mark.parametrize("limit", ["1", "1000"])
+def test_event_feed_accepts_limits_at_the_bounds(
+    client: falcon.testing.TestClient, runtime: Runtime, limit: str
+) -> None:
+    place_and_finish(client, runtime)
+    body = client.simulate_get("/events", params={"limit": limit}).json
+    assert len(body["events"]) == min(int(limit), 3)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=1001", "limit=x", "limit=-1", "after=-1", "after=x", f"after={2**63}"],
+)
+def test_event_feed_refuses_bad_paging_parameters(
+    client: falcon.testing.TestClient, query: str
+) -> None:
+    assert_problem(client.simulate_get("/events", query_string=query), 400, query.split("=")[0])
+
+
+# -- metrics and health ----------------------------------------------------------------------
+
+
+def test_metrics_count_orders_and_add_up(
+    client: falcon.testing.TestClient, runtime: Runtime
+) -> None:
+    empty = client.simulate_get("/metrics").json
+    assert empty["total_orders"] == 0
+    assert empty["average_processing_time_seconds"] is None
+    for n in range(3):
+        assert post(client, order(order_id=f"o-{n}")).status_code == 201
+    assert runtime.worker.wait_idle(IDLE)
+    result = client.simulate_get("/metrics")
+    assert result.status_code == 200
+    body = result.json
+    assert body["total_orders"] == 3
+    assert body["orders_processed"] == 3
+    assert body["status_counts"] == {"Pending": 0, "Processing": 0, "Completed": 3}
+    assert sum(body["status_counts"].values()) == body["total_orders"]
+    assert body["position"] == runtime.store.head() == 9
+    assert 0 <= body["average_processing_time_seconds"] <= body["average_end_to_end_seconds"]
+    percentiles = body["processing_time_percentiles_seconds"]
+    assert set(percentiles) == {"p50", "p95", "p99"}
+    assert 0 <= percentiles["p50"] <= percentiles["p95"] <= percentiles["p99"]
+
+
+def test_health_is_ok(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/healthz")
+    assert result.status_code == 200
+    assert result.json == {"status": "ok"}
+
+
+def test_ready_until_the_worker_stops(client: falcon.testing.TestClient, runtime: Runtime) -> None:
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["status"] == "ready"
+    assert ready.json["database"] is True
+    assert ready.json["workers"] is True
+    runtime.worker.stop()
+    stopped = client.simulate_get("/readyz")
+    assert stopped.status_code == 503
+    assert stopped.json["status"] == "not ready"
+    assert stopped.json["workers"] is False
+
+
+# -- bad input: the right 4xx, problem+json, and nothing written -------------------------------
+
+BAD_BODIES: list[tuple[str, bytes, int, str | None]] = [
+    # (case id, raw body, status, the field the problem must name)
+    ("malformed-json", b'{"user_id": ', 400, None),
+    ("trailing-garbage", orjson.dumps(ORDER) + b"x", 400, None),
+    ("empty-body", b"", 400, None),
+    ("blank-body", b"  \n ", 400, None),
+    ("not-utf8", b'{"user_id": "\xff\xfe"}', 400, None),
+    ("nan-literal", b'{"user_id": 1, "item_ids": ["a"], "total_amount": NaN}', 400, None),
+    ("number-1e400", b'{"user_id": 1, "item_ids": ["a"], "total_amount": 1e400}', 400, None),
+    ("deep-nesting", b"[" * 5000 + b"]" * 5000, 400, None),
+    ("json-array", b"[]", 422, "body"),
+    ("json-string", b'"order"', 422, "body"),
+    ("json-number", b"1", 422, "body"),
+    ("json-null", b"null", 422, "body"),
+    (
+        "big-integer-user",
+        b'{"user_id": 123456789012345678901234567890, "item_ids": ["a"], "total_amount": 1}',
+        422,
+        "user_id",
+    ),
+]
+
+BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
+    ("missing-user_id", without("user_id"), "user_id"),
+    ("missing-item_ids", without("item_ids"), "item_ids"),
+    ("missing-total_amount", without("total_amount"), "total_amount"),
+    ("unknown-field", order(coupon="FREE"), "coupon"),
+    ("user_id-true", order(user_id=True), "user_id"),
+    ("user_id-float", order(user_id=1.5), "user_id"),
+    ("user_id-list", order(user_id=["u"]), "user_id"),
+    ("user_id-null", order(user_id=None), "user_id"),
+    ("user_id-empty", order(user_id=""), "user_id"),
+    ("user_id-negative", order(user_id=-1), "user_id"),
+    ("item_ids-string", order(item_ids="sku-1"), "item_ids"),
+    ("item_ids-object", order(item_ids={"a": 1}), "item_ids"),
+    ("item_ids-empty", order(item_ids=[]), "item_ids"),
+    ("item_ids-1001", order(item_ids=["i"] * 1001), "item_ids"),
+    ("item-bool", order(item_ids=[False]), "item_ids[0]"),
+    ("item-float", order(item_ids=["a", 2.5]), "item_ids[1]"),
+    ("item-null", order(item_ids=[None]), "item_ids[0]"),
+    ("item-too-long", order(item_ids=["x" * 65]), "item_ids[0]"),
+    ("order_id-number", order(order_id=12), "order_id"),
+    ("order_id-null", order(order_id=None), "order_id"),
+    ("order_id-empty", order(order_id=""), "order_id"),
+    ("order_id-65-chars", order(order_id="o" * 65), "order_id"),
+    ("order_id-slash", order(order_id="a/b"), "order_id"),
+    ("order_id-space", order(order_id="a b"), "order_id"),
+    ("order_id-newline", order(order_id="abc\n"), "order_id"),
+    ("amount-bool", order(total_amount=True), "total_amount"),
+    ("amount-null", order(total_amount=None), "total_amount"),
+    ("amount-list", order(total_amount=[1]), "total_amount"),
+    ("amount-abc", order(total_amount="abc"), "total_amount"),
+    ("amount-NaN", order(total_amount="NaN"), "total_amount"),
+    ("amount-Infinity", order(total_amount="Infinity"), "total_amount"),
+    ("amount-1e400", order(total_amount="1e400"), "total_amount"),
+    ("amount-minus-one", order(total_amount=-1), "total_amount"),
+    ("amount-minus-cent", order(total_amount="-0.01"), "total_amount"),
+    ("amount-1.001-number", order(total_amount=1.001), "total_amount"),
+    ("amount-1.001-string", order(total_amount="1.001"), "total_amount"),
+    ("amount-float-noise", order(total_amount=0.1 + 0.2), "total_amount"),
+    ("amount-too-large", order(total_amount="10000000000000.00"), "total_amount"),
+    ("amount-too-large-number", order(total_amount=1e15), "total_amount"),
+    ("amount-underscores", order(total_amount="1_000"), "total_amount"),
+]
+
+
+@pytest.fixture
+def settled(client: falcon.testing.TestClient, runtime: Runtime) -> Iterator[int]:
+    """A log with one finished order, so 'nothing written' is checked against a non-empty log."""
+    place_and_finish(client, runtime, order_id="existing")
+    head = runtime.store.head()
+    assert head == 3
+    yield head
+    assert runtime.worker.wait_idle(IDLE)
+    assert runtime.store.head() == head, "a refused request wrote to the log"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"), [case[1:] for case in BAD_BODIES], ids=[c[0] for c in BAD_BODIES]
+)
+def test_unusable_body_is_refused_and_writes_nothing(
+    client: falcon.testing.TestClient, settled: int, raw: bytes, status: int, field: str | None
+) -> None:
+    assert_problem(post(client, raw=raw), status, field)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"), [case[1:] for case in BAD_FIELDS], ids=[c[0] for c in BAD_FIELDS]
+)
+def test_invalid_field_is_refused_naming_it_and_writes_nothing(
+    client: falcon.testing.TestClient, settled: int, body: dict[str, Any], field: str
+) -> None:
+    problem = assert_problem(post(client, body), 422, field)
+    assert problem["type"] == "urn:orderlog:problem:validation-error"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_wrong_content_type_is_unsupported_and_writes_nothing(
+    client: falcon.testing.TestClient, settled: int, content_type: str | None
+) -> None:
+    assert_problem(post(client, ORDER, content_type=content_type), 415)
+
+
+def test_body_over_the_size_limit_is_too_large_and_writes_nothing(
+    client: falcon.testing.TestClient, runtime: Runtime, settled: int
+) -> None:
+    limit = runtime.settings.max_body_bytes
+    raw = orjson.dumps(ORDER)
+    assert_problem(post(client, raw=raw + b" " * (limit + 1 - len(raw))), 413)
+
+
+def test_declared_length_over_the_limit_is_refused_before_reading(
+    client: falcon.testing.TestClient, runtime: Runtime, settled: int
+) -> None:
+    declared = str(runtime.settings.max_body_bytes + 1)
+    result = post(client, ORDER, headers={"Content-Length": declared})
+    assert_problem(result, 413)
+
+
+def test_body_without_a_content_length_writes_nothing(
+    client: falcon.testing.TestClient, runtime: Runtime, settled: int
+) -> None:
+    """Chunked: a WSGI app sees no Content-Length. Waitress de-chunks and sets one (and
+    refuses bodies past its own cap), so a bare WSGI request without it reads as empty."""
+    raw = b" " * (runtime.settings.max_body_bytes * 2) + orjson.dumps(ORDER)
+    result = client.simulate_post(
+        "/orders",
+        body=raw,
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        extras={"CONTENT_LENGTH": ""},
+    )
+    assert_problem(result, 400)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/nowhere", 404),
+        ("GET", "/orders/o-1/events/1", 404),
+        ("POST", "/events", 405),
+        ("DELETE", "/orders", 405),
+        ("GET", "/orders", 405),
+        ("PUT", "/orders/existing", 405),
+        ("DELETE", "/orders/existing", 405),
+        ("PATCH", "/metrics", 405),
+    ],
+)
+def test_unknown_route_or_method_is_a_problem_and_writes_nothing(
+    client: falcon.testing.TestClient, settled: int, method: str, path: str, status: int
+) -> None:
+    result = client.simulate_request(
+        method, path, body=orjson.dumps(ORDER), headers={"Content-Type": "application/json"}
+    )
+    assert_problem(result, status)
+    if status == 405:
+        assert result.headers["allow"]
+
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=70)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children),
+    max_leaves=8,
+)
+IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True) | st.integers(0, 2**63)
+ORDER_BODIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "order_id": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,64}", fullmatch=True)
+        | JSON_VALUES,
+        "user_id": IDS | JSON_VALUES,
+        "item_ids": st.lists(IDS | JSON_LEAVES, max_size=5) | JSON_VALUES,
+        "total_amount": st.decimals(-1, 10**14, places=3).map(str)
+        | st.floats(-1, 1e14)
+        | st.integers(-1, 10**14)
+        | JSON_VALUES,
+        "note": JSON_VALUES,
+    },
+)
+
+
+@given(body=ORDER_BODIES | JSON_VALUES)
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_any_json_body_is_answered_without_a_server_error(
+    client: falcon.testing.TestClient, runtime: Runtime, body: Any
+) -> None:
+    assert runtime.worker.wait_idle(IDLE)
+    head = runtime.store.head()
+    result = post(client, body)
+    assert result.status_code in (200, 201, 409, 422), result.text
+    if result.status_code >= 400:
+        assert_problem(result, result.status_code)
+        assert runtime.worker.wait_idle(IDLE)
+        assert runtime.store.head() == head
+    else:
+        amount = Decimal(result.json["total_amount"])
+        assert amount == amount.quantize(Decimal("0.01")) >= 0
+        assert result.json["total_amount"] == str(amount)
+        assert client.simulate_get(result.headers["location"]).status_code == 200
+
+
+@pytest.fixture
+def unreachable_database(runtime: Runtime) -> Iterator[None]:
+    """Point the real pool at a database that cannot be opened, as in an outage."""
+    db = runtime.db
+    original = db.database
+    db.close_all()
+    if runtime.store.backend == "sqlite":
+        db.database = "/nonexistent-orderlog-dir/orderlog.db"
+    else:
+        db.database = "orderlog_no_such_database"
+    yield
+    db.database = original
+
+
+def test_unreachable_database_is_503_while_health_stays_ok(
+    client: falcon.testing.TestClient, runtime: Runtime, unreachable_database: None
+) -> None:
+    assert client.simulate_get("/healthz").status_code == 200
+    ready = client.simulate_get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["database"] is False
+    for path in ("/orders/o-1", "/orders/o-1/events", "/events", "/metrics"):
+        body = assert_problem(client.simulate_get(path), 503)
+        assert body["type"] == "urn:orderlog:problem:store-unavailable"
+    assert_problem(post(client, ORDER), 503)

@@ -1,0 +1,182 @@
+"""Settings: defaults, ``ORDERLOG_*`` variables, overrides (flags) winning, bad values named."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from orderlog.config import Settings, env_name, load_settings, settings_fields
+from orderlog.errors import ValidationError
+
+
+def problems(env: dict[str, str] | None = None, **overrides: Any) -> dict[str, str]:
+    """The field -> message of the ValidationError that loading these values must raise."""
+    with pytest.raises(ValidationError) as caught:
+        load_settings(env=env or {}, overrides=overrides)
+    return {error.field: error.message for error in caught.value.errors}
+
+
+def test_defaults_without_environment_or_overrides() -> None:
+    settings = load_settings(env={})
+    assert settings == Settings()
+    assert settings.database_url == "sqlite:///orderlog.db"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.workers, settings.threads) == (4, 16)
+    assert settings.processing_delay == 0.2
+    assert settings.max_body_bytes == 65536
+    assert settings.group_commit is True
+    assert settings.sqlite_synchronous == "NORMAL"
+    assert settings.log_level == "INFO"
+
+
+def test_every_setting_has_a_flag_a_variable_and_help() -> None:
+    for f in settings_fields():
+        assert f.metadata["flag"].startswith("--"), f.name
+        assert env_name(f) == "ORDERLOG_" + f.name.upper()
+        assert f.metadata["help"], f.name
+
+
+def test_environment_variables_are_read_and_converted() -> None:
+    env = {
+        "ORDERLOG_DATABASE_URL": "postgresql://db/orders",
+        "ORDERLOG_PORT": " 9000 ",
+        "ORDERLOG_WORKERS": "8",
+        "ORDERLOG_PROCESSING_DELAY": "0",
+        "ORDERLOG_GROUP_COMMIT": "off",
+        "ORDERLOG_NODE_ID": "node-a",
+        "ORDERLOG_CLAIM_TIMEOUT": "2.5",
+    }
+    settings = load_settings(env=env)
+    assert settings.database_url == "postgresql://db/orders"
+    assert settings.port == 9000
+    assert settings.workers == 8
+    assert settings.processing_delay == 0.0
+    assert settings.group_commit is False
+    assert settings.node == "node-a"
+    assert settings.claim_timeout == 2.5
+
+
+def test_unrelated_environment_variables_are_ignored() -> None:
+    assert load_settings(env={"PORT": "1", "ORDERLOG_UNKNOWN": "x"}) == Settings()
+
+
+def test_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERLOG_THREADS", "3")
+    assert load_settings().threads == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        *[("1", True), ("true", True), ("YES", True), ("on", True)],
+        *[("0", False), ("False", False), ("no", False), ("OFF", False)],
+    ],
+)
+def test_boolean_variables_accept_the_usual_spellings(text: str, value: bool) -> None:
+    assert load_settings(env={"ORDERLOG_GROUP_COMMIT": text}).group_commit is value
+
+
+def test_overrides_win_over_the_environment() -> None:
+    env = {"ORDERLOG_PORT": "9000", "ORDERLOG_WORKERS": "8", "ORDERLOG_GROUP_COMMIT": "false"}
+    settings = load_settings(env=env, overrides={"port": "9100", "group_commit": True})
+    assert settings.port == 9100
+    assert settings.group_commit is True
+    assert settings.workers == 8  # not overridden: the environment still counts
+
+
+def test_none_override_leaves_the_environment_value() -> None:
+    settings = load_settings(env={"ORDERLOG_PORT": "9000"}, overrides={"port": None})
+    assert settings.port == 9000
+
+
+def test_node_defaults_to_host_name_and_port() -> None:
+    settings = load_settings(env={}, overrides={"port": 8123})
+    assert settings.node.endswith("-8123")
+    assert len(settings.node) > len("-8123")
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("ORDERLOG_PORT", "eighty"),
+        ("ORDERLOG_PORT", ""),
+        ("ORDERLOG_PORT", "80.5"),
+        ("ORDERLOG_WORKERS", "4 threads"),
+        ("ORDERLOG_PROCESSING_DELAY", "fast"),
+        ("ORDERLOG_GROUP_COMMIT", "maybe"),
+        ("ORDERLOG_PROCESSING_DELAY", "nan"),
+        ("ORDERLOG_CLAIM_TIMEOUT", "inf"),
+        ("ORDERLOG_SWEEP_INTERVAL", "NaN"),
+    ],
+)
+def test_unparsable_variable_is_named_in_the_error(variable: str, text: str) -> None:
+    found = problems(env={variable: text})
+    assert list(found) == [variable]
+    assert repr(text) in found[variable]
+
+
+@pytest.mark.parametrize(
+    ("name", "flag", "value"),
+    [
+        ("port", "--port", "eighty"),
+        ("max_body_bytes", "--max-body-bytes", "64k"),
+        ("group_commit", "--group-commit", "perhaps"),
+        ("shutdown_timeout", "--shutdown-timeout", "-inf"),
+    ],
+)
+def test_unparsable_flag_is_named_in_the_error(name: str, flag: str, value: str) -> None:
+    found = problems(env={env_name(Settings.__dataclass_fields__[name]): "1"}, **{name: value})
+    assert list(found) == [flag]
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    found = problems(env={"ORDERLOG_PORT": "x", "ORDERLOG_THREADS": "y"}, workers="z")
+    assert set(found) == {"ORDERLOG_PORT", "ORDERLOG_THREADS", "--workers"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "flag", "name", "text"),
+    [
+        ("ORDERLOG_WORKERS", "--workers", "workers", "0"),
+        ("ORDERLOG_THREADS", "--threads", "threads", "-1"),
+        ("ORDERLOG_MAX_BODY_BYTES", "--max-body-bytes", "max_body_bytes", "0"),
+        ("ORDERLOG_MAX_BATCH", "--max-batch", "max_batch", "0"),
+        ("ORDERLOG_CONNECTION_LIMIT", "--connection-limit", "connection_limit", "0"),
+        ("ORDERLOG_CHANNEL_TIMEOUT", "--channel-timeout", "channel_timeout", "0"),
+        ("ORDERLOG_PROCESSING_DELAY", "--processing-delay", "processing_delay", "-0.1"),
+        ("ORDERLOG_CLAIM_TIMEOUT", "--claim-timeout", "claim_timeout", "-1"),
+        ("ORDERLOG_SWEEP_INTERVAL", "--sweep-interval", "sweep_interval", "0"),
+        ("ORDERLOG_PORT", "--port", "port", "65536"),
+        ("ORDERLOG_PORT", "--port", "port", "-1"),
+        ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "SOMETIMES"),
+        ("ORDERLOG_LOG_LEVEL", "--log-level", "log_level", "verbose"),
+    ],
+)
+def test_out_of_range_value_names_where_it_came_from(
+    variable: str, flag: str, name: str, text: str
+) -> None:
+    assert list(problems(env={variable: text})) == [variable]
+    assert list(problems(**{name: text})) == [flag]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("port", "0"),  # an ephemeral port
+        ("port", "65535"),
+        ("processing_delay", "0"),
+        ("sqlite_synchronous", "full"),
+        ("log_level", "debug"),
+        ("log_level", "WARNING"),
+    ],
+)
+def test_values_at_the_edge_of_their_range_are_accepted(name: str, value: str) -> None:
+    load_settings(env={}, overrides={name: value})

@@ -1,0 +1,121 @@
+"""The dependency direction api -> projections -> orderlog, read from the source with ``ast``.
+
+Every import counts, including those inside functions and ``TYPE_CHECKING`` blocks:
+a lazy import of the HTTP layer from the core is still the core depending on it.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = ("orderlog", "projections", "api")
+HTTP = {"falcon", "waitress"}
+FORBIDDEN = {
+    "orderlog": HTTP | {"api", "projections"},
+    "projections": HTTP | {"api"},
+    "api": set(),
+}
+# The core and the read models use the standard library and these only (STYLE.md).
+THIRD_PARTY_ALLOWED = {
+    "orderlog": {"peewee", "playhouse", "orjson"},
+    "projections": {"orjson", "orderlog"},
+}
+
+
+def top_level_imports(source: str, module: str) -> set[str]:
+    """The top-level package of every module imported by ``source``.
+
+    ``module`` is the dotted name of the file's own module, to resolve relative imports.
+    """
+    package = module.split(".")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level]
+                target = [*base, *(node.module.split(".") if node.module else [])]
+                names.add(target[0] if target else package[0])
+            elif node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts)
+
+
+def sources(layer: str) -> list[Path]:
+    return sorted((ROOT / layer).rglob("*.py"))
+
+
+def imports_by_file(layer: str) -> dict[str, set[str]]:
+    return {
+        module_name(path): top_level_imports(path.read_text(encoding="utf-8"), module_name(path))
+        for path in sources(layer)
+    }
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_every_layer_has_sources_to_check(layer: str) -> None:
+    assert len(sources(layer)) >= 3
+    assert (ROOT / layer / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("layer", ["orderlog", "projections"])
+def test_inner_layers_do_not_import_outer_layers_or_http(layer: str) -> None:
+    offenders = {
+        module: sorted(imported & FORBIDDEN[layer])
+        for module, imported in imports_by_file(layer).items()
+        if imported & FORBIDDEN[layer]
+    }
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("layer", ["orderlog", "projections"])
+def test_inner_layers_use_only_the_standard_library_and_allowed_packages(layer: str) -> None:
+    allowed = THIRD_PARTY_ALLOWED[layer] | {layer, "__future__"} | set(sys.stdlib_module_names)
+    offenders = {
+        module: sorted(imported - allowed)
+        for module, imported in imports_by_file(layer).items()
+        if imported - allowed
+    }
+    assert offenders == {}
+
+
+def test_http_framework_is_used_only_in_api() -> None:
+    for layer in ("orderlog", "projections"):
+        for module, imported in imports_by_file(layer).items():
+            assert not imported & HTTP, module
+    assert any("falcon" in imported for imported in imports_by_file("api").values())
+
+
+def test_import_reader_sees_every_kind_of_import() -> None:
+    source = """
+import falcon.testing
+from waitress import serve
+from . import sibling
+from ..api import app
+def later():
+    import projections.metrics
+try:
+    from typing import TYPE_CHECKING
+except ImportError:
+    pass
+if TYPE_CHECKING:
+    from api.resources import OrderResource
+"""
+    found = top_level_imports(source, "orderlog.sub.module")
+    assert found == {"falcon", "waitress", "orderlog", "projections", "typing", "api"}
+
+
+def test_a_violation_would_be_reported() -> None:
+    imported = top_level_imports("def f():\n    from api import app\n", "orderlog.store")
+    assert imported & FORBIDDEN["orderlog"] == {"api"}

@@ -1,0 +1,483 @@
+"""The read models: the order view and metrics folds over plain event lists, the quantile
+sketch, and the impure edges (projector checkpoints, rebuild) on a real store."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orderlog.events import (
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+    RecordedEvent,
+    event_data,
+)
+from orderlog.store import EventStore, open_store
+from projections import metrics, order_view, quantile
+from projections.projector import NAME, MetricsProjector
+from projections.rebuild import rebuild
+
+EVENT_CLASSES = (OrderPlaced, OrderProcessingStarted, OrderCompleted)
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class OrderNoted:
+    """An event type this version of the code does not know."""
+
+    order_id: str
+    note: str
+
+
+def placed(order_id: str, amount: str = "19.99") -> OrderPlaced:
+    return OrderPlaced(order_id, "u-1", ("sku-1", 7), amount)
+
+
+def data_of(event: Any) -> dict[str, Any]:
+    return event_data(event) if isinstance(event, EVENT_CLASSES) else dataclasses.asdict(event)
+
+
+def record(
+    history: list[tuple[str, Any, datetime]], first_position: int = 1
+) -> list[RecordedEvent]:
+    """RecordedEvents as the log would hold them: global positions, per-stream versions."""
+    versions: Counter[str] = Counter()
+    recorded = []
+    for position, (stream_id, event, at) in enumerate(history, start=first_position):
+        versions[stream_id] += 1
+        recorded.append(
+            RecordedEvent(
+                position=position,
+                stream_id=stream_id,
+                version=versions[stream_id],
+                type=type(event).__name__,
+                data=data_of(event),
+                metadata={"event_id": f"e{position}"},
+                recorded_at=at,
+            )
+        )
+    return recorded
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def lifecycle(order_id: str, start: float, claims: list[float], done: float | None) -> list:
+    history: list[tuple[str, Any, datetime]] = [(order_id, placed(order_id), at(start))]
+    for attempt, claimed in enumerate(claims, start=1):
+        history.append(
+            (order_id, OrderProcessingStarted(order_id, attempt, f"w{attempt}"), at(claimed))
+        )
+    if done is not None:
+        history.append((order_id, OrderCompleted(order_id, len(claims)), at(done)))
+    return history
+
+
+# -- the order view ------------------------------------------------------------------------
+
+
+def test_order_view_of_a_placed_order_is_pending() -> None:
+    view = order_view.fold(record(lifecycle("o1", 0, [], None)))
+    assert view.to_dict() == {
+        "order_id": "o1",
+        "user_id": "u-1",
+        "item_ids": ["sku-1", 7],
+        "total_amount": "19.99",
+        "status": "Pending",
+        "version": 1,
+        "attempts": 0,
+        "placed_at": "2024-05-01T12:00:00.000000Z",
+        "processing_started_at": None,
+        "completed_at": None,
+        "processing_time_seconds": None,
+    }
+
+
+def test_order_view_follows_processing_and_completion() -> None:
+    events = record(lifecycle("o1", 0, [1.5], 3.75))
+    processing = order_view.fold(events[:2])
+    assert (processing.status, processing.version, processing.attempts) == ("Processing", 2, 1)
+    assert processing.processing_started_at == at(1.5)
+    assert processing.processing_time_seconds is None
+    done = order_view.fold(events)
+    assert (done.status, done.version, done.completed_at) == ("Completed", 3, at(3.75))
+    assert done.processing_time_seconds == 2.25
+    assert done.to_dict()["completed_at"] == "2024-05-01T12:00:03.750000Z"
+
+
+def test_order_view_measures_processing_from_the_last_claim() -> None:
+    view = order_view.fold(record(lifecycle("o1", 0, [1, 31], 32.5)))
+    assert view.attempts == 2
+    assert view.processing_started_at == at(31)
+    assert view.processing_time_seconds == 1.5
+    assert view.version == 4
+
+
+def test_order_view_passes_unknown_event_types_through_taking_their_version() -> None:
+    history = lifecycle("o1", 0, [1], None)
+    history.insert(1, ("o1", OrderNoted("o1", "gift wrap"), at(0.5)))
+    events = record(history)
+    view = order_view.fold(events)
+    known_only = order_view.fold([e for e in events if e.type != "OrderNoted"])
+    assert view.to_dict() == known_only.to_dict()
+    assert view.version == 3
+    noted = order_view.fold(events[:2])
+    assert (noted.status, noted.version) == ("Pending", 2)
+    assert {**noted.to_dict(), "version": 1} == order_view.fold(events[:1]).to_dict()
+
+
+def test_order_view_apply_does_not_change_the_view_it_is_given() -> None:
+    events = record(lifecycle("o1", 0, [1], 2))
+    pending = order_view.fold(events[:1])
+    order_view.apply(pending, events[1])
+    assert pending.status == "Pending"
+
+
+# -- the metrics fold ----------------------------------------------------------------------
+
+
+def test_metrics_of_an_empty_log() -> None:
+    assert metrics.report(metrics.fold([]), 0) == {
+        "total_orders": 0,
+        "orders_processed": 0,
+        "average_processing_time_seconds": None,
+        "average_end_to_end_seconds": None,
+        "processing_time_percentiles_seconds": {"p50": None, "p95": None, "p99": None},
+        "status_counts": {"Pending": 0, "Processing": 0, "Completed": 0},
+        "position": 0,
+    }
+
+
+def test_metrics_count_statuses_and_time_completed_orders() -> None:
+    history = (
+        lifecycle("a", 0, [1], 3)  # 2 s processing, 3 s end to end
+        + lifecycle("b", 0, [2], 6)  # 4 s processing, 6 s end to end
+        + lifecycle("c", 1, [2], None)
+        + lifecycle("d", 2, [], None)
+    )
+    history.sort(key=lambda entry: entry[2])
+    report = metrics.report(metrics.fold(record(history)), len(history))
+    assert report["total_orders"] == 4
+    assert report["orders_processed"] == 2
+    assert report["status_counts"] == {"Pending": 1, "Processing": 1, "Completed": 2}
+    assert report["average_processing_time_seconds"] == 3.0
+    assert report["average_end_to_end_seconds"] == 4.5
+    percentiles = report["processing_time_percentiles_seconds"]
+    assert percentiles["p50"] == pytest.approx(2.0, rel=quantile.RELATIVE_ACCURACY)
+    # Percentiles are of the lower rank, floor(q * (n - 1)): of two values, p99 is the lower.
+    assert percentiles["p99"] == pytest.approx(2.0, rel=quantile.RELATIVE_ACCURACY)
+    assert report["position"] == len(history)
+
+
+def test_metrics_keep_a_reclaimed_order_processing_once_and_time_the_last_claim() -> None:
+    events = record(lifecycle("a", 0, [1, 10, 20], None))
+    state = metrics.fold(events)
+    assert state["status_counts"] == {"Pending": 0, "Processing": 1, "Completed": 0}
+    completed = record(lifecycle("a", 0, [1, 10, 20], 20.5))
+    report = metrics.report(metrics.fold(completed), 5)
+    assert report["status_counts"] == {"Pending": 0, "Processing": 0, "Completed": 1}
+    assert report["average_processing_time_seconds"] == 0.5
+    assert report["average_end_to_end_seconds"] == 20.5
+
+
+def test_metrics_pass_unknown_event_types_through_unchanged() -> None:
+    events = record([*lifecycle("a", 0, [1], None), ("a", OrderNoted("a", "x"), at(2))])
+    before = metrics.fold(events[:-1])
+    snapshot = orjson.loads(orjson.dumps(before))
+    after = metrics.apply(before, events[-1])
+    assert after == snapshot
+
+
+def test_metrics_ignore_events_for_orders_they_never_saw_placed() -> None:
+    events = record(
+        [
+            ("ghost", OrderProcessingStarted("ghost", 1, "w"), at(1)),
+            ("ghost", OrderCompleted("ghost", 1), at(2)),
+        ]
+    )
+    assert metrics.fold(events) == metrics.initial()
+
+
+def test_metrics_hold_only_orders_not_yet_completed() -> None:
+    history = lifecycle("a", 0, [1], 2) + lifecycle("b", 3, [4], None) + lifecycle("c", 5, [], None)
+    state = metrics.fold(record(history))
+    assert sorted(state["open"]) == ["b", "c"]
+
+
+# -- random histories: one go == chunks with a JSON round-trip == rebuild --------------------
+
+ACTIONS = st.lists(
+    st.tuples(
+        st.integers(0, 7),  # which order
+        st.sampled_from(["advance", "advance", "reclaim", "note"]),
+        st.integers(0, 5_000_000),  # microseconds since the previous event
+    ),
+    max_size=80,
+)
+
+
+def build_history(actions: list[tuple[int, str, int]]) -> list[tuple[str, Any]]:
+    """A valid interleaving of many orders' lives, with re-claims and unknown events."""
+    status: dict[str, tuple[str, int]] = {}
+    history: list[tuple[str, Any]] = []
+    for index, kind, _gap in actions:
+        order_id = f"order-{index}"
+        current, attempt = status.get(order_id, ("", 0))
+        if not current:
+            event: Any = placed(order_id, f"{index}.{index}0")
+            status[order_id] = ("Pending", 0)
+        elif kind == "note" or current == "Completed":
+            event = OrderNoted(order_id, kind)
+        elif current == "Pending" or kind == "reclaim":
+            event = OrderProcessingStarted(order_id, attempt + 1, f"w{attempt + 1}")
+            status[order_id] = ("Processing", attempt + 1)
+        else:
+            event = OrderCompleted(order_id, attempt)
+            status[order_id] = ("Completed", attempt)
+        history.append((order_id, event))
+    return history
+
+
+def timed(actions: list[tuple[int, str, int]]) -> list[RecordedEvent]:
+    moment = T0
+    history = []
+    for (order_id, event), (_, _, gap) in zip(build_history(actions), actions, strict=True):
+        moment += gap * US
+        history.append((order_id, event, moment))
+    return record(history)
+
+
+def fold_in_chunks(events: list[RecordedEvent], cuts: list[int]) -> metrics.State:
+    """As the projector does: fold a page, store the state as JSON, load it, fold on."""
+    state = metrics.initial()
+    bounds = [0, *sorted(set(cuts)), len(events)]
+    for start, end in itertools.pairwise(bounds):
+        state = orjson.loads(orjson.dumps(metrics.fold(events[start:end], state)))
+    return state
+
+
+def assert_state_matches_order_views(state: metrics.State, events: list[RecordedEvent]) -> None:
+    """The metrics agree with an independent oracle: each order's own view."""
+    streams: dict[str, list[RecordedEvent]] = {}
+    for event in events:
+        streams.setdefault(event.stream_id, []).append(event)
+    views = [order_view.fold(stream) for stream in streams.values()]
+    statuses = Counter(view.status for view in views)
+    done = [view for view in views if view.status == "Completed"]
+    assert state["total_orders"] == len(views)
+    assert state["status_counts"] == {name: statuses[name] for name in metrics.STATUSES}
+    assert state["orders_processed"] == len(done)
+    assert state["processing_us_total"] == sum(
+        (v.completed_at - v.processing_started_at) // US  # type: ignore[operator]
+        for v in done
+    )
+    assert state["end_to_end_us_total"] == sum(
+        (v.completed_at - v.placed_at) // US  # type: ignore[operator]
+        for v in done
+    )
+    assert sorted(state["open"]) == sorted(v.order_id for v in views if v.status != "Completed")
+    assert sum(state["processing_us_buckets"].values()) == len(done)
+
+
+@given(actions=ACTIONS, data=st.data())
+@settings(max_examples=300, deadline=None)
+def test_folding_in_chunks_with_a_json_round_trip_equals_folding_in_one_go(
+    actions: list[tuple[int, str, int]], data: st.DataObject
+) -> None:
+    events = timed(actions)
+    whole = metrics.fold(events)
+    cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=8), label="cuts")
+    assert fold_in_chunks(events, cuts) == whole
+    assert metrics.report(fold_in_chunks(events, cuts), len(events)) == metrics.report(
+        whole, len(events)
+    )
+    assert_state_matches_order_views(whole, events)
+
+
+def append_history(store: EventStore, history: list[tuple[str, Any]]) -> None:
+    versions: Counter[str] = Counter()
+    for order_id, event in history:
+        if isinstance(event, EVENT_CLASSES):
+            store.append(order_id, [event], versions[order_id])
+        else:
+            append_foreign(store, order_id, versions[order_id] + 1, event)
+        versions[order_id] += 1
+
+
+def append_foreign(store: EventStore, stream_id: str, version: int, event: Any) -> None:
+    """Write a type this code does not know, as a newer node sharing the log would (SQLite)."""
+    with store.db.connection_context(), store.db.atomic("IMMEDIATE"):
+        position = store.db.execute_sql("SELECT position FROM log_head WHERE id = 1").fetchone()
+        row = (
+            position[0] + 1,
+            stream_id,
+            version,
+            type(event).__name__,
+            orjson.dumps(dataclasses.asdict(event)).decode(),
+            "{}",
+            "2024-05-01T12:00:00.000000Z",
+        )
+        store.db.execute_sql(
+            "INSERT INTO events (position, stream_id, version, type, data, metadata, recorded_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            row,
+        )
+        store.db.execute_sql("UPDATE log_head SET position = ? WHERE id = 1", (row[0],))
+
+
+@given(actions=ACTIONS, data=st.data())
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+def test_rebuild_on_a_real_store_equals_the_folds(
+    actions: list[tuple[int, str, int]], data: st.DataObject, tmp_path_factory: Any
+) -> None:
+    directory = tmp_path_factory.mktemp("rebuild")
+    store = open_store(f"sqlite:///{directory / 'orderlog.db'}", group_commit=False)
+    try:
+        append_history(store, build_history(actions))
+        events = store.read_all(0, 10_000)
+        head = store.head()
+        assert len(events) == head == len(actions)
+        whole = metrics.fold(events)
+        cuts = data.draw(st.lists(st.integers(0, len(events)), max_size=8), label="cuts")
+        chunked = fold_in_chunks(events, cuts)
+
+        report = rebuild(store, page=3)
+
+        assert chunked == whole
+        assert report == metrics.report(whole, head)
+        position, saved = store.load_projection(NAME)
+        assert position == head
+        assert saved is not None
+        assert orjson.loads(saved) == whole
+        assert_state_matches_order_views(whole, events)
+    finally:
+        store.close()
+
+
+# -- the quantile sketch -------------------------------------------------------------------
+
+
+@given(st.lists(st.integers(0, 10**10), min_size=1, max_size=400))
+@settings(max_examples=300)
+def test_quantiles_are_within_the_relative_accuracy_of_exact_percentiles(
+    values: list[int],
+) -> None:
+    buckets: dict[str, int] = {}
+    for value in values:
+        quantile.add(buckets, value)
+    ordered = sorted(values)
+    for q in (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0):
+        exact = ordered[math.floor(q * (len(ordered) - 1))]
+        estimate = quantile.quantile(buckets, q)
+        assert estimate is not None
+        assert abs(estimate - exact) <= quantile.RELATIVE_ACCURACY * exact + 1e-9 * max(exact, 1)
+
+
+def test_quantile_of_no_values_is_none() -> None:
+    assert quantile.quantile({}, 0.5) is None
+
+
+def test_quantile_buckets_grow_with_the_log_of_the_range() -> None:
+    buckets: dict[str, int] = {}
+    for value in range(1, 1_000_001, 7):
+        quantile.add(buckets, value)
+    # ln(1e6) / ln(1.01 / 0.99) is about 691 buckets for six decades.
+    assert len(buckets) <= 700
+    assert sum(buckets.values()) == len(range(1, 1_000_001, 7))
+
+
+def test_quantile_buckets_survive_a_json_round_trip() -> None:
+    buckets: dict[str, int] = {}
+    for value in (5, 50, 500, 5000):
+        quantile.add(buckets, value)
+    loaded = orjson.loads(orjson.dumps(buckets))
+    assert [quantile.quantile(loaded, q) for q in (0.0, 0.5, 1.0)] == [
+        quantile.quantile(buckets, q) for q in (0.0, 0.5, 1.0)
+    ]
+
+
+# -- the projector and rebuild on a real store (every backend) -------------------------------
+
+
+def test_projector_reports_the_log_and_saves_its_checkpoint(store: EventStore) -> None:
+    append_history(store, [("a", placed("a")), ("b", placed("b"))])
+    store.append("a", [OrderProcessingStarted("a", 1, "w")], 1)
+    projector = MetricsProjector(store, save_every=0)
+    report = projector.report()
+    assert report["position"] == store.head() == 3
+    assert report["status_counts"] == {"Pending": 1, "Processing": 1, "Completed": 0}
+    position, saved = store.load_projection(NAME)
+    assert position == 3
+    assert saved is not None
+    assert orjson.loads(saved) == metrics.fold(store.read_all(0, 100))
+
+
+def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> None:
+    append_history(store, [("a", placed("a")), ("b", placed("b")), ("c", placed("c"))])
+    assert MetricsProjector(store, save_every=0).report()["total_orders"] == 3
+    position, saved = store.load_projection(NAME)
+    assert position == 3
+    # Mark the saved state: a projector that replays from 0 cannot report the marker.
+    assert saved is not None
+    marked = orjson.loads(saved)
+    marked["total_orders"] += 1000
+    marked["status_counts"]["Pending"] += 1000
+    store.reset_projection(NAME)
+    assert store.save_projection(NAME, position, orjson.dumps(marked))
+
+    store.append("d", [placed("d")], 0)
+    store.append("a", [OrderProcessingStarted("a", 1, "w")], 1)
+    resumed = MetricsProjector(store, save_every=0).report()
+
+    assert resumed["total_orders"] == 1004
+    assert resumed["status_counts"] == {"Pending": 1003, "Processing": 1, "Completed": 0}
+    assert resumed["position"] == store.head() == 5
+    assert store.load_projection(NAME)[0] == 5
+
+
+def test_projector_applies_only_new_events_on_each_report(store: EventStore) -> None:
+    projector = MetricsProjector(store, save_every=0)
+    assert projector.report()["total_orders"] == 0
+    store.append("a", [placed("a")], 0)
+    assert projector.report()["total_orders"] == 1
+    store.append("a", [OrderProcessingStarted("a", 1, "w"), OrderCompleted("a", 1)], 1)
+    report = projector.report()
+    assert report["orders_processed"] == 1
+    assert report["total_orders"] == 1
+    assert report["position"] == 3
+
+
+def test_projector_pages_through_a_log_longer_than_a_page(store: EventStore) -> None:
+    append_history(store, [(f"o{n}", placed(f"o{n}")) for n in range(7)])
+    report = MetricsProjector(store, save_every=0, page=2).report()
+    assert report["total_orders"] == 7
+    assert report["position"] == 7
+
+
+def test_rebuild_replaces_a_stale_saved_state(store: EventStore) -> None:
+    append_history(store, [("a", placed("a")), ("b", placed("b"))])
+    store.save_projection(NAME, 2, orjson.dumps({**metrics.initial(), "total_orders": 99}))
+    report = rebuild(store, page=1)
+    assert report["total_orders"] == 2
+    assert report["position"] == 2
+    position, saved = store.load_projection(NAME)
+    assert position == 2
+    assert saved is not None
+    assert orjson.loads(saved) == metrics.fold(store.read_all(0, 100))

@@ -20,6 +20,7 @@ class OpenOrder:
     since: float  # epoch seconds of the last transition
     node: str | None  # the node that accepted it (Pending) or claimed it (Processing)
     worker_id: str | None = None
+    attempt: int = 0
 
 
 class OpenOrders:
@@ -41,7 +42,12 @@ class OpenOrders:
         elif event.type == "OrderProcessingStarted":
             worker_id = event.data.get("worker_id")
             self.orders[event.stream_id] = OpenOrder(
-                event.stream_id, "Processing", since, node_of(worker_id), worker_id
+                event.stream_id,
+                "Processing",
+                since,
+                node_of(worker_id),
+                worker_id,
+                event.data.get("attempt", 1),
             )
         elif event.type == "OrderCompleted":
             self.orders.pop(event.stream_id, None)

@@ -27,6 +27,19 @@ log = logging.getLogger(__name__)
 _STOP = None
 
 
+MAX_LEASE_DOUBLINGS = 6
+
+
+def lease(claim_timeout: float, attempt: int) -> float:
+    """How long claim number ``attempt`` lasts: doubled on every re-claim (up to 64x).
+
+    An order whose work outlasts the lease would otherwise be taken over forever,
+    each completion refused because of the next take-over; growing leases let a
+    slow order finish on its own after a few attempts.
+    """
+    return claim_timeout * 2 ** min(max(attempt - 1, 0), MAX_LEASE_DOUBLINGS)
+
+
 class Worker:
     def __init__(
         self,
@@ -215,4 +228,4 @@ class Worker:
             return False  # in hand here
         if order.node == self.node:
             return True  # claimed by this node before a restart: nobody is working on it
-        return now - order.since >= self._claim_timeout
+        return now - order.since >= lease(self._claim_timeout, order.attempt)

@@ -15,13 +15,13 @@ from decimal import Decimal
 import pytest
 
 from orderlog.errors import ConcurrencyError
-from orderlog.events import RecordedEvent
+from orderlog.events import OrderProcessingStarted, RecordedEvent
 from orderlog.open_orders import incarnation_of, worker_id_for
 from orderlog.order import PlaceOrder, Status
 from orderlog.runtime import Runtime
 from orderlog.service import OrderService
 from orderlog.store import EventStore
-from orderlog.worker import Worker
+from orderlog.worker import MAX_LEASE_DOUBLINGS, Worker, lease
 from tests.conftest import make_store
 
 NEVER = 3600.0  # a sweep interval the test outlives: only the test's own calls sweep
@@ -209,6 +209,35 @@ def test_another_nodes_claim_is_taken_over_only_after_its_lease(
     assert events[2].data["attempt"] == 2
     assert incarnation_of(events[2].data["worker_id"]) == worker.incarnation
     assert events[3].data["attempt"] == 2
+
+
+def test_each_re_claim_doubles_the_lease_so_a_slow_order_can_finish(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    place(service, "o1", node="n2")
+    claim(service, "o1", "n2/old/0")
+    state = service.state("o1")
+    second = service.store.append(
+        "o1", [OrderProcessingStarted("o1", 2, "n3/other/0")], state.version
+    )[0]
+    claimed_at = second.recorded_at.timestamp()
+    clock = Clock(claimed_at + 59.9)  # attempt 2's lease is 2 x 30 s
+    worker = make_worker(claim_timeout=30.0, clock=clock)
+    worker.start()
+    assert worker.wait_idle(10)
+    assert types(service, "o1")[-1] == "OrderProcessingStarted"
+
+    clock.now = claimed_at + 60.0
+    worker._sweep(starting=False)
+    assert worker.wait_idle(10)
+    events = service.store.read_stream("o1")
+    assert [e.type for e in events][-2:] == ["OrderProcessingStarted", "OrderCompleted"]
+    assert events[-1].data["attempt"] == 3
+
+
+def test_leases_grow_by_doubling_up_to_a_cap() -> None:
+    assert [lease(30.0, attempt) for attempt in (1, 2, 3)] == [30.0, 60.0, 120.0]
+    assert lease(1.0, 100) == 2.0**MAX_LEASE_DOUBLINGS
 
 
 def test_a_claim_by_this_nodes_previous_incarnation_is_taken_over_at_start(

@@ -1,0 +1,28 @@
+# One orderlog node: the REST API and its order worker, on PostgreSQL.
+# Build: docker build -t orderlog .   Run several against one database: docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+# setup.cfg reads the version from orderlog/ and the long description from README.md.
+COPY pyproject.toml setup.cfg README.md ./
+COPY orderlog ./orderlog
+COPY projections ./projections
+COPY api ./api
+RUN pip install '.[postgres]' \
+    && useradd --system --no-create-home --uid 10001 orderlog
+
+USER orderlog
+ENV ORDERLOG_PORT=8000
+EXPOSE 8000
+
+# Ready means: worker threads alive, writer alive, database reachable (GET /readyz is 200).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ORDERLOG_PORT', '8000') + '/readyz', timeout=2)" || exit 1
+
+# Exec form: orderlog is PID 1 and gets SIGTERM itself, so it finishes the orders in hand.
+CMD ["orderlog", "serve", "--host", "0.0.0.0"]

@@ -1,0 +1,366 @@
+"""Opening databases by URL, and the schema's guarantees on every backend.
+
+The append-only triggers are checked through a raw driver connection, not the
+store, so it is the database itself that refuses the change. Schema creation is
+raced from threads (separate database objects) and from separate processes, the
+way several nodes starting at once would race it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import peewee
+import pytest
+from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from orderlog.database import backend_of, open_database, redact
+from orderlog.errors import MissingDriverError, ValidationError
+from orderlog.events import OrderPlaced
+from orderlog.store import EventStore
+from tests.conftest import make_store
+from tests.server_process import ROOT
+
+
+def placed(order_id: str) -> OrderPlaced:
+    return OrderPlaced(order_id, "u1", ("a",), "1.00")
+
+
+@contextmanager
+def raw_connection(url: str) -> Iterator[Any]:
+    """A brand-new driver connection outside peewee and its pool, in autocommit mode."""
+    parsed = urlparse(url)
+    backend = backend_of(url)
+    if backend == "sqlite":
+        conn: Any = sqlite3.connect(unquote(parsed.path[1:]), timeout=30, isolation_level=None)
+    elif backend == "postgres":
+        import psycopg2
+
+        conn = psycopg2.connect(
+            host=parsed.hostname,
+            port=parsed.port or 5432,
+            user=unquote(parsed.username or ""),
+            password=unquote(parsed.password or "") or None,
+            dbname=parsed.path.lstrip("/"),
+        )
+        conn.autocommit = True
+    else:
+        import pymysql
+
+        conn = pymysql.connect(
+            host=parsed.hostname,
+            port=parsed.port or 3306,
+            user=unquote(parsed.username or ""),
+            password=unquote(parsed.password or ""),
+            database=parsed.path.lstrip("/"),
+            autocommit=True,
+        )
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def raw_fetch(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one query on a brand-new connection; ``?`` placeholders suit every backend."""
+    if backend_of(url) != "sqlite":
+        sql = sql.replace("?", "%s")
+    with raw_connection(url) as conn:
+        cursor = conn.cursor()
+        cursor.execute(sql, params)
+        rows = [tuple(row) for row in cursor.fetchall()]
+        cursor.close()
+        return rows
+
+
+# -- URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///orderlog.db", "sqlite"),
+        ("sqlite:////var/lib/orderlog/log.db", "sqlite"),
+        ("postgres://u@h/db", "postgres"),
+        ("postgresql://u:p@h:5432/db", "postgres"),
+        ("postgresql+psycopg2://u@h/db", "postgres"),
+        ("mysql://root@h/db", "mysql"),
+        ("mysql+pymysql://root@h:3306/db", "mysql"),
+        ("mariadb://root@h/db", "mysql"),
+    ],
+)
+def test_backend_of_names_the_backend_of_each_url_scheme(url: str, expected: str) -> None:
+    assert backend_of(url) == expected
+
+
+@pytest.mark.parametrize("url", ["oracle://u@h/db", "orderlog.db", "http://h/db"])
+def test_an_unsupported_url_scheme_is_refused_with_the_supported_ones(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        backend_of(url)
+    assert caught.value.errors[0].field == "database"
+    assert "sqlite, postgresql or mysql" in caught.value.errors[0].message
+
+
+def test_open_database_gives_a_pooled_database_of_the_right_kind_that_connects(
+    database_url: str,
+) -> None:
+    kinds = {
+        "sqlite": PooledSqliteDatabase,
+        "postgres": PooledPostgresqlDatabase,
+        "mysql": PooledMySQLDatabase,
+    }
+    db = open_database(database_url)
+    try:
+        assert type(db) is kinds[backend_of(database_url)]
+        with db.connection_context():
+            assert db.execute_sql("SELECT 1").fetchone()[0] == 1
+    finally:
+        db.close_all()
+
+
+def test_open_database_runs_sqlite_in_wal_mode_with_a_busy_timeout(sqlite_url: str) -> None:
+    db = open_database(sqlite_url, synchronous="full")
+    try:
+        with db.connection_context():
+            assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 30000
+            assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        db.close_all()
+
+
+def test_open_database_creates_the_sqlite_file_s_directory(tmp_path: Any) -> None:
+    path = tmp_path / "nested" / "deeper" / "log.db"
+    db = open_database(f"sqlite:///{path}")
+    try:
+        with db.connection_context():
+            db.execute_sql("CREATE TABLE t (x INTEGER)")
+        assert path.exists()
+    finally:
+        db.close_all()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///:memory:", "sqlite://", "sqlite:///"])
+def test_an_sqlite_memory_database_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        open_database(url)
+    assert "file path" in caught.value.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("postgresql://u@h/db", "psycopg2", "postgres"),
+        ("mysql://root@h/db", "pymysql", "mysql"),
+    ],
+)
+def test_a_missing_driver_is_reported_with_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str
+) -> None:
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name == module else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(MissingDriverError) as caught:
+        open_database(url)
+    assert module in str(caught.value)
+    assert f"pip install 'orderlog[{extra}]'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://orderlog:s3cret@db:5432/orders", "s3cret"),
+        ("mysql://root:pa%40ss@127.0.0.1/test", "pa%40ss"),
+        ("postgresql://admin:admin@db/orders", "admin:admin"),
+    ],
+)
+def test_redact_hides_the_password_and_keeps_the_rest(url: str, secret: str) -> None:
+    redacted = redact(url)
+    assert secret not in redacted
+    assert ":***@" in redacted
+    parsed, original = urlparse(redacted), urlparse(url)
+    assert (parsed.scheme, parsed.hostname, parsed.port, parsed.path, parsed.username) == (
+        original.scheme,
+        original.hostname,
+        original.port,
+        original.path,
+        original.username,
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///orderlog.db", "postgresql://postgres@127.0.0.1/test", "mysql://root@h/db"]
+)
+def test_redact_leaves_a_url_without_password_unchanged(url: str) -> None:
+    assert redact(url) == url
+
+
+# -- append-only -------------------------------------------------------------------
+
+
+def _refused(url: str, sql: str) -> Exception | None:
+    """Run ``sql`` on a raw connection; the error the database raised, or None."""
+    try:
+        raw_fetch(url, sql) if sql.lstrip().upper().startswith("SELECT") else _raw_execute(url, sql)
+    except Exception as exc:  # whichever driver's error: we assert on its message
+        return exc
+    return None
+
+
+def _raw_execute(url: str, sql: str) -> None:
+    with raw_connection(url) as conn:
+        cursor = conn.cursor()
+        cursor.execute(sql)
+        cursor.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE events SET type = 'Tampered'",
+        "UPDATE events SET data = '{}' WHERE position = 1",
+        "DELETE FROM events",
+        "DELETE FROM events WHERE position = 1",
+    ],
+)
+def test_raw_updates_and_deletes_are_refused_by_the_database(database_url: str, sql: str) -> None:
+    store = make_store(database_url)
+    try:
+        store.append("o1", [placed("o1")], 0)
+        store.append("o2", [placed("o2")], 0)
+    finally:
+        store.close()
+    error = _refused(database_url, sql)
+    assert error is not None, f"{sql!r} was allowed"
+    assert "append-only" in str(error)
+    rows = raw_fetch(database_url, "SELECT position, stream_id, type FROM events ORDER BY position")
+    assert rows == [(1, "o1", "OrderPlaced"), (2, "o2", "OrderPlaced")]
+
+
+def test_truncate_is_refused_on_postgres(database_url: str) -> None:
+    if backend_of(database_url) != "postgres":
+        pytest.skip(
+            "only PostgreSQL fires triggers on TRUNCATE: MySQL/MariaDB skip them "
+            "and SQLite has no TRUNCATE"
+        )
+    store = make_store(database_url)
+    try:
+        store.append("o1", [placed("o1")], 0)
+    finally:
+        store.close()
+    error = _refused(database_url, "TRUNCATE events")
+    assert error is not None and "append-only" in str(error)
+    assert raw_fetch(database_url, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+# -- schema creation races -----------------------------------------------------------
+
+
+def _assert_schema_works(url: str) -> None:
+    assert raw_fetch(url, "SELECT id, position FROM log_head") == [(1, 0)]
+    store = make_store(url)
+    try:
+        assert [e.position for e in store.append("o1", [placed("o1")], 0)] == [1]
+    finally:
+        store.close()
+    error = _refused(url, "DELETE FROM events")
+    assert error is not None and "append-only" in str(error)
+
+
+def test_schema_creation_from_many_threads_at_once_is_safe(database_url: str) -> None:
+    threads_wanted = 8
+    stores = [EventStore(open_database(database_url)) for _ in range(threads_wanted)]
+    barrier = threading.Barrier(threads_wanted)
+    errors: list[BaseException] = []
+
+    def create(store: EventStore) -> None:
+        try:
+            barrier.wait(timeout=30)
+            store.create_schema()
+        except BaseException as exc:  # handed back to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for store in stores:
+        store.close()
+    assert errors == []
+    _assert_schema_works(database_url)
+
+
+_CREATE_SCHEMA = """
+import sys
+from orderlog.database import open_database
+from orderlog.store import EventStore
+
+store = EventStore(open_database(sys.argv[1]), group_commit=False)
+with store.db.connection_context():  # connect before the signal, so all start together
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+    store.create_schema()
+store.close()
+sys.stdout.write("created\\n")
+"""
+
+
+def test_schema_creation_from_many_processes_at_once_is_safe(database_url: str) -> None:
+    """Several nodes starting together on an empty database all come up."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CREATE_SCHEMA, database_url],
+            cwd=str(ROOT),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:  # the signal to go, as close together as we can
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outcomes = [process.communicate(timeout=60) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (out, err) in zip(processes, outcomes, strict=True):
+        assert process.returncode == 0, err
+        assert out == "created\n"
+    _assert_schema_works(database_url)
+
+
+def test_a_second_event_at_the_same_stream_version_is_refused_by_the_database(
+    database_url: str,
+) -> None:
+    store = make_store(database_url)
+    try:
+        store.append("o1", [placed("o1")], 0)
+        with store.db.connection_context(), pytest.raises(peewee.IntegrityError):
+            store.db.execute_sql(
+                "INSERT INTO events (position, stream_id, version, type, data, metadata, "
+                "recorded_at) VALUES (2, 'o1', 1, 'X', '{}', '{}', 'now')"
+            )
+    finally:
+        store.close()
+    assert raw_fetch(database_url, "SELECT position, version FROM events") == [(1, 1)]

@@ -3,7 +3,7 @@
 A stored event is (position, stream_id, version, type, data, metadata, recorded_at).
 Unique (stream_id, version) makes a lost race a ConcurrencyError; database triggers
 make the table append-only. Positions are handed out under one lock (the single
-``log_head`` row, or SQLite's write lock) that is held until commit, so positions
+``append_lock`` row, or SQLite's write lock) that is held until commit, so positions
 become visible strictly in order on every backend: a reader paging the log by
 position can never skip an event that commits later.
 """
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 _COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at"
+_LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM events"
+_TAKE_APPEND_LOCK = "SELECT id FROM append_lock WHERE id = 1 FOR UPDATE"
 
 
 class _Base(peewee.Model):
@@ -53,14 +55,13 @@ class EventRow(_Base):
         indexes = ((("stream_id", "version"), True),)
 
 
-class LogHead(_Base):
-    """One row: the last position handed out. Locking it serialises position assignment."""
+class AppendLock(_Base):
+    """One row, locked by every append until it commits: positions are handed out in turn."""
 
     id = peewee.IntegerField(primary_key=True)
-    position = peewee.BigIntegerField()
 
     class Meta:
-        table_name = "log_head"
+        table_name = "append_lock"
 
 
 class ProjectionRow(_Base):
@@ -72,7 +73,7 @@ class ProjectionRow(_Base):
         table_name = "projections"
 
 
-_MODELS = (EventRow, LogHead, ProjectionRow)
+_MODELS = (EventRow, AppendLock, ProjectionRow)
 # Binding models to a database is process-wide, so schema work is done one store at a time.
 _SCHEMA_LOCK = threading.Lock()
 # A pool that stays exhausted past its timeout is the database being unavailable too.
@@ -153,7 +154,7 @@ def utc_now() -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:
@@ -169,11 +170,9 @@ class EventStore:
         self.db = db
         self.backend = _backend_of_database(db)
         self._param = db.param
-        self._lock_head = "SELECT position FROM log_head WHERE id = 1" + (
-            "" if self.backend == "sqlite" else " FOR UPDATE"
-        )
+        # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
+        self._lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
         self._insert = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([db.param] * 7)})"
-        self._set_head = f"UPDATE log_head SET position = {db.param} WHERE id = 1"
         self._writer = (
             GroupCommitter(
                 self._commit_batch,
@@ -208,8 +207,8 @@ class EventStore:
                         self.db.create_tables(_MODELS, safe=True)
                         for statement in _APPEND_ONLY[self.backend]:
                             self.db.execute_sql(statement)
-                        if not LogHead.select().where(LogHead.id == 1).exists():
-                            LogHead.insert(id=1, position=0).on_conflict_ignore().execute()
+                        if not AppendLock.select().where(AppendLock.id == 1).exists():
+                            AppendLock.insert(id=1).on_conflict_ignore().execute()
                     return
                 except peewee.IntegrityError:
                     # Another node created the same object at the same moment: look again.
@@ -326,7 +325,11 @@ class EventStore:
         lock = "IMMEDIATE" if self.backend == "sqlite" else None
         with self.db.atomic(*([lock] if lock else [])):
             cursor = self.db.cursor()
-            cursor.execute(self._lock_head)
+            if self._lock:
+                cursor.execute(self._lock)
+                cursor.fetchone()
+            # Read under the lock: every append before this one has committed.
+            cursor.execute(_LAST_POSITION)
             head = cursor.fetchone()[0]
             streams = list({r.payload.stream_id for r in batch})
             cursor.execute(
@@ -356,7 +359,6 @@ class EventStore:
                 versions[stream_id] = current
             if rows:
                 cursor.executemany(self._insert, rows)
-                cursor.execute(self._set_head, (head,))
         for request, first_position in accepted:
             request.result = (first_position, now)
 
@@ -414,8 +416,7 @@ class EventStore:
 
     def head(self) -> int:
         """The last position committed: the log's length."""
-        rows = self._query("SELECT position FROM log_head WHERE id = 1", [])
-        return rows[0][0] if rows else 0
+        return self._query(_LAST_POSITION, [])[0][0]
 
     def stream_version(self, stream_id: str) -> int:
         rows = self._query(

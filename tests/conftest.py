@@ -27,7 +27,7 @@ SERVER_BACKENDS = {
     "mysql": "ORDERLOG_TEST_MYSQL_URL",
 }
 BACKENDS = ["sqlite", *SERVER_BACKENDS]
-_TABLES = ("events", "log_head", "projections")
+_TABLES = ("events", "append_lock", "projections")
 
 
 def _with_database(url: str, name: str) -> str:

@@ -93,7 +93,6 @@ def generate_log(url: str, events: int, seed: int = 7) -> dict[str, Any]:
                      dumps(meta).decode(), at)
                 )  # fmt: skip
         conn.executemany(insert, rows)
-    conn.execute("UPDATE log_head SET position = ? WHERE id = 1", (position,))
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

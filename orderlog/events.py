@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,11 @@ def decode_event(type_name: str, data: dict[str, Any]) -> Event | None:
     return cls(**data)
 
 
-@dataclass(frozen=True)
-class RecordedEvent:
+class RecordedEvent(NamedTuple):
     """One row of the log. ``data`` and ``metadata`` stay plain dicts: readers of the
-    raw feed must see exactly what was stored, even for types this code does not know."""
+    raw feed must see exactly what was stored, even for types this code does not know.
+    A named tuple, not a frozen dataclass: replaying a million rows builds a million
+    of these, and a tuple is built several times faster."""
 
     position: int
     stream_id: str

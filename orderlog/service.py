@@ -35,17 +35,21 @@ class OrderService:
         """Place an order; returns its events and whether this call created it.
 
         An identical retry creates nothing and returns the existing order; the
-        same id with different content raises OrderConflictError.
+        same id with different content raises OrderConflictError. Most orders are
+        new, so the first attempt appends as if the stream were empty and reads
+        the stream only when that loses: the version check makes that safe.
         """
-        for _ in range(2):
-            history = self.store.read_stream(command.order_id)
+        history: list[RecordedEvent] = []
+        for _ in range(3):
             new = place_order(_state(history), command)
             if not new:
                 return history, False
             try:
                 recorded = self.store.append(command.order_id, new, len(history), metadata)
             except ConcurrencyError:
-                continue  # a concurrent identical request won; decide again on its result
+                # The id exists (a retry, a conflict, or a racing twin): decide on the log.
+                history = self.store.read_stream(command.order_id)
+                continue
             if self._on_placed:
                 self._on_placed(command.order_id)
             return history + recorded, True

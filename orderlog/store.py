@@ -406,10 +406,15 @@ class EventStore:
 
     def iter_all(self, after: int = 0, page: int = 5000) -> Iterator[RecordedEvent]:
         """The whole log after ``after``, read in pages so memory stays constant."""
+        for events in self.iter_pages(after, page):
+            yield from events
+
+    def iter_pages(self, after: int = 0, page: int = 5000) -> Iterator[list[RecordedEvent]]:
+        """The whole log after ``after`` as pages of events, for readers that fold in bulk."""
         while True:
             rows = self.read_all_raw(after, page)
-            for row in rows:
-                yield _decode(row)
+            if rows:
+                yield list(map(_decode, rows))
             if len(rows) < page:
                 return
             after = rows[-1][0]
@@ -502,14 +507,18 @@ class _NoopContext:
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:
     position, stream_id, version, type_name, data, metadata, recorded_at = row
     return RecordedEvent(
-        position=position,
-        stream_id=stream_id,
-        version=version,
-        type=type_name,
-        data=orjson.loads(data),
-        metadata=orjson.loads(metadata),
-        recorded_at=parse_time(recorded_at),
+        position,
+        stream_id,
+        version,
+        type_name,
+        _loads(data),
+        _loads(metadata),
+        _parse_time(recorded_at),
     )
+
+
+_loads = orjson.loads
+_parse_time = datetime.fromisoformat
 
 
 def _backend_of_database(db: peewee.Database) -> str:

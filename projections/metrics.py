@@ -10,6 +10,7 @@ to ``apply`` belongs to the fold from then on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from orderlog.events import RecordedEvent
@@ -32,9 +33,12 @@ def initial() -> State:
     }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _micros(event: RecordedEvent) -> int:
-    moment = event.recorded_at
-    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+    return (event.recorded_at - _EPOCH) // _MICROSECOND  # exact, and faster than timestamp()
 
 
 def _placed(state: State, event: RecordedEvent) -> None:
@@ -86,8 +90,11 @@ def apply(state: State, event: RecordedEvent) -> State:
 
 def fold(events: Iterable[RecordedEvent], state: State | None = None) -> State:
     state = initial() if state is None else state
+    handlers = _HANDLERS
     for event in events:
-        apply(state, event)
+        handler = handlers.get(event.type)
+        if handler:
+            handler(state, event)
     return state
 
 

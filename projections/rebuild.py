@@ -34,15 +34,14 @@ def rebuild(
     position = done = 0
     started = time.perf_counter()
     last_shown = 0.0
-    for event in store.iter_all(0, page):
-        metrics.apply(state, event)
-        position = event.position
-        done += 1
-        if progress and done % page == 0:
-            now = time.perf_counter()
-            if now - last_shown >= 0.5:
-                progress(done, max(head, position), now - started)
-                last_shown = now
+    for events in store.iter_pages(0, page):
+        metrics.fold(events, state)
+        position = events[-1].position
+        done += len(events)
+        now = time.perf_counter()
+        if progress and now - last_shown >= 0.5:
+            progress(done, max(head, position), now - started)
+            last_shown = now
     if progress:
         progress(done, max(head, position), time.perf_counter() - started)
     store.save_projection(NAME, position, orjson.dumps(state))

@@ -30,7 +30,9 @@ class Settings:
     )
     host: str = _opt("127.0.0.1", "--host", "address to listen on")
     port: int = _opt(8000, "--port", "TCP port to listen on")
-    workers: int = _opt(4, "--workers", "order-processing worker threads")
+    workers: int = _opt(
+        32, "--workers", "order-processing worker threads (orders in work at once)"
+    )
     threads: int = _opt(16, "--threads", "HTTP request threads (waitress)")
     processing_delay: float = _opt(
         0.2, "--processing-delay", "simulated work per order, in seconds"

@@ -17,6 +17,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
+from api.bench.servers import driver_connect
 from orderlog.config import Settings, load_settings
 from orderlog.database import open_database
 from orderlog.runtime import Runtime
@@ -36,29 +37,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 def _admin_execute(backend: str, url: str, statements: list[str]) -> None:
-    parsed = urlparse(url)
-    if backend == "postgres":
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host=parsed.hostname,
-            port=parsed.port or 5432,
-            user=parsed.username,
-            password=parsed.password,
-            dbname=parsed.path.lstrip("/") or "postgres",
-        )
-        conn.autocommit = True
-    else:
-        import pymysql
-
-        conn = pymysql.connect(
-            host=parsed.hostname,
-            port=parsed.port or 3306,
-            user=parsed.username,
-            password=parsed.password or "",
-            database=parsed.path.lstrip("/") or None,
-            autocommit=True,
-        )
+    conn = driver_connect(url, autocommit=True)  # CREATE DATABASE refuses a transaction
     try:
         with conn.cursor() as cursor:
             for statement in statements:

@@ -8,11 +8,8 @@ a fixed time.
 from __future__ import annotations
 
 import http.client
-import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +17,9 @@ from typing import Any
 
 import orjson
 
+from api.bench.servers import launch
+
 ROOT = Path(__file__).resolve().parent.parent
-_SERVING = re.compile(r"serving on http://([\d.]+):(\d+)")
 
 
 @dataclass
@@ -86,43 +84,13 @@ def start_server(
     timeout: float = 60.0,
 ) -> ServerProcess:
     """Start ``orderlog serve`` on a free port and wait until /readyz answers 200."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"server-{time.monotonic_ns()}.log"
     args = [
-        sys.executable,
-        "-m",
-        "api",
-        "serve",
-        "--database",
-        database_url,
-        "--port",
-        "0",
-        "--log-level",
-        "WARNING",
-        *extra,
-    ]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("ORDERLOG_PORT", None)
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            args, cwd=str(log_dir), stdout=out, stderr=subprocess.STDOUT, env=full_env
-        )
-    deadline = time.monotonic() + timeout
-    while True:
-        match = _SERVING.search(log_path.read_text(errors="replace"))
-        if match:
-            break
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"server did not start:\n{log_path.read_text()}")
-        time.sleep(0.02)  # polling interval of a deadline-bound wait
-    server = ServerProcess(process, match.group(1), int(match.group(2)), log_path, args)
-
-    def ready(s: ServerProcess) -> bool:
-        try:
-            return s.request("GET", "/readyz", timeout=5)[0] == 200
-        except OSError:
-            return False
-
-    server.wait_until(ready, timeout=timeout)
-    return server
+        "-m", "api", "serve", "--database", database_url,
+        "--port", "0", "--log-level", "WARNING", *extra,
+    ]  # fmt: skip
+    try:
+        server = launch(args, log_dir, None, "/readyz", timeout, extra_env=env)
+    except RuntimeError as exc:
+        raise AssertionError(str(exc)) from None
+    assert server.process is not None and server.log_path is not None
+    return ServerProcess(server.process, server.host, server.port, server.log_path, args)

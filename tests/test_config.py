@@ -23,7 +23,7 @@ def test_defaults_without_environment_or_overrides() -> None:
     assert settings == Settings()
     assert settings.database_url == "sqlite:///orderlog.db"
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert (settings.workers, settings.threads) == (4, 16)
+    assert (settings.workers, settings.threads) == (32, 16)
     assert settings.processing_delay == 0.2
     assert settings.max_body_bytes == 65536
     assert settings.group_commit is True

@@ -75,12 +75,18 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def _launch(
-    args: list[str], workdir: Path, placement: Placement, ready_path: str, timeout: float
+def launch(
+    args: list[str],
+    workdir: Path,
+    placement: Placement | None,
+    ready_path: str,
+    timeout: float,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
+    """Start ``python *args`` (a server on port 0) and wait until ``ready_path`` is 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"server-{time.monotonic_ns()}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
     env.pop("ORDERLOG_PORT", None)
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
@@ -89,7 +95,7 @@ def _launch(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=placement.server_preexec(),
+            preexec_fn=placement.server_preexec() if placement else None,
         )
     deadline = time.monotonic() + timeout
     while True:
@@ -138,13 +144,13 @@ def start_orderlog(
         *options.flags(),
         *extra,
     ]
-    return _launch(args, workdir, placement, "/readyz", timeout)
+    return launch(args, workdir, placement, "/readyz", timeout)
 
 
 def start_bare(workdir: Path, placement: Placement, options: WaitressOptions) -> Server:
     """The bare Falcon app (api.bench.bare) with the same waitress settings."""
     args = ["-m", "api.bench.bare", "--port", "0", *options.flags()]
-    return _launch(args, workdir, placement, "/healthz", 60.0)
+    return launch(args, workdir, placement, "/healthz", 60.0)
 
 
 def server_from_url(url: str) -> Server:

@@ -54,7 +54,7 @@ def redact(url: str) -> str:
 
 
 def open_database(
-    url: str, *, synchronous: str = "NORMAL", max_connections: int = 64
+    url: str, *, synchronous: str = "FULL", max_connections: int = 64
 ) -> peewee.Database:
     backend = backend_of(url)
     if backend in DRIVERS:

@@ -536,5 +536,5 @@ def open_store(url: str, **options: Any) -> EventStore:
     from orderlog.database import open_database
 
     backend_of(url)
-    db = open_database(url, synchronous=options.pop("synchronous", "NORMAL"))
+    db = open_database(url, synchronous=options.pop("synchronous", "FULL"))
     return EventStore(db, **options).open()

@@ -27,7 +27,7 @@ def test_defaults_without_environment_or_overrides() -> None:
     assert settings.processing_delay == 0.2
     assert settings.max_body_bytes == 65536
     assert settings.group_commit is True
-    assert settings.sqlite_synchronous == "NORMAL"
+    assert settings.sqlite_synchronous == "FULL"
     assert settings.log_level == "INFO"
 
 

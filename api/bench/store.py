@@ -35,7 +35,8 @@ def _placed(order_id: str) -> OrderPlaced:
 
 def _appends_per_second(url: str, appends: int, threads: int, group_commit: bool) -> dict[str, Any]:
     """Spread ``appends`` over ``threads`` callers; each waits for its own commit."""
-    db = open_database(url, max_connections=threads + 8)
+    # The raw baseline commits with synchronous=NORMAL; measure the store at the same level.
+    db = open_database(url, synchronous="NORMAL", max_connections=threads + 8)
     store = EventStore(db, group_commit=group_commit).open()
     run = uuid.uuid4().hex[:8]
     per_thread = [appends // threads + (1 if i < appends % threads else 0) for i in range(threads)]

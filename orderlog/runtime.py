@@ -11,6 +11,7 @@ import logging
 
 from orderlog.config import Settings
 from orderlog.database import open_database, redact
+from orderlog.order import OrderState
 from orderlog.service import OrderService
 from orderlog.store import EventStore
 from orderlog.worker import Worker
@@ -40,8 +41,8 @@ class Runtime:
             sweep_interval=settings.sweep_interval,
         )
 
-    def _notify(self, order_id: str) -> None:
-        self.worker.notify(order_id)
+    def _notify(self, order_id: str, state: OrderState) -> None:
+        self.worker.notify(order_id, state)
 
     def start(self) -> Runtime:
         self.store.open()

@@ -25,7 +25,9 @@ from orderlog.store import EventStore
 
 
 class OrderService:
-    def __init__(self, store: EventStore, on_placed: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, store: EventStore, on_placed: Callable[[str, OrderState], None] | None = None
+    ) -> None:
         self.store = store
         self._on_placed = on_placed
 
@@ -51,7 +53,7 @@ class OrderService:
                 history = self.store.read_stream(command.order_id)
                 continue
             if self._on_placed:
-                self._on_placed(command.order_id)
+                self._on_placed(command.order_id, fold_state_from(_state(history), new))
             return history + recorded, True
         raise ConcurrencyError(command.order_id, 0, len(history))
 

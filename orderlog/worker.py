@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from orderlog.errors import ConcurrencyError, InvalidTransitionError, OrderlogError
 from orderlog.open_orders import OpenOrder, OpenOrders, incarnation_of, worker_id_for
-from orderlog.order import Status
+from orderlog.order import OrderState, Status
 from orderlog.service import OrderService
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Worker:
         self._idle = threading.Condition(self._lock)
         self._scheduled: set[str] = set()  # queued or in hand on this node
         self._reclaim: set[str] = set()  # Processing orders this node may take over
+        self._known: dict[str, OrderState] = {}  # states handed over by notify()
         self._accepting = False
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -130,6 +131,7 @@ class Worker:
             with self._idle:
                 self._scheduled.discard(order_id)  # type: ignore[arg-type]
                 self._reclaim.discard(order_id)  # type: ignore[arg-type]
+                self._known.pop(order_id, None)  # type: ignore[arg-type]
                 self._idle.notify_all()
             dropped += 1
 
@@ -137,12 +139,18 @@ class Worker:
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
-    def notify(self, order_id: str) -> None:
-        """Wake a worker for an order just placed on this node."""
+    def notify(self, order_id: str, state: OrderState | None = None) -> None:
+        """Wake a worker for an order just placed on this node.
+
+        ``state`` is the order as its placing left it: the worker claims at that
+        version without reading the stream again (a stale one only loses the claim).
+        """
         with self._lock:
             if not self._accepting or order_id in self._scheduled:
                 return
             self._scheduled.add(order_id)
+            if state is not None:
+                self._known[order_id] = state
             # Under the lock: stop() must not slip its sentinels in before this id.
             self._queue.put(order_id)
 
@@ -173,7 +181,9 @@ class Worker:
                     self._idle.notify_all()
 
     def _process(self, order_id: str, worker_id: str) -> None:
-        state = self.service.state(order_id)
+        with self._lock:
+            known = self._known.pop(order_id, None)
+        state = known or self.service.state(order_id)
         if state.status is Status.PROCESSING:
             with self._lock:
                 allowed = order_id in self._reclaim

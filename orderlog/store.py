@@ -328,16 +328,18 @@ class EventStore:
             if self._lock:
                 cursor.execute(self._lock)
                 cursor.fetchone()
-            # Read under the lock: every append before this one has committed.
-            cursor.execute(_LAST_POSITION)
-            head = cursor.fetchone()[0]
+            # Read under the lock, so every append before this one has committed: the
+            # last position and the batch's streams' versions, in one statement (each
+            # statement hands the GIL back and forth, which the writer pays for in turn).
             streams = list({r.payload.stream_id for r in batch})
             cursor.execute(
+                f"SELECT NULL, MAX(position) FROM events UNION ALL "
                 f"SELECT stream_id, MAX(version) FROM events WHERE stream_id IN "
                 f"({', '.join([p] * len(streams))}) GROUP BY stream_id",
                 streams,
             )
-            versions: dict[str, int] = dict(cursor.fetchall())
+            versions: dict[str | None, int] = dict(cursor.fetchall())
+            head = versions.pop(None) or 0
             now = utc_now()
             recorded_at = format_time(now)
             rows = []

@@ -34,6 +34,7 @@ def rebuild(
     position = done = 0
     started = time.perf_counter()
     last_shown = 0.0
+    shown_done = -1  # the count last shown, so the closing line is not printed twice
     for events in store.iter_pages(0, page):
         metrics.fold(events, state)
         position = events[-1].position
@@ -41,8 +42,8 @@ def rebuild(
         now = time.perf_counter()
         if progress and now - last_shown >= 0.5:
             progress(done, max(head, position), now - started)
-            last_shown = now
-    if progress:
+            last_shown, shown_done = now, done
+    if progress and shown_done != done:
         progress(done, max(head, position), time.perf_counter() - started)
     store.save_projection(NAME, position, orjson.dumps(state))
     return metrics.report(state, position)

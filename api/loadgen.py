@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import resource
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from api.limits import raise_file_limit
 
 # (method, path, body) or (method, path, body, extra headers)
 Request = tuple[str, str, bytes | None] | tuple[str, str, bytes | None, Mapping[str, str]]
@@ -96,14 +97,6 @@ class _Gate:
 
     async def wait(self) -> None:
         await self._open.wait()
-
-
-def raise_file_limit(wanted: int) -> None:
-    """Every socket is a descriptor: lift the soft limit towards ``wanted`` (up to the hard one)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 async def send_all(

@@ -9,7 +9,6 @@ finish the orders in hand (bounded), store the projection and exit cleanly.
 from __future__ import annotations
 
 import logging
-import resource
 import signal
 import sys
 from types import FrameType
@@ -18,19 +17,12 @@ import waitress
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from api.app import create_app
+from api.limits import raise_file_limit
 from orderlog.config import Settings
 from orderlog.runtime import Runtime
 from projections.projector import MetricsProjector
 
 log = logging.getLogger(__name__)
-
-
-def raise_file_limit(wanted: int) -> None:
-    """Each connection is a descriptor; lift the soft limit towards the hard one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def make_server(app: object, settings: Settings) -> BaseWSGIServer | MultiSocketServer:

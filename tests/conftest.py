@@ -17,7 +17,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from api.bench.servers import driver_connect
+from api.bench.servers import admin_execute
 from orderlog.config import Settings, load_settings
 from orderlog.database import open_database
 from orderlog.runtime import Runtime
@@ -36,16 +36,6 @@ def _with_database(url: str, name: str) -> str:
     return urlunparse(parsed._replace(path="/" + name))
 
 
-def _admin_execute(backend: str, url: str, statements: list[str]) -> None:
-    conn = driver_connect(url, autocommit=True)  # CREATE DATABASE refuses a transaction
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="session")
 def server_databases() -> Iterator[dict[str, str | None]]:
     """One fresh database per server backend for this test session; None if unavailable."""
@@ -59,7 +49,7 @@ def server_databases() -> Iterator[dict[str, str | None]]:
             errors[backend] = f"{variable} is not set"
             continue
         try:
-            _admin_execute(backend, url, [f"CREATE DATABASE {name}"])
+            admin_execute(url, [f"CREATE DATABASE {name}"])
             made[backend] = _with_database(url, name)
         except Exception as exc:  # report why, below, per test
             made[backend] = None
@@ -69,14 +59,14 @@ def server_databases() -> Iterator[dict[str, str | None]]:
     for backend, variable in SERVER_BACKENDS.items():
         if made.get(backend):
             with contextlib.suppress(Exception):
-                _admin_execute(backend, os.environ[variable], [f"DROP DATABASE IF EXISTS {name}"])
+                admin_execute(os.environ[variable], [f"DROP DATABASE IF EXISTS {name}"])
 
 
 def _reset(backend: str, url: str) -> None:
     drops = [f"DROP TABLE IF EXISTS {table}" for table in _TABLES]
     if backend == "postgres":
         drops.append("DROP FUNCTION IF EXISTS events_append_only() CASCADE")
-    _admin_execute(backend, url, drops)
+    admin_execute(url, drops)
 
 
 def backend_url(backend: str, server_databases: dict, tmp_path) -> str:  # type: ignore[type-arg]

@@ -215,8 +215,8 @@ def driver_connect(url: str, autocommit: bool = False) -> Any:
     )
 
 
-def _admin(url: str, statements: list[str]) -> None:
-    # CREATE DATABASE cannot run inside a transaction.
+def admin_execute(url: str, statements: list[str]) -> None:
+    """Run statements outside a transaction (CREATE DATABASE refuses one)."""
     conn = driver_connect(url, autocommit=True)
     try:
         with conn.cursor() as cursor:
@@ -239,8 +239,8 @@ def scratch_database(url: str, workdir: Path, label: str) -> Iterator[str]:
                     Path(f"{path}{suffix}").unlink()
         return
     name = f"orderlog_bench_{label}_{uuid.uuid4().hex[:8]}"
-    _admin(url, [f"CREATE DATABASE {name}"])
+    admin_execute(url, [f"CREATE DATABASE {name}"])
     try:
         yield urlunparse(urlparse(url)._replace(path="/" + name))
     finally:
-        _admin(url, [f"DROP DATABASE IF EXISTS {name}"])
+        admin_execute(url, [f"DROP DATABASE IF EXISTS {name}"])

@@ -41,8 +41,8 @@ class Request:
     def finish(self) -> None:
         self._done.release()
 
-    def wait(self) -> None:
-        self._done.acquire()
+    def wait(self, timeout: float) -> bool:
+        return self._done.acquire(timeout=timeout)
 
 
 class GroupCommitter:
@@ -93,17 +93,24 @@ class GroupCommitter:
         """Commit ``payload`` with whatever else waits; return its result or raise its error."""
         request = Request(payload)
         with self._lock:
-            if not self._accepting:
+            if not self._accepting or self._thread is None:
                 raise StoreUnavailableError("the event store is closed")
+            writer = self._thread
             self._queue.put(request)
-        request.wait()
+        while not request.wait(1.0):
+            # Never wait on a writer that is gone: it will not answer.
+            if not writer.is_alive():
+                raise StoreUnavailableError("the event store's writer has stopped")
         if request.error is not None:
             raise request.error
         return request.result
 
     def _run(self) -> None:
         if self._on_start:
-            self._on_start()
+            try:
+                self._on_start()
+            except Exception:  # the database may come back: each batch connects anew
+                log.exception("the writer could not connect; appends will try again")
         try:
             stopping = False
             while not stopping:
@@ -133,10 +140,17 @@ class GroupCommitter:
             self.committed += len(batch)
         except Exception as exc:  # the thread's top loop: answer every caller, log, carry on
             log.exception("group commit of %d appends failed", len(batch))
-            for request in batch:
-                if request.error is None:
-                    request.result = None
-                    request.error = StoreUnavailableError(f"the append was not committed: {exc}")
+            _fail(batch, exc)
+        except BaseException as exc:  # the thread is ending: still answer this batch
+            _fail(batch, exc)
+            raise
         finally:
             for request in batch:
                 request.finish()
+
+
+def _fail(batch: list[Request], exc: BaseException) -> None:
+    for request in batch:
+        if request.error is None:
+            request.result = None
+            request.error = StoreUnavailableError(f"the append was not committed: {exc!r}")

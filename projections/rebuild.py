@@ -8,9 +8,11 @@ memory), stores the result with its checkpoint and prints the metrics. Progress
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import orjson
@@ -28,6 +30,25 @@ def rebuild(
     store: EventStore, *, page: int = 5000, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Replay the log into a fresh metrics state, store it, and return its report."""
+    with _cycle_collector_paused():
+        return _rebuild(store, page, progress)
+
+
+@contextlib.contextmanager
+def _cycle_collector_paused() -> Iterator[None]:
+    """Replay makes millions of short-lived, acyclic objects (decoded rows), which
+    reference counting frees at once; the cycle collector would only re-scan every
+    live object again and again for nothing (measured: 15-25% of a 1M-event rebuild)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _rebuild(store: EventStore, page: int, progress: Progress | None) -> dict[str, Any]:
     store.reset_projection(NAME)
     head = store.head()
     state = metrics.initial()

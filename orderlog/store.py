@@ -157,8 +157,8 @@ def format_time(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+# An alias, not a wrapper: replay parses a timestamp per event.
+parse_time = datetime.fromisoformat
 
 
 class EventStore:
@@ -515,12 +515,11 @@ def _decode(row: tuple[Any, ...]) -> RecordedEvent:
         type_name,
         _loads(data),
         _loads(metadata),
-        _parse_time(recorded_at),
+        parse_time(recorded_at),
     )
 
 
 _loads = orjson.loads
-_parse_time = datetime.fromisoformat
 
 
 def _backend_of_database(db: peewee.Database) -> str:

@@ -24,7 +24,10 @@ def gate() -> Iterator[threading.Event]:
 def test_requests_waiting_together_are_committed_in_one_batch(gate: threading.Event) -> None:
     batches: list[list[int]] = []
 
+    entered = threading.Event()
+
     def commit(batch: list[Request]) -> None:
+        entered.set()
         gate.wait(DEADLINE)  # hold the first batch so the others queue up behind it
         batches.append([r.payload for r in batch])
         for request in batch:
@@ -38,6 +41,7 @@ def test_requests_waiting_together_are_committed_in_one_batch(gate: threading.Ev
         for n in range(6)
     ]
     threads[0].start()
+    assert entered.wait(DEADLINE), "the first batch never reached the writer"
     for thread in threads[1:]:
         thread.start()
     deadline = time.monotonic() + DEADLINE
@@ -49,7 +53,8 @@ def test_requests_waiting_together_are_committed_in_one_batch(gate: threading.Ev
         thread.join(DEADLINE)
     committer.stop()
     assert results == {n: n * 10 for n in range(6)}
-    assert len(batches) == 2 and sorted(batches[1]) == [1, 2, 3, 4, 5]
+    assert len(batches) == 2 and batches[0] == [0]
+    assert sorted(batches[1]) == [1, 2, 3, 4, 5]
 
 
 def test_a_failed_commit_fails_its_batch_and_the_writer_carries_on() -> None:

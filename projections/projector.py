@@ -35,35 +35,29 @@ class MetricsProjector:
     def report(self) -> dict[str, Any]:
         """Catch up with the log, then the metrics as of the new position."""
         with self._lock:
-            self._catch_up()
-            assert self._state is not None
-            return metrics.report(self._state, self._position)
+            return metrics.report(self._catch_up(), self._position)
 
     def save(self) -> None:
         with self._lock:
             if self._state is not None and self._position > self._saved_position:
-                self._save()
+                self._save(self._state)
 
-    def _catch_up(self) -> None:
-        if self._state is None:
+    def _catch_up(self) -> metrics.State:
+        state = self._state
+        if state is None:
             self._position, stored = self.store.load_projection(NAME)
             self._saved_position = self._position
-            self._state = orjson.loads(stored) if stored else metrics.initial()
-        while True:
-            events = self.store.read_all(self._position, self._page)
-            for event in events:
-                metrics.apply(self._state, event)
-            if events:
-                self._position = events[-1].position
-            if len(events) < self._page:
-                break
+            state = self._state = orjson.loads(stored) if stored else metrics.initial()
+        for events in self.store.iter_pages(self._position, self._page):
+            metrics.fold(events, state)
+            self._position = events[-1].position
         if self._position > self._saved_position and (
             time.monotonic() - self._saved_at >= self._save_every
         ):
-            self._save()
+            self._save(state)
+        return state
 
-    def _save(self) -> None:
-        assert self._state is not None
-        self.store.save_projection(NAME, self._position, orjson.dumps(self._state))
+    def _save(self, state: metrics.State) -> None:
+        self.store.save_projection(NAME, self._position, orjson.dumps(state))
         self._saved_position = self._position
         self._saved_at = time.monotonic()

@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/orderlog bench all
+	$(BIN)/python -m bench all
 
 rebuild: $(STAMP)
 	$(BIN)/orderlog rebuild

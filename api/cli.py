@@ -1,4 +1,4 @@
-"""The ``orderlog`` command: ``serve``, ``rebuild`` and ``bench``.
+"""The ``orderlog`` command: ``serve`` and ``rebuild``.
 
 It is the composition root that wires all three layers, so it lives in the
 outermost one. Every serve flag comes from ``orderlog.config.Settings``, where
@@ -14,14 +14,14 @@ import sys
 
 import orjson
 
-from orderlog.config import Settings, env_name, load_settings, settings_fields
+from orderlog.config import Settings, env_name, load_settings, settings_fields, shown_default
 from orderlog.errors import MissingDriverError, StoreUnavailableError, ValidationError
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
     for f in settings_fields():
         kind = type(f.default)
-        help_text = f"{f.metadata['help']} (env {env_name(f)}, default {f.default!r})"
+        help_text = f"{f.metadata['help']} (env {env_name(f)}, default: {shown_default(f)})"
         if kind is bool:
             parser.add_argument(
                 f.metadata["flag"],
@@ -41,8 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild", help="rebuild the projections from the whole log")
     rebuild.add_argument("--database", dest="database_url", default=None, help="database URL")
     rebuild.add_argument("--quiet", action="store_true", help="no progress display")
-    bench = commands.add_parser("bench", help="measure orderlog (see 'orderlog bench -h')")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="the bench's own arguments")
     return parser
 
 
@@ -70,15 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             from api.server import serve
 
             return serve(settings)
-        if args.command == "rebuild":
-            from projections.rebuild import run
+        from projections.rebuild import run
 
-            report = run(settings.database_url, quiet=args.quiet)
-            sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-            return 0
-        from api.bench import main as bench_main
-
-        return bench_main(args.args)
+        report = run(settings.database_url, quiet=args.quiet)
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
     except (ValidationError, MissingDriverError, StoreUnavailableError) as exc:
         sys.stderr.write(f"orderlog: {exc}\n")
         return 2

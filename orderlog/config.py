@@ -17,8 +17,9 @@ from typing import Any
 from orderlog.errors import FieldError, ValidationError
 
 
-def _opt(default: Any, flag: str, help: str, env: str | None = None) -> Any:
-    return field(default=default, metadata={"flag": flag, "help": help, "env": env})
+def _opt(default: Any, flag: str, help: str, env: str | None = None, shown: str = "") -> Any:
+    """A setting: its default, flag and help; ``shown`` is the default as people read it."""
+    return field(default=default, metadata={"flag": flag, "help": help, "env": env, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,11 @@ class Settings:
     )
     host: str = _opt("127.0.0.1", "--host", "address to listen on")
     port: int = _opt(8000, "--port", "TCP port to listen on")
-    workers: int = _opt(
-        32, "--workers", "order-processing worker threads (orders in work at once)"
+    max_in_work: int = _opt(
+        1000,
+        "--max-in-work",
+        "most orders in work at once on this node (claimed, simulated work not yet done); "
+        "more wait in the queue, still Pending",
     )
     threads: int = _opt(16, "--threads", "HTTP request threads (waitress)")
     processing_delay: float = _opt(
@@ -53,7 +57,7 @@ class Settings:
         "SQLite synchronous level: FULL keeps acknowledged orders through a power loss, "
         "NORMAL only through a process crash (and is faster)",
     )
-    node_id: str = _opt("", "--node-id", "this node's name in claims (default: host name and port)")
+    node_id: str = _opt("", "--node-id", "this node's name in claims", shown="host name and port")
     claim_timeout: float = _opt(
         30.0, "--claim-timeout", "seconds a claim on an order lasts before others may take it"
     )
@@ -84,6 +88,56 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
+
+
+def shown_default(f: dataclasses.Field[Any]) -> str:
+    """The default as the help, ``.env.example`` and the README show it."""
+    if f.metadata["shown"]:
+        return f.metadata["shown"]
+    if isinstance(f.default, bool):
+        return "true" if f.default else "false"
+    return str(f.default)
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, commented out at its default."""
+    lines = [
+        "# orderlog settings. Copy to .env (read by `orderlog serve`); real environment "
+        "variables win.",
+        "# Every variable is optional: the value shown is the default. Flags: "
+        "`orderlog serve --help`.",
+    ]
+    for f in settings_fields():
+        value = "" if f.metadata["shown"] else shown_default(f)
+        lines += ["", f"# {f.metadata['help']} ({f.metadata['flag']})"]
+        if f.metadata["shown"]:
+            lines.append(f"# default: {f.metadata['shown']}")
+        lines.append(f"# {env_name(f)}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table() -> str:
+    """The README's table of settings."""
+    lines = ["| flag | variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for f in settings_fields():
+        lines.append(
+            f"| `{f.metadata['flag']}` | `{env_name(f)}` | `{shown_default(f)}` "
+            f"| {f.metadata['help']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m orderlog.config env|table`` prints ``.env.example`` or the README table."""
+    import sys
+
+    (what,) = argv if argv is not None else sys.argv[1:] or ["env"]
+    sys.stdout.write(env_example() if what == "env" else markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
 
 
 def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
@@ -144,7 +198,7 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         problems.append(FieldError(sources.get(name, name), message))
 
     for name in (
-        "workers",
+        "max_in_work",
         "threads",
         "connection_limit",
         "backlog",

@@ -7,11 +7,12 @@ pooled connections. A missing driver is reported with the extra that installs it
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import peewee
-from playhouse.db_url import parseresult_to_dict
 from playhouse.pool import (
     PooledMySQLDatabase,
     PooledPostgresqlDatabase,
@@ -24,45 +25,71 @@ DRIVERS = {
     "postgres": ("psycopg2", "postgres"),
     "mysql": ("pymysql", "mysql"),
 }
+_SCHEMES = {
+    "sqlite": "sqlite",
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+_DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A database URL taken apart once, with user and password unquoted."""
+
+    url: str
+    backend: str  # 'sqlite', 'postgres' or 'mysql'
+    database: str  # the file path for SQLite, the database name otherwise
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def driver_params(self) -> dict[str, Any]:
+        """Connection parameters for psycopg2 or pymysql (not the database name)."""
+        params: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port or _DEFAULT_PORTS.get(self.backend),
+            "user": self.user,
+        }
+        if self.password is not None:
+            params["password"] = self.password
+        return {k: v for k, v in params.items() if v is not None}
+
+    def with_database(self, name: str) -> str:
+        """The same server and credentials, another database."""
+        return urlparse(self.url)._replace(path="/" + name).geturl()
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and health answers."""
+        parsed = urlparse(self.url)
+        if parsed.password is None:
+            return self.url
+        netloc = parsed.netloc.replace(":" + parsed.password + "@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
 
 
 def backend_of(url: str) -> str:
-    """'sqlite', 'postgres' or 'mysql' for a database URL."""
+    """'sqlite', 'postgres' or 'mysql' for a database URL's scheme."""
     scheme = urlparse(url).scheme.split("+")[0]
-    if scheme == "sqlite":
-        return "sqlite"
-    if scheme in ("postgres", "postgresql"):
-        return "postgres"
-    if scheme in ("mysql", "mariadb"):
-        return "mysql"
-    raise ValidationError(
-        [
-            FieldError(
-                "database", f"unsupported URL scheme {scheme!r}: use sqlite, postgresql or mysql"
-            )
-        ]
-    )
+    backend = _SCHEMES.get(scheme)
+    if backend is None:
+        raise ValidationError(
+            [
+                FieldError(
+                    "database",
+                    f"unsupported URL scheme {scheme!r}: use sqlite, postgresql or mysql",
+                )
+            ]
+        )
+    return backend
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and health answers."""
-    parsed = urlparse(url)
-    if parsed.password:
-        netloc = parsed.netloc.replace(":" + parsed.password + "@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
-    return url
-
-
-def open_database(
-    url: str, *, synchronous: str = "FULL", max_connections: int = 64
-) -> peewee.Database:
+def parse_url(url: str) -> DatabaseURL:
+    """Take a database URL apart; ValidationError names what is wrong with it."""
     backend = backend_of(url)
-    if backend in DRIVERS:
-        module, extra = DRIVERS[backend]
-        if importlib.util.find_spec(module) is None:
-            raise MissingDriverError(
-                f"{backend} needs the {module} driver: pip install 'orderlog[{extra}]'"
-            )
     parsed = urlparse(url)
     if backend == "sqlite":
         path = unquote(parsed.path[1:]) if parsed.path else ""
@@ -71,9 +98,40 @@ def open_database(
             raise ValidationError(
                 [FieldError("database", "SQLite needs a file path, e.g. sqlite:///orderlog.db")]
             )
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return DatabaseURL(url, backend, path)
+    return DatabaseURL(
+        url,
+        backend,
+        unquote(parsed.path.lstrip("/")),
+        parsed.hostname,
+        parsed.port,
+        unquote(parsed.username) if parsed.username else None,
+        unquote(parsed.password) if parsed.password is not None else None,
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and health answers."""
+    try:
+        return parse_url(url).redacted()
+    except ValidationError:
+        return url
+
+
+def open_database(
+    url: str, *, synchronous: str = "FULL", max_connections: int = 64
+) -> peewee.Database:
+    target = parse_url(url)
+    if target.backend in DRIVERS:
+        module, extra = DRIVERS[target.backend]
+        if importlib.util.find_spec(module) is None:
+            raise MissingDriverError(
+                f"{target.backend} needs the {module} driver: pip install 'orderlog[{extra}]'"
+            )
+    if target.backend == "sqlite":
+        Path(target.database).parent.mkdir(parents=True, exist_ok=True)
         return PooledSqliteDatabase(
-            path,
+            target.database,
             max_connections=max_connections,
             timeout=30,
             check_same_thread=False,
@@ -85,19 +143,14 @@ def open_database(
                 "temp_store": "memory",
             },
         )
-    kwargs = parseresult_to_dict(parsed, unquote_password=True, unquote_user=True)
-    database = kwargs.pop("database")
-    if backend == "postgres":
-        return PooledPostgresqlDatabase(
-            database, max_connections=max_connections, timeout=30, stale_timeout=300, **kwargs
-        )
-    kwargs.setdefault("charset", "utf8mb4")
+    pool = {"max_connections": max_connections, "timeout": 30, "stale_timeout": 300}
+    if target.backend == "postgres":
+        return PooledPostgresqlDatabase(target.database, **pool, **target.driver_params())
     return PooledMySQLDatabase(
-        database,
-        max_connections=max_connections,
-        timeout=30,
-        stale_timeout=300,
+        target.database,
+        **pool,
+        charset="utf8mb4",
         # Events and projection states may outgrow MySQL's 64 KiB TEXT.
         field_types={"TEXT": "LONGTEXT"},
-        **kwargs,
+        **target.driver_params(),
     )

@@ -25,7 +25,7 @@ class Runtime:
         self.db = open_database(
             settings.database_url,
             synchronous=settings.sqlite_synchronous,
-            max_connections=settings.threads + settings.workers + 16,
+            max_connections=settings.threads + 16,
         )
         self.store = EventStore(
             self.db, group_commit=settings.group_commit, max_batch=settings.max_batch
@@ -33,7 +33,7 @@ class Runtime:
         self.service = OrderService(self.store, on_placed=self._notify)
         self.worker = Worker(
             self.service,
-            threads=settings.workers,
+            max_in_work=settings.max_in_work,
             processing_delay=settings.processing_delay,
             node=settings.node,
             claim_timeout=settings.claim_timeout,

@@ -6,11 +6,11 @@ stays the only thing that writes. A lost race surfaces as ConcurrencyError.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-from orderlog.errors import ConcurrencyError, OrderNotFoundError
-from orderlog.events import RecordedEvent
+from orderlog.errors import ConcurrencyError, OrderlogError, OrderNotFoundError
+from orderlog.events import Event, RecordedEvent
 from orderlog.order import (
     OrderState,
     PlaceOrder,
@@ -21,7 +21,7 @@ from orderlog.order import (
     place_order,
     start_processing,
 )
-from orderlog.store import EventStore
+from orderlog.store import AppendRequest, EventStore
 
 
 class OrderService:
@@ -73,23 +73,56 @@ class OrderService:
         self, order_id: str, state: OrderState, worker_id: str, metadata: Mapping[str, Any]
     ) -> OrderState:
         """Claim the order at the version the caller read; ConcurrencyError if another won."""
-        new = start_processing(state, order_id, worker_id)
-        self.store.append(order_id, new, state.version, metadata)
-        return fold_state_from(state, new)
+        return _one(
+            self.record(
+                [Decision(order_id, state, start_processing(state, order_id, worker_id))], metadata
+            )
+        )
 
     def complete_order(
         self, order_id: str, state: OrderState, metadata: Mapping[str, Any]
     ) -> OrderState:
-        new = complete_order(state, order_id)
-        self.store.append(order_id, new, state.version, metadata)
-        return fold_state_from(state, new)
+        return _one(
+            self.record([Decision(order_id, state, complete_order(state, order_id))], metadata)
+        )
+
+    def record(
+        self, decisions: Sequence[Decision], metadata: Mapping[str, Any]
+    ) -> list[OrderState | OrderlogError]:
+        """Append each decision's events at the version its state was read at, in one commit.
+
+        Returns, in order, each order's new state or its error: ConcurrencyError
+        when someone else moved the order first, StoreUnavailableError.
+        """
+        outcomes = self.store.append_many(
+            [AppendRequest(d.order_id, d.events, d.state.version, metadata) for d in decisions]
+        )
+        return [
+            outcome if isinstance(outcome, OrderlogError) else fold_state_from(d.state, d.events)
+            for d, outcome in zip(decisions, outcomes, strict=True)
+        ]
+
+
+class Decision(NamedTuple):
+    """What the rules decided for one order, from the state the caller read."""
+
+    order_id: str
+    state: OrderState
+    events: list[Event]
+
+
+def _one(outcomes: list[OrderState | OrderlogError]) -> OrderState:
+    (outcome,) = outcomes
+    if isinstance(outcome, OrderlogError):
+        raise outcome
+    return outcome
 
 
 def _state(history: list[RecordedEvent]) -> OrderState:
     return fold_state(event.event for event in history)
 
 
-def fold_state_from(state: OrderState, new: list[Any]) -> OrderState:
+def fold_state_from(state: OrderState, new: Sequence[Event]) -> OrderState:
     """The state after ``new`` events, without reading the stream again."""
     for event in new:
         state = apply_state(state, event)

@@ -14,25 +14,32 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 from orderlog.database import backend_of
-from orderlog.errors import ConcurrencyError, StoreUnavailableError
+from orderlog.errors import ConcurrencyError, OrderlogError, StoreUnavailableError
 from orderlog.events import Event, RecordedEvent, event_data, event_type
 from orderlog.group_commit import GroupCommitter, Request
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
-_COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at"
+# The log's columns, in the order every row is written and read.
+EVENT_COLUMNS = ("position", "stream_id", "version", "type", "data", "metadata", "recorded_at")
+_COLUMN_LIST = ", ".join(EVENT_COLUMNS)
+# Rows per multi-row INSERT: few statements per batch, far below every backend's
+# limit on parameters (SQLite's is 32,766).
+_ROWS_PER_INSERT = 500
 _LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM events"
+_loads = orjson.loads
+_dumps = orjson.dumps
 _TAKE_APPEND_LOCK = "SELECT id FROM append_lock WHERE id = 1 FOR UPDATE"
 
 
@@ -126,13 +133,59 @@ _SCHEMA_NODE_LOCK = {
 }
 
 
+class EncodedEvent(NamedTuple):
+    """An event ready for the log: its type, fields and metadata, and both as JSON text.
+
+    Callers encode, so the single writer thread does as little Python work per
+    event as possible; ``data`` and ``metadata`` are kept to build the recorded event.
+    """
+
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    data_json: str
+    metadata_json: str
+
+
+def encode(
+    events: Sequence[Event], metadata: Mapping[str, Any] | None = None
+) -> list[EncodedEvent]:
+    """Events as the log stores them, each with its own event id in its metadata."""
+    shared = dict(metadata or {})
+    encoded = []
+    for event in events:
+        data = event_data(event)
+        meta = {"event_id": str(uuid.uuid4()), **shared}
+        encoded.append(
+            EncodedEvent(
+                event_type(event), data, meta, _dumps(data).decode(), _dumps(meta).decode()
+            )
+        )
+    return encoded
+
+
+class WriterStats(NamedTuple):
+    batches: int
+    appends: int
+    waiting: int
+
+
+class AppendRequest(NamedTuple):
+    """One stream's append, for ``EventStore.append_many``."""
+
+    stream_id: str
+    events: Sequence[Event]
+    expected_version: int
+    metadata: Mapping[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class _Append:
+    """What the writer commits for one caller: encoded events for one stream."""
+
     stream_id: str
     expected_version: int
-    # (type, data, metadata, data as JSON, metadata as JSON): callers encode, so the
-    # single writer thread does as little Python work per event as possible.
-    rows: list[tuple[str, dict[str, Any], dict[str, Any], str, str]]
+    events: list[EncodedEvent]
 
     def recorded(self, first_position: int, moment: datetime) -> list[RecordedEvent]:
         return [
@@ -140,12 +193,12 @@ class _Append:
                 first_position + offset,
                 self.stream_id,
                 self.expected_version + offset + 1,
-                type_name,
-                data,
-                meta,
+                event.type,
+                event.data,
+                event.metadata,
                 moment,
             )
-            for offset, (type_name, data, meta, _, _) in enumerate(self.rows)
+            for offset, event in enumerate(self.events)
         ]
 
 
@@ -165,14 +218,20 @@ class EventStore:
     """Append and read events. ``open()`` creates the schema and starts the writer."""
 
     def __init__(
-        self, db: peewee.Database, *, group_commit: bool = True, max_batch: int = 1000
+        self,
+        db: peewee.Database,
+        *,
+        group_commit: bool = True,
+        max_batch: int = 1000,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.db = db
         self.backend = _backend_of_database(db)
         self._param = db.param
+        self._clock = clock or utc_now
+        self._inserts: dict[int, str] = {}  # multi-row INSERT text by row count
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
-        self._lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
-        self._insert = f"INSERT INTO events ({_COLUMNS}) VALUES ({', '.join([db.param] * 7)})"
+        self._take_append_lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
         self._writer = (
             GroupCommitter(
                 self._commit_batch,
@@ -183,8 +242,6 @@ class EventStore:
             if group_commit
             else None
         )
-
-    # -- lifecycle -------------------------------------------------------------
 
     def open(self) -> EventStore:
         self.create_schema()
@@ -252,6 +309,12 @@ class EventStore:
     def writer_alive(self) -> bool:
         return self._writer is None or self._writer.running
 
+    def writer_stats(self) -> WriterStats:
+        """Batches committed, appends in them, and appends waiting for the writer."""
+        if self._writer is None:
+            return WriterStats(0, 0, 0)
+        return WriterStats(self._writer.batches, self._writer.committed, self._writer.waiting)
+
     # -- writing ---------------------------------------------------------------
 
     def append(
@@ -265,33 +328,51 @@ class EventStore:
 
         Raises ConcurrencyError when the stream is no longer at ``expected_version``.
         """
-        shared = dict(metadata or {})
-        rows = []
-        for event in events:
-            data = event_data(event)
-            meta = {"event_id": str(uuid.uuid4()), **shared}
-            rows.append(
-                (
-                    event_type(event),
-                    data,
-                    meta,
-                    orjson.dumps(data).decode(),
-                    orjson.dumps(meta).decode(),
+        (outcome,) = self.append_many(
+            [AppendRequest(stream_id, events, expected_version, metadata)]
+        )
+        if isinstance(outcome, OrderlogError):
+            raise outcome
+        return outcome
+
+    def append_many(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[list[RecordedEvent] | OrderlogError]:
+        """Append to several streams at once, each all or nothing on its own.
+
+        They are committed together (with whatever else the writer holds), so a
+        caller with many appends pays for one commit, not one each. Returns, in
+        order, each request's recorded events or its error (ConcurrencyError for a
+        stream no longer at its expected version, StoreUnavailableError).
+        """
+        appends = [
+            _Append(r.stream_id, r.expected_version, encode(r.events, r.metadata)) for r in requests
+        ]
+        pending = [Request(a) for a in appends if a.events]
+        if pending:
+            if self._writer:
+                self._writer.submit_many(pending)
+            else:
+                with self._connection():
+                    self._commit_batch(pending)
+        outcomes: list[list[RecordedEvent] | OrderlogError] = []
+        answers = iter(pending)
+        for append in appends:
+            if not append.events:
+                outcomes.append([])
+                continue
+            request = next(answers)
+            if request.error is not None:
+                error = request.error
+                outcomes.append(
+                    error
+                    if isinstance(error, OrderlogError)
+                    else StoreUnavailableError(f"append failed: {error!r}")
                 )
-            )
-        if not rows:
-            return []
-        payload = _Append(stream_id, expected_version, rows)
-        if self._writer:
-            first_position, moment = self._writer.submit(payload)
-        else:
-            request = Request(payload)
-            with self._connection():
-                self._commit_batch([request])
-            if request.error:
-                raise request.error
-            first_position, moment = request.result
-        return payload.recorded(first_position, moment)
+            else:
+                first_position, moment = request.result
+                outcomes.append(append.recorded(first_position, moment))
+        return outcomes
 
     def _commit_batch(self, batch: list[Request]) -> None:
         """Commit a batch in one transaction; each request gets its positions or its error.
@@ -325,8 +406,8 @@ class EventStore:
         lock = "IMMEDIATE" if self.backend == "sqlite" else None
         with self.db.atomic(*([lock] if lock else [])):
             cursor = self.db.cursor()
-            if self._lock:
-                cursor.execute(self._lock)
+            if self._take_append_lock:
+                cursor.execute(self._take_append_lock)
                 cursor.fetchone()
             # Read under the lock, so every append before this one has committed: the
             # last position and the batch's streams' versions, in one statement (each
@@ -340,9 +421,9 @@ class EventStore:
             )
             versions: dict[str | None, int] = dict(cursor.fetchall())
             head = versions.pop(None) or 0
-            now = utc_now()
+            now = self._clock()
             recorded_at = format_time(now)
-            rows = []
+            params: list[Any] = []
             accepted: list[tuple[Request, int]] = []
             for request in batch:
                 append: _Append = request.payload
@@ -354,15 +435,36 @@ class EventStore:
                     continue
                 accepted.append((request, head + 1))
                 stream_id = append.stream_id
-                for type_name, _, _, data, meta in append.rows:
+                for event in append.events:
                     head += 1
                     current += 1
-                    rows.append((head, stream_id, current, type_name, data, meta, recorded_at))
+                    params += (
+                        head,
+                        stream_id,
+                        current,
+                        event.type,
+                        event.data_json,
+                        event.metadata_json,
+                        recorded_at,
+                    )
                 versions[stream_id] = current
-            if rows:
-                cursor.executemany(self._insert, rows)
+            # Few large statements, not one per row: each statement releases and
+            # retakes the GIL, and under load every retake may wait its turn.
+            step = _ROWS_PER_INSERT * len(EVENT_COLUMNS)
+            for start in range(0, len(params), step):
+                chunk = params[start : start + step]
+                cursor.execute(self._insert_sql(len(chunk) // len(EVENT_COLUMNS)), chunk)
         for request, first_position in accepted:
             request.result = (first_position, now)
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._inserts.get(rows)
+        if sql is None:
+            one = "(" + ", ".join([self._param] * len(EVENT_COLUMNS)) + ")"
+            sql = self._inserts[rows] = f"INSERT INTO events ({_COLUMN_LIST}) VALUES " + ", ".join(
+                [one] * rows
+            )
+        return sql
 
     def _fail_clash(self, request: Request) -> None:
         append: _Append = request.payload
@@ -386,7 +488,7 @@ class EventStore:
     def read_stream(self, stream_id: str, up_to_version: int | None = None) -> list[RecordedEvent]:
         """One stream's events in version order (up to a version, for time travel)."""
         p = self._param
-        sql = f"SELECT {_COLUMNS} FROM events WHERE stream_id = {p}"
+        sql = f"SELECT {_COLUMN_LIST} FROM events WHERE stream_id = {p}"
         params: list[Any] = [stream_id]
         if up_to_version is not None:
             sql += f" AND version <= {p}"
@@ -402,7 +504,7 @@ class EventStore:
         p = self._param
         limit = max(1, min(limit, MAX_PAGE * 100))
         return self._query(
-            f"SELECT {_COLUMNS} FROM events WHERE position > {p} ORDER BY position LIMIT {p}",
+            f"SELECT {_COLUMN_LIST} FROM events WHERE position > {p} ORDER BY position LIMIT {p}",
             [after, limit],
         )
 
@@ -487,7 +589,7 @@ class EventStore:
     def _connection(self) -> Any:
         """A connection for this thread: the open one if any, else one from the pool."""
         if not self.db.is_closed():
-            return _NoopContext()
+            return contextlib.nullcontext()
         return self.db.connection_context()
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -496,14 +598,6 @@ class EventStore:
                 return list(self.db.execute_sql(sql, params).fetchall())
         except _DB_ERRORS as exc:
             raise StoreUnavailableError(f"read failed: {exc}") from exc
-
-
-class _NoopContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:
@@ -517,9 +611,6 @@ def _decode(row: tuple[Any, ...]) -> RecordedEvent:
         _loads(metadata),
         parse_time(recorded_at),
     )
-
-
-_loads = orjson.loads
 
 
 def _backend_of_database(db: peewee.Database) -> str:

@@ -1,43 +1,62 @@
-"""The order worker: threads that take order ids from a queue.Queue and process them.
+"""The order worker: claims the orders a queue.Queue hands it and completes them when done.
 
-The queue is only a wake-up signal. The log decides: each job reads the order's
-stream, claims it with the expected version (so two workers never both win),
-does the simulated work and appends OrderCompleted. A periodic sweep follows the
-log and enqueues what no queue holds: orders left Pending by a crash, orders a
-dead node had claimed once their lease ran out. Stop is by sentinel; orders in
-hand are finished, orders only queued stay Pending in the log.
+The queue is only a wake-up signal; the log decides. One processor thread takes
+every order waiting in the queue and claims them all in one commit (each at the
+version it was last seen at, so two claims never both win). A claimed order's
+simulated work is a deadline on a timer heap, not a sleeping thread: when it
+falls due the order is completed, together with every other order due then and
+the next claims, in one commit. So the orders in work at once are bounded by a
+setting, not by threads. A sweep thread follows the log and enqueues what no
+queue holds: orders left Pending by a crash, orders a dead node had claimed once
+their lease ran out. The decisions themselves are pure functions in
+``orderlog.policy``. On stop, orders whose work is done by the deadline are
+completed; the rest stay Processing in the log and are claimed again at the next
+start; orders only queued stay Pending.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from orderlog.errors import ConcurrencyError, InvalidTransitionError, OrderlogError
-from orderlog.open_orders import OpenOrder, OpenOrders, incarnation_of, worker_id_for
-from orderlog.order import OrderState, Status
-from orderlog.service import OrderService
+from orderlog.errors import ConcurrencyError, OrderlogError
+from orderlog.open_orders import OpenOrders
+from orderlog.order import OrderState, Status, complete_order, start_processing
+from orderlog.policy import (
+    ClaimPolicy,
+    finish_before_stop,
+    may_claim,
+    work_done_at,
+    worker_id_for,
+)
+from orderlog.service import Decision, OrderService
 
 log = logging.getLogger(__name__)
 
+# A completion the store could not take is tried again this much later.
+RETRY_AFTER = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An order handed to the processor, with the state it was last seen in (None: read it)."""
+
+    order_id: str
+    state: OrderState | None
+    reclaim: bool = False  # a Processing order whose claim the sweep found abandoned
+
+
 _STOP = None
-
-
-MAX_LEASE_DOUBLINGS = 6
-
-
-def lease(claim_timeout: float, attempt: int) -> float:
-    """How long claim number ``attempt`` lasts: doubled on every re-claim (up to 64x).
-
-    An order whose work outlasts the lease would otherwise be taken over forever,
-    each completion refused because of the next take-over; growing leases let a
-    slow order finish on its own after a few attempts.
-    """
-    return claim_timeout * 2 ** min(max(attempt - 1, 0), MAX_LEASE_DOUBLINGS)
+# (work done at, tie-breaker, order id, state after the claim)
+_InWork = tuple[float, int, str, OrderState]
 
 
 class Worker:
@@ -45,7 +64,7 @@ class Worker:
         self,
         service: OrderService,
         *,
-        threads: int = 4,
+        max_in_work: int = 1000,
         processing_delay: float = 0.2,
         node: str = "node",
         claim_timeout: float = 30.0,
@@ -56,188 +75,272 @@ class Worker:
         self.service = service
         self.node = node
         self.incarnation = uuid.uuid4().hex[:8]
-        self._threads_wanted = threads
+        self.worker_id = worker_id_for(node, self.incarnation)
+        self.policy = ClaimPolicy(node, self.incarnation, claim_timeout, pending_grace)
+        self._max_in_work = max_in_work
         self._delay = processing_delay
-        self._claim_timeout = claim_timeout
-        self._grace = pending_grace
         self._sweep_interval = sweep_interval
         self._clock = clock
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._metadata = {"node": node, "worker": self.worker_id}
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._scheduled: set[str] = set()  # queued or in hand on this node
-        self._reclaim: set[str] = set()  # Processing orders this node may take over
-        self._known: dict[str, OrderState] = {}  # states handed over by notify()
+        self._scheduled: set[str] = set()  # queued or in work on this node
         self._accepting = False
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._stop_deadline = math.inf
+        self._processor: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
         self._open = OpenOrders()
+        self._sweep_lock = threading.Lock()  # one sweep at a time: the thread's or a caller's
+        self._in_work = 0
+        self._left_processing = 0
+        # Written by the processor thread alone, so they need no lock to stay exact.
         self.processed = 0
         self.failures = 0
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Recover from the log, then start the threads and the sweep."""
+        """Recover from the log, then start the processor and the sweep."""
         with self._lock:
-            if self._threads:
+            if self._processor is not None:
                 return
             self._accepting = True
             self._stopping.clear()
-        self._sweep(starting=True)
-        for index in range(self._threads_wanted):
-            thread = threading.Thread(
-                target=self._run,
-                args=(worker_id_for(self.node, self.incarnation, index),),
-                name=f"orderlog-worker-{index}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._stop_deadline = math.inf
+        self.sweep(starting=True)
+        self._processor = threading.Thread(target=self._run, name="orderlog-worker", daemon=True)
+        self._processor.start()
         self._sweeper = threading.Thread(
             target=self._sweep_loop, name="orderlog-sweep", daemon=True
         )
         self._sweeper.start()
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Finish the orders in hand within ``timeout``; queued ones stay Pending in the log.
+        """Stop taking orders; complete those whose work is done within ``timeout``.
 
-        Returns False if a thread was still busy when the time ran out.
+        Orders only queued stay Pending in the log, orders whose work would end
+        later stay Processing; both are picked up at the next start. Returns False
+        if any order was left Processing.
         """
         with self._lock:
             self._accepting = False
-            self._stopping.set()
+        self._stop_deadline = time.monotonic() + timeout
+        self._stopping.set()
         dropped = self._drain_queue()
         if dropped:
             log.info("left %d queued orders Pending in the log for the next start", dropped)
-        for _ in self._threads:
-            self._queue.put(_STOP)
-        deadline = time.monotonic() + timeout
-        for thread in [*self._threads, *([self._sweeper] if self._sweeper else [])]:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        finished = not any(t.is_alive() for t in self._threads)
-        self._threads = []
-        self._sweeper = None
-        return finished
-
-    def _drain_queue(self) -> int:
-        dropped = 0
-        while True:
-            try:
-                order_id = self._queue.get_nowait()
-            except queue.Empty:
-                return dropped
-            with self._idle:
-                self._scheduled.discard(order_id)  # type: ignore[arg-type]
-                self._reclaim.discard(order_id)  # type: ignore[arg-type]
-                self._known.pop(order_id, None)  # type: ignore[arg-type]
-                self._idle.notify_all()
-            dropped += 1
+        self._queue.put(_STOP)  # wakes a processor waiting on the queue
+        processor, sweeper = self._processor, self._sweeper
+        self._processor = self._sweeper = None
+        # The last commit may end a little after the deadline: give it a moment.
+        for thread in (processor, sweeper):
+            if thread is not None:
+                thread.join(max(0.0, self._stop_deadline - time.monotonic()) + 5.0)
+        finished = processor is None or not processor.is_alive()
+        return finished and self._left_processing == 0
 
     @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        threads = (self._processor, self._sweeper)
+        return all(t is not None and t.is_alive() for t in threads)
+
+    @property
+    def in_work(self) -> int:
+        """Orders claimed here whose work is not done yet."""
+        return self._in_work
+
+    @property
+    def queued(self) -> int:
+        """Orders waiting for the processor."""
+        return self._queue.qsize()
 
     def notify(self, order_id: str, state: OrderState | None = None) -> None:
-        """Wake a worker for an order just placed on this node.
+        """Wake the processor for an order just placed on this node.
 
-        ``state`` is the order as its placing left it: the worker claims at that
+        ``state`` is the order as its placing left it: the processor claims at that
         version without reading the stream again (a stale one only loses the claim).
         """
-        with self._lock:
-            if not self._accepting or order_id in self._scheduled:
-                return
-            self._scheduled.add(order_id)
-            if state is not None:
-                self._known[order_id] = state
-            # Under the lock: stop() must not slip its sentinels in before this id.
-            self._queue.put(order_id)
+        self._schedule(Job(order_id, state))
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nothing is queued or in hand; False on timeout."""
+        """Block until nothing is queued or in work; False on timeout."""
         with self._idle:
             return self._idle.wait_for(lambda: not self._scheduled, timeout)
 
+    def _schedule(self, job: Job) -> bool:
+        with self._lock:
+            if not self._accepting or job.order_id in self._scheduled:
+                return False
+            self._scheduled.add(job.order_id)
+            # Under the lock: stop() must not slip its sentinel in before this job.
+            self._queue.put(job)
+            return True
+
+    def _unschedule(self, order_ids: Iterable[str]) -> None:
+        with self._idle:
+            self._scheduled.difference_update(order_ids)
+            self._idle.notify_all()
+
+    def _drain_queue(self) -> int:
+        dropped = []
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                dropped.append(job.order_id)
+        self._unschedule(dropped)
+        return len(dropped)
+
     # -- processing --------------------------------------------------------------
 
-    def _run(self, worker_id: str) -> None:
+    def _run(self) -> None:
+        heap: list[_InWork] = []
+        ties = itertools.count()
         while True:
-            order_id = self._queue.get()
-            if order_id is _STOP:
+            if self._stopping.is_set() and not (
+                heap and finish_before_stop(heap[0][0], self._stop_deadline)
+            ):
+                self._leave_processing(heap)
                 return
-            try:
-                # No connection is held across the job: the store borrows one from the
-                # pool per read and appends go through its writer, so a thread sleeping
-                # through simulated work ties up no database connection.
-                self._process(order_id, worker_id)
-            except Exception:  # a thread's top loop: log with the traceback and carry on
-                self.failures += 1
-                log.exception("processing order %s failed; the sweep will retry it", order_id)
-            finally:
-                with self._idle:
-                    self._scheduled.discard(order_id)
-                    self._reclaim.discard(order_id)
-                    self._idle.notify_all()
+            jobs = self._take(len(heap), heap[0][0] if heap else None)
+            if jobs and self._stopping.is_set():
+                self._unschedule(job.order_id for job in jobs)  # never claimed: still Pending
+                jobs = []
+            now = time.monotonic()
+            due = []
+            while heap and heap[0][0] <= now:
+                due.append(heapq.heappop(heap))
+            if jobs or due:
+                try:
+                    self._advance(jobs, due, heap, ties)
+                except Exception:  # the thread's top loop: log, keep every order accounted for
+                    self.failures += 1
+                    log.exception("processing %d orders failed; trying again", len(jobs))
+                    self._unschedule(job.order_id for job in jobs)  # the sweep finds them again
+                    for _, tie, order_id, state in due:
+                        heapq.heappush(heap, (now + RETRY_AFTER, tie, order_id, state))
+            self._in_work = len(heap)
 
-    def _process(self, order_id: str, worker_id: str) -> None:
-        with self._lock:
-            known = self._known.pop(order_id, None)
-        state = known or self.service.state(order_id)
-        if state.status is Status.PROCESSING:
-            with self._lock:
-                allowed = order_id in self._reclaim
-            if not allowed:
-                return
-        elif state.status is not Status.PENDING:
-            return
-        meta = {"node": self.node, "worker": worker_id}
+    def _take(self, in_work: int, next_due: float | None) -> list[Job]:
+        """The jobs waiting now (at most what capacity allows), or none once ``next_due`` comes."""
+        timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+        if self._stopping.is_set():
+            if timeout:
+                time.sleep(timeout)  # only the timer is left: the work of orders in hand
+            return []
+        if in_work >= self._max_in_work:
+            self._stopping.wait(timeout)  # wakes when the next order is done, or on stop
+            return []
         try:
-            state = self.service.start_processing(order_id, state, worker_id, meta)
-        except (ConcurrencyError, InvalidTransitionError):
-            return  # another worker claimed it first: exactly one claim wins
-        if self._delay:
-            time.sleep(self._delay)  # the simulated work itself, not a synchronisation
+            job = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        jobs: list[Job] = []
+        room = self._max_in_work - in_work
+        while job is not _STOP:
+            jobs.append(job)
+            if len(jobs) >= room:
+                break
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return jobs
+
+    def _advance(
+        self, jobs: list[Job], due: list[_InWork], heap: list[_InWork], ties: itertools.count
+    ) -> None:
+        """Claim ``jobs`` and complete ``due`` in one commit; put new claims on the heap."""
+        claims: list[Decision] = []
+        skipped: list[str] = []
+        for job in jobs:
+            state = job.state if job.state is not None else self.service.state(job.order_id)
+            if may_claim(state.status, job.reclaim):
+                events = start_processing(state, job.order_id, self.worker_id)
+                claims.append(Decision(job.order_id, state, events))
+            else:
+                skipped.append(job.order_id)  # done already, or claimed by someone alive
+        completions = [
+            Decision(order_id, state, complete_order(state, order_id))
+            for _, _, order_id, state in due
+        ]
+        # Completions first: in the log, an order leaves the work before the next is claimed.
+        decisions = completions + claims
         try:
-            self.service.complete_order(order_id, state, meta)
-        except ConcurrencyError:
-            log.warning("order %s was re-claimed by another worker while in hand", order_id)
-            return
-        self.processed += 1
+            outcomes = self.service.record(decisions, self._metadata) if decisions else []
+        except OrderlogError as exc:
+            outcomes = [exc] * len(decisions)
+        recorded_at = time.monotonic()
+        finished = skipped
+        for decision, outcome in zip(completions, outcomes, strict=False):
+            if isinstance(outcome, OrderState):
+                self.processed += 1
+                finished.append(decision.order_id)
+            elif isinstance(outcome, ConcurrencyError):
+                log.warning(
+                    "order %s was re-claimed by another worker while in hand", decision.order_id
+                )
+                finished.append(decision.order_id)
+            else:  # the claim is still ours: nobody else will complete it, so try again
+                self.failures += 1
+                log.warning("completing order %s failed: %s", decision.order_id, outcome)
+                retry = (recorded_at + RETRY_AFTER, next(ties), decision.order_id, decision.state)
+                heapq.heappush(heap, retry)
+        for decision, outcome in zip(claims, outcomes[len(completions) :], strict=True):
+            if isinstance(outcome, OrderState):
+                done_at = work_done_at(recorded_at, self._delay)
+                heapq.heappush(heap, (done_at, next(ties), decision.order_id, outcome))
+                continue
+            finished.append(decision.order_id)  # lost the claim, or the sweep will retry it
+            if not isinstance(outcome, ConcurrencyError):
+                self.failures += 1
+                log.warning("claiming order %s failed: %s", decision.order_id, outcome)
+        self._unschedule(finished)
+
+    def _leave_processing(self, heap: list[_InWork]) -> None:
+        self._left_processing = len(heap)
+        if heap:
+            log.info(
+                "left %d orders Processing in the log (work not done by the deadline); "
+                "they are claimed again at the next start",
+                len(heap),
+            )
+        self._unschedule(order_id for _, _, order_id, _ in heap)
+        heap.clear()
+        self._in_work = 0
 
     # -- sweep ---------------------------------------------------------------------
+
+    def sweep(self, starting: bool = False) -> int:
+        """Enqueue what the log says needs work and no queue here holds; returns how many.
+
+        ``starting`` picks up every Pending order at once, not only this node's.
+        """
+        with self._sweep_lock:
+            self._open.catch_up(self.service.store)
+            now = self._clock()
+            found = [
+                order
+                for order in self._open.orders.values()
+                if self.policy.needs_pickup(order, now, starting)
+            ]
+        count = 0
+        for order in found:
+            state = OrderState(order.version, order.status, None, order.attempt, order.worker_id)
+            count += self._schedule(
+                Job(order.order_id, state, reclaim=order.status is Status.PROCESSING)
+            )
+        return count
 
     def _sweep_loop(self) -> None:
         while not self._stopping.wait(self._sweep_interval):
             try:
-                self._sweep(starting=False)
+                self.sweep()
             except OrderlogError as exc:
                 log.warning("sweep skipped: %s", exc)
             except Exception:  # a thread's top loop
                 log.exception("sweep failed")
-
-    def _sweep(self, starting: bool) -> None:
-        """Enqueue what the log says needs work and no queue on this node holds."""
-        with self.service.store.db.connection_context():
-            self._open.catch_up(self.service.store)
-        now = self._clock()
-        due = [o for o in list(self._open.orders.values()) if self._is_due(o, now, starting)]
-        for order in due:
-            with self._lock:
-                if not self._accepting or order.order_id in self._scheduled:
-                    continue
-                self._scheduled.add(order.order_id)
-                if order.status == Status.PROCESSING.value:
-                    self._reclaim.add(order.order_id)
-                self._queue.put(order.order_id)
-
-    def _is_due(self, order: OpenOrder, now: float, starting: bool) -> bool:
-        if order.status == Status.PENDING.value:
-            # Our own orders, and every order at start-up, at once; another live
-            # node's after a grace period, in case its queue was lost with it.
-            return starting or order.node == self.node or now - order.since >= self._grace
-        if incarnation_of(order.worker_id) == self.incarnation:
-            return False  # in hand here
-        if order.node == self.node:
-            return True  # claimed by this node before a restart: nobody is working on it
-        return now - order.since >= lease(self._claim_timeout, order.attempt)

@@ -13,15 +13,13 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
-from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from api.bench.servers import admin_execute
-from orderlog.config import Settings, load_settings
-from orderlog.database import open_database
+from orderlog.database import parse_url
 from orderlog.runtime import Runtime
 from orderlog.store import EventStore
+from tests.support import admin_execute, make_store, settings_for
 
 SERVER_BACKENDS = {
     "postgres": "ORDERLOG_TEST_POSTGRES_URL",
@@ -29,11 +27,6 @@ SERVER_BACKENDS = {
 }
 BACKENDS = ["sqlite", *SERVER_BACKENDS]
 _TABLES = ("events", "append_lock", "projections")
-
-
-def _with_database(url: str, name: str) -> str:
-    parsed = urlparse(url)
-    return urlunparse(parsed._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +43,7 @@ def server_databases() -> Iterator[dict[str, str | None]]:
             continue
         try:
             admin_execute(url, [f"CREATE DATABASE {name}"])
-            made[backend] = _with_database(url, name)
+            made[backend] = parse_url(url).with_database(name)
         except Exception as exc:  # report why, below, per test
             made[backend] = None
             errors[backend] = f"cannot reach {backend} at {variable}: {exc}"
@@ -98,23 +91,12 @@ def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path / 'orderlog.db'}"
 
 
-def make_store(url: str, **options: object) -> EventStore:
-    db = open_database(url)
-    return EventStore(db, **options).open()  # type: ignore[arg-type]
-
-
 @pytest.fixture(params=[True, False], ids=["group-commit", "direct"])
 def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[EventStore]:
     """An open event store on each backend, with and without group commit."""
     store = make_store(database_url, group_commit=request.param)
     yield store
     store.close()
-
-
-def settings_for(url: str, **overrides: object) -> Settings:
-    values = {"database_url": url, "processing_delay": 0.0, "workers": 2, "sweep_interval": 0.2}
-    values.update(overrides)
-    return load_settings(env={}, overrides=values)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
-"""``orderlog bench`` runs end to end at tiny sizes and reports what it promises.
+"""``python -m bench`` runs end to end at tiny sizes and counts what it promises to count.
 
-Only the report's shape and the burst's log check are asserted, never timings:
-the figures depend on the machine. Each sub-bench runs as a real process, as a
-user would run it, so its CPU pinning never touches the test process.
+Never timings: the figures depend on the machine. What is asserted is what the
+bench must get right whatever the machine: every order it sent is accounted for,
+each side measured the work it claims to. Each sub-bench runs as a real process,
+as a user would run it, so its CPU pinning never touches the test process.
 """
 
 from __future__ import annotations
@@ -22,62 +23,60 @@ pytestmark = pytest.mark.slow
 
 def bench(*args: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "api", "bench", *args, "--json", "--no-wrk"],
+        [sys.executable, "-m", "bench", *args, "--json", "--no-wrk"],
         cwd=ROOT,
         capture_output=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    report = orjson.loads(done.stdout)
-    assert report["command"] == args[0]
-    assert {"pinned", "server_cpus", "client_cpus", "description"} <= set(report["placement"])
-    return report
+    return orjson.loads(done.stdout)
 
 
-def _has_targets(result: dict[str, Any]) -> None:
-    assert result["targets"], "every sub-bench states its targets"
-    for line in result["targets"]:
-        assert {"target", "value", "want", "met"} <= set(line)
-    assert "table" not in result  # the table is for terminals only
+def test_burst_accounts_for_every_order_at_the_default_processing_delay() -> None:
+    report = bench("burst", "--orders", "50", "--few-connections", "5")
+    assert report["server_settings"] == "defaults" and report["processing_delay"] == 0.2
+    (run,) = report["runs"]
+    assert run["placement"]["pinned"] is False  # as users run it
+    result = run["results"]["burst"]
+    assert (result["accepted"], result["errors"], result["lost"], result["duplicated"]) == (
+        50,
+        0,
+        0,
+        0,
+    )
+    assert result["completed_after_last_answer_s"] is not None  # every order was Completed
+    assert result["bare"]["accepted"] == 50
+    assert result["few_connections"]["connections"] == 5
+    assert result["few_connections"]["errors"] == 0
 
 
-def test_burst_loses_and_duplicates_no_order() -> None:
-    result = bench("burst", "--orders", "50")["results"]["burst"]
-    _has_targets(result)
-    assert result["accepted"] == 50
-    assert result["errors"] == 0
-    assert result["lost"] == 0
-    assert result["duplicated"] == 0
-    assert result["completed_after_last_answer_s"] is not None
-    assert {"p50_ms", "p95_ms", "p99_ms"} <= set(result["latency"])
+def test_placement_both_measures_unpinned_first_then_pinned() -> None:
+    report = bench("burst", "--orders", "20", "--few-connections", "0", "--placement", "both")
+    assert [run["placement"]["pinned"] for run in report["runs"]] == [False, True]
+    for run in report["runs"]:
+        assert run["results"]["burst"]["accepted"] == 20
 
 
-def test_sustained_reports_orderlog_against_the_bare_app() -> None:
-    result = bench("sustained", "--duration", "1", "--connections", "10")["results"]["sustained"]
-    _has_targets(result)
+def test_sustained_measures_orderlog_and_the_bare_app_with_the_same_client() -> None:
+    (run,) = bench("sustained", "--duration", "1", "--connections", "10")["runs"]
+    result = run["results"]["sustained"]
     for side in ("orderlog", "bare"):
-        assert result[side]["ok"] > 0
-        assert result[side]["per_second"] > 0
-        assert "client_cpu_share" in result[side]
-    assert result["ratio"] > 0
+        assert result[side]["errors"] == 0
+        assert result[side]["ok"] == result[side]["requests"]
+    assert result["orderlog"]["completed_after_load_s"] is not None
 
 
-def test_store_compares_every_mode_with_raw_inserts() -> None:
-    result = bench("store", "--appends", "500")["results"]["store"]
-    _has_targets(result)
+def test_store_appends_exactly_what_it_counts_in_every_mode() -> None:
+    (run,) = bench("store", "--appends", "500")["runs"]
+    result = run["results"]["store"]
     assert result["raw"]["appends"] == 500
     for mode in ("group_commit_1", "group_commit_8", "direct_1", "direct_8"):
         assert result[mode]["appends"] == 500
-        assert result[mode]["ratio_to_raw"] > 0
 
 
-def test_rebuild_measures_both_sides_and_both_log_sizes() -> None:
-    result = bench("rebuild", "--events", "5000", "--samples", "20")["results"]["rebuild"]
-    _has_targets(result)
+def test_rebuild_replays_the_whole_generated_log_on_both_sides() -> None:
+    (run,) = bench("rebuild", "--events", "5000", "--samples", "20")["runs"]
+    result = run["results"]["rebuild"]
     assert result["events"] == 5000
     for side in ("raw", "rebuild"):
         assert result[side]["events"] == 5000
-        assert result[side]["peak_rss_mb"] > 0
-    for size in ("small", "big"):
-        assert result[size]["metrics_median_ms"] > 0
-        assert result[size]["order_median_ms"] > 0

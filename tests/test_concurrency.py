@@ -30,14 +30,9 @@ from orderlog.events import (
     OrderCompleted,
     OrderPlaced,
     OrderProcessingStarted,
-    event_data,
-    event_type,
 )
-from orderlog.group_commit import Request
-from orderlog.store import EventStore, _Append
-from tests.conftest import make_store
-from tests.server_process import ROOT
-from tests.test_database import raw_fetch
+from orderlog.store import AppendRequest, EventStore
+from tests.support import ROOT, make_store, raw_fetch
 
 DEADLINE = 60.0
 
@@ -411,9 +406,11 @@ def test_a_version_clash_in_a_batch_fails_only_its_own_caller(database_url: str)
                 else:
                     call = Background(lambda n=n: store.append(f"g{n}", [placed(f"g{n}")], 0))
                     calls.append(("good", call))
-            queue = store._writer._queue  # type: ignore[union-attr]
-            wait_for(lambda: queue.qsize() >= (good + stale) // 2, what="appends to queue up")
-            batches_before = store._writer.batches  # type: ignore[union-attr]
+            wait_for(
+                lambda: store.writer_stats().waiting >= (good + stale) // 2,
+                what="appends to queue up",
+            )
+            batches_before = store.writer_stats().batches
         for kind, call in calls:
             assert call.done.wait(DEADLINE)
             if kind == "stale":
@@ -423,7 +420,7 @@ def test_a_version_clash_in_a_batch_fails_only_its_own_caller(database_url: str)
                 assert call.error is None
                 assert len(call.result) == 1
         # At least half the appends shared one batch with the clashing ones.
-        assert store._writer.batches - batches_before <= (good + stale) // 2 + 1  # type: ignore[union-attr]
+        assert store.writer_stats().batches - batches_before <= (good + stale) // 2 + 1
         log = assert_contiguous(database_url)
         assert len(log) == 2 + good
         assert [v for _, s, v in log if s == "taken"] == [1]
@@ -432,20 +429,24 @@ def test_a_version_clash_in_a_batch_fails_only_its_own_caller(database_url: str)
 
 
 def test_a_batch_with_a_clash_commits_its_neighbours(database_url: str) -> None:
-    """The store's batch commit itself, deterministic: one transaction, per-request outcomes."""
+    """Several appends in one transaction, deterministic: per-request outcomes."""
     store = make_store(database_url, group_commit=False)
     try:
         store.append("taken", [placed("taken")], 0)
-        requests = [
-            Request(append_payload("a", 0)),
-            Request(append_payload("taken", 0)),  # clash
-            Request(append_payload("b", 0)),
-            Request(append_payload("b", 1)),  # follows the one before it in the same batch
+        outcomes = store.append_many(
+            [
+                AppendRequest("a", [placed("a")], 0),
+                AppendRequest("taken", [placed("taken")], 0),  # clash
+                AppendRequest("b", [placed("b")], 0),
+                AppendRequest("b", [placed("b")], 1),  # follows the one before it in the batch
+            ]
+        )
+        assert [type(o) if isinstance(o, Exception) else len(o) for o in outcomes] == [
+            1,
+            ConcurrencyError,
+            1,
+            1,
         ]
-        with store.db.connection_context():
-            store._commit_batch(requests)
-        assert [r.error and type(r.error) for r in requests] == [None, ConcurrencyError, None, None]
-        assert requests[1].result is None
         assert [(s, v) for _, s, v in assert_contiguous(database_url)] == [
             ("taken", 1),
             ("a", 1),
@@ -454,14 +455,6 @@ def test_a_batch_with_a_clash_commits_its_neighbours(database_url: str) -> None:
         ]
     finally:
         store.close()
-
-
-def append_payload(stream_id: str, expected: int) -> _Append:
-    """What ``EventStore.append`` hands its writer for one OrderPlaced."""
-    event = placed(stream_id)
-    data, meta = event_data(event), {"event_id": f"{stream_id}-{expected}"}
-    row = (event_type(event), data, meta, orjson.dumps(data).decode(), orjson.dumps(meta).decode())
-    return _Append(stream_id, expected, [row])
 
 
 def test_an_append_is_answered_only_once_a_new_connection_can_see_it(database_url: str) -> None:

@@ -23,7 +23,7 @@ def test_defaults_without_environment_or_overrides() -> None:
     assert settings == Settings()
     assert settings.database_url == "sqlite:///orderlog.db"
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert (settings.workers, settings.threads) == (32, 16)
+    assert (settings.max_in_work, settings.threads) == (1000, 16)
     assert settings.processing_delay == 0.2
     assert settings.max_body_bytes == 65536
     assert settings.group_commit is True
@@ -42,7 +42,7 @@ def test_environment_variables_are_read_and_converted() -> None:
     env = {
         "ORDERLOG_DATABASE_URL": "postgresql://db/orders",
         "ORDERLOG_PORT": " 9000 ",
-        "ORDERLOG_WORKERS": "8",
+        "ORDERLOG_MAX_IN_WORK": "8",
         "ORDERLOG_PROCESSING_DELAY": "0",
         "ORDERLOG_GROUP_COMMIT": "off",
         "ORDERLOG_NODE_ID": "node-a",
@@ -51,7 +51,7 @@ def test_environment_variables_are_read_and_converted() -> None:
     settings = load_settings(env=env)
     assert settings.database_url == "postgresql://db/orders"
     assert settings.port == 9000
-    assert settings.workers == 8
+    assert settings.max_in_work == 8
     assert settings.processing_delay == 0.0
     assert settings.group_commit is False
     assert settings.node == "node-a"
@@ -79,11 +79,11 @@ def test_boolean_variables_accept_the_usual_spellings(text: str, value: bool) ->
 
 
 def test_overrides_win_over_the_environment() -> None:
-    env = {"ORDERLOG_PORT": "9000", "ORDERLOG_WORKERS": "8", "ORDERLOG_GROUP_COMMIT": "false"}
+    env = {"ORDERLOG_PORT": "9000", "ORDERLOG_MAX_IN_WORK": "8", "ORDERLOG_GROUP_COMMIT": "false"}
     settings = load_settings(env=env, overrides={"port": "9100", "group_commit": True})
     assert settings.port == 9100
     assert settings.group_commit is True
-    assert settings.workers == 8  # not overridden: the environment still counts
+    assert settings.max_in_work == 8  # not overridden: the environment still counts
 
 
 def test_none_override_leaves_the_environment_value() -> None:
@@ -109,7 +109,7 @@ def test_settings_are_frozen() -> None:
         ("ORDERLOG_PORT", "eighty"),
         ("ORDERLOG_PORT", ""),
         ("ORDERLOG_PORT", "80.5"),
-        ("ORDERLOG_WORKERS", "4 threads"),
+        ("ORDERLOG_MAX_IN_WORK", "4 threads"),
         ("ORDERLOG_PROCESSING_DELAY", "fast"),
         ("ORDERLOG_GROUP_COMMIT", "maybe"),
         ("ORDERLOG_PROCESSING_DELAY", "nan"),
@@ -138,14 +138,14 @@ def test_unparsable_flag_is_named_in_the_error(name: str, flag: str, value: str)
 
 
 def test_every_bad_value_is_reported_at_once() -> None:
-    found = problems(env={"ORDERLOG_PORT": "x", "ORDERLOG_THREADS": "y"}, workers="z")
-    assert set(found) == {"ORDERLOG_PORT", "ORDERLOG_THREADS", "--workers"}
+    found = problems(env={"ORDERLOG_PORT": "x", "ORDERLOG_THREADS": "y"}, max_in_work="z")
+    assert set(found) == {"ORDERLOG_PORT", "ORDERLOG_THREADS", "--max-in-work"}
 
 
 @pytest.mark.parametrize(
     ("variable", "flag", "name", "text"),
     [
-        ("ORDERLOG_WORKERS", "--workers", "workers", "0"),
+        ("ORDERLOG_MAX_IN_WORK", "--max-in-work", "max_in_work", "0"),
         ("ORDERLOG_THREADS", "--threads", "threads", "-1"),
         ("ORDERLOG_MAX_BODY_BYTES", "--max-body-bytes", "max_body_bytes", "0"),
         ("ORDERLOG_MAX_BATCH", "--max-batch", "max_batch", "0"),

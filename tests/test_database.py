@@ -9,14 +9,11 @@ way several nodes starting at once would race it.
 from __future__ import annotations
 
 import importlib.util
-import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import peewee
 import pytest
@@ -26,59 +23,11 @@ from orderlog.database import backend_of, open_database, redact
 from orderlog.errors import MissingDriverError, ValidationError
 from orderlog.events import OrderPlaced
 from orderlog.store import EventStore
-from tests.conftest import make_store
-from tests.server_process import ROOT
+from tests.support import ROOT, make_store, raw_connection, raw_fetch
 
 
 def placed(order_id: str) -> OrderPlaced:
     return OrderPlaced(order_id, "u1", ("a",), "1.00")
-
-
-@contextmanager
-def raw_connection(url: str) -> Iterator[Any]:
-    """A brand-new driver connection outside peewee and its pool, in autocommit mode."""
-    parsed = urlparse(url)
-    backend = backend_of(url)
-    if backend == "sqlite":
-        conn: Any = sqlite3.connect(unquote(parsed.path[1:]), timeout=30, isolation_level=None)
-    elif backend == "postgres":
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host=parsed.hostname,
-            port=parsed.port or 5432,
-            user=unquote(parsed.username or ""),
-            password=unquote(parsed.password or "") or None,
-            dbname=parsed.path.lstrip("/"),
-        )
-        conn.autocommit = True
-    else:
-        import pymysql
-
-        conn = pymysql.connect(
-            host=parsed.hostname,
-            port=parsed.port or 3306,
-            user=unquote(parsed.username or ""),
-            password=unquote(parsed.password or ""),
-            database=parsed.path.lstrip("/"),
-            autocommit=True,
-        )
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def raw_fetch(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one query on a brand-new connection; ``?`` placeholders suit every backend."""
-    if backend_of(url) != "sqlite":
-        sql = sql.replace("?", "%s")
-    with raw_connection(url) as conn:
-        cursor = conn.cursor()
-        cursor.execute(sql, params)
-        rows = [tuple(row) for row in cursor.fetchall()]
-        cursor.close()
-        return rows
 
 
 # -- URLs ------------------------------------------------------------------------

@@ -17,9 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from api import loadgen
-from tests.conftest import make_store
-from tests.server_process import ROOT, ServerProcess, start_server
+from bench import loadgen
+from tests.support import ROOT, ServerProcess, make_store, start_server
 
 NODE = ("--node-id", "e2e-node")  # one name across restarts: the log's claims stay "ours"
 
@@ -119,7 +118,9 @@ def crash_with_orders_in_hand(database_url: str, tmp_path: Path, count: int) -> 
 
     Returns the order ids and, last, the id of the order that was Processing.
     """
-    slow = start_server(database_url, tmp_path, *NODE, "--processing-delay", "30", "--workers", "1")
+    slow = start_server(
+        database_url, tmp_path, *NODE, "--processing-delay", "30", "--max-in-work", "1"
+    )
     order_ids = [f"crash-{n:03d}" for n in range(count)]
     try:
         post_orders(slow, order_ids, connections=count)
@@ -187,7 +188,7 @@ def test_sigterm_finishes_the_order_in_hand_and_leaves_queued_ones_pending(
         *NODE,
         "--processing-delay",
         "1.5",
-        "--workers",
+        "--max-in-work",
         "1",
         "--shutdown-timeout",
         str(shutdown_timeout),

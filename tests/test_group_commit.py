@@ -45,7 +45,7 @@ def test_requests_waiting_together_are_committed_in_one_batch(gate: threading.Ev
     for thread in threads[1:]:
         thread.start()
     deadline = time.monotonic() + DEADLINE
-    while committer._queue.qsize() < 5:  # until the five later callers are queued
+    while committer.waiting < 5:  # until the five later callers are queued
         assert time.monotonic() < deadline, "callers never queued"
         time.sleep(0.001)  # polling interval of a deadline-bound wait
     gate.set()

@@ -15,10 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ("orderlog", "projections", "api")
 HTTP = {"falcon", "waitress"}
+TOOLING = {"bench", "tests"}  # beside the packages, never installed: nothing may need them
 FORBIDDEN = {
-    "orderlog": HTTP | {"api", "projections"},
-    "projections": HTTP | {"api"},
-    "api": set(),
+    "orderlog": HTTP | TOOLING | {"api", "projections"},
+    "projections": HTTP | TOOLING | {"api"},
+    "api": TOOLING,
 }
 # The core and the read models use the standard library and these only (STYLE.md).
 THIRD_PARTY_ALLOWED = {
@@ -69,8 +70,8 @@ def test_every_layer_has_sources_to_check(layer: str) -> None:
     assert (ROOT / layer / "__init__.py").is_file()
 
 
-@pytest.mark.parametrize("layer", ["orderlog", "projections"])
-def test_inner_layers_do_not_import_outer_layers_or_http(layer: str) -> None:
+@pytest.mark.parametrize("layer", LAYERS)
+def test_no_layer_imports_an_outer_layer_http_or_tooling(layer: str) -> None:
     offenders = {
         module: sorted(imported & FORBIDDEN[layer])
         for module, imported in imports_by_file(layer).items()
@@ -119,3 +120,11 @@ if TYPE_CHECKING:
 def test_a_violation_would_be_reported() -> None:
     imported = top_level_imports("def f():\n    from api import app\n", "orderlog.store")
     assert imported & FORBIDDEN["orderlog"] == {"api"}
+
+
+def test_the_wheel_holds_the_three_packages_and_no_tooling(monkeypatch: pytest.MonkeyPatch) -> None:
+    from setuptools.config.setupcfg import read_configuration
+
+    monkeypatch.chdir(ROOT)  # setup.cfg's find: directive searches the working directory
+    packages = read_configuration(ROOT / "setup.cfg")["options"]["packages"]
+    assert {p.split(".")[0] for p in packages} == set(LAYERS)

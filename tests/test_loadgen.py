@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from api import loadgen
-from tests.server_process import ServerProcess, start_server
+from bench import loadgen
+from tests.support import ServerProcess, start_server
 
 # A WSGI app on real waitress, in its own process. /port answers with the client's
 # port, so distinct ports count the sockets a run used.

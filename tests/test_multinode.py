@@ -26,7 +26,7 @@ import pytest
 from orderlog.events import RecordedEvent
 from orderlog.store import parse_time
 from projections import metrics
-from tests.server_process import ServerProcess, start_server
+from tests.support import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,6 @@ NODE_FLAGS = (
     "1",
     "--processing-delay",
     "0.05",
-    "--workers",
-    "8",
     "--threads",
     "8",  # HTTP threads: three nodes must fit in PostgreSQL's 100 connections
 )

@@ -111,7 +111,7 @@ def test_projection_checkpoint_never_moves_back(store: EventStore) -> None:
 
 
 def test_schema_creation_is_idempotent(database_url: str) -> None:
-    from tests.conftest import make_store
+    from tests.support import make_store
 
     first = make_store(database_url)
     first.append("o1", [placed("o1")], 0)

@@ -8,7 +8,6 @@ the test waits on ``wait_idle`` or polls the log with a deadline.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 
@@ -16,13 +15,13 @@ import pytest
 
 from orderlog.errors import ConcurrencyError
 from orderlog.events import OrderProcessingStarted, RecordedEvent
-from orderlog.open_orders import incarnation_of, worker_id_for
 from orderlog.order import PlaceOrder, Status
+from orderlog.policy import incarnation_of, worker_id_for
 from orderlog.runtime import Runtime
 from orderlog.service import OrderService
 from orderlog.store import EventStore
-from orderlog.worker import MAX_LEASE_DOUBLINGS, Worker, lease
-from tests.conftest import make_store
+from orderlog.worker import Worker
+from tests.support import make_store, wait_for
 
 NEVER = 3600.0  # a sweep interval the test outlives: only the test's own calls sweep
 
@@ -55,7 +54,6 @@ def make_worker(service: OrderService) -> Iterator[Callable[..., Worker]]:
 
     def build(**options: object) -> Worker:
         values: dict[str, object] = {
-            "threads": 2,
             "processing_delay": 0.0,
             "node": "n1",
             "sweep_interval": NEVER,
@@ -83,14 +81,6 @@ def claim(service: OrderService, order_id: str, worker_id: str) -> RecordedEvent
 
 def types(service: OrderService, order_id: str) -> list[str]:
     return [e.type for e in service.store.read_stream(order_id)]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.01)  # polling interval of a deadline-bound wait
 
 
 def test_exactly_one_of_two_racing_claims_wins(service: OrderService) -> None:
@@ -123,8 +113,8 @@ def test_exactly_one_of_two_racing_claims_wins(service: OrderService) -> None:
 def test_two_workers_told_of_the_same_orders_complete_each_exactly_once(
     service: OrderService, make_worker: Callable[..., Worker]
 ) -> None:
-    first = make_worker(node="n1", threads=4)
-    second = make_worker(node="n2", threads=4)
+    first = make_worker(node="n1")
+    second = make_worker(node="n2")
     first.start()
     second.start()
     order_ids = [f"race-{n}" for n in range(40)]
@@ -170,12 +160,12 @@ def test_another_nodes_pending_order_is_taken_only_after_the_grace_period(
     placed_at = service.store.read_stream("theirs")[0].recorded_at.timestamp()
 
     clock.now = placed_at + 4.9
-    worker._sweep(starting=False)
+    worker.sweep()
     assert worker.wait_idle(10)
     assert types(service, "theirs") == ["OrderPlaced"]
 
     clock.now = placed_at + 5.0
-    worker._sweep(starting=False)
+    worker.sweep()
     assert worker.wait_idle(10)
     assert types(service, "theirs")[-1] == "OrderCompleted"
 
@@ -192,12 +182,12 @@ def test_another_nodes_claim_is_taken_over_only_after_its_lease(
     assert types(service, "o1") == ["OrderPlaced", "OrderProcessingStarted"]
 
     clock.now = claimed_at + 29.9
-    worker._sweep(starting=False)
+    worker.sweep()
     assert worker.wait_idle(10)
     assert types(service, "o1") == ["OrderPlaced", "OrderProcessingStarted"]
 
     clock.now = claimed_at + 30.0
-    worker._sweep(starting=False)
+    worker.sweep()
     assert worker.wait_idle(10)
     events = service.store.read_stream("o1")
     assert [e.type for e in events] == [
@@ -228,16 +218,11 @@ def test_each_re_claim_doubles_the_lease_so_a_slow_order_can_finish(
     assert types(service, "o1")[-1] == "OrderProcessingStarted"
 
     clock.now = claimed_at + 60.0
-    worker._sweep(starting=False)
+    worker.sweep()
     assert worker.wait_idle(10)
     events = service.store.read_stream("o1")
     assert [e.type for e in events][-2:] == ["OrderProcessingStarted", "OrderCompleted"]
     assert events[-1].data["attempt"] == 3
-
-
-def test_leases_grow_by_doubling_up_to_a_cap() -> None:
-    assert [lease(30.0, attempt) for attempt in (1, 2, 3)] == [30.0, 60.0, 120.0]
-    assert lease(1.0, 100) == 2.0**MAX_LEASE_DOUBLINGS
 
 
 def test_a_claim_by_this_nodes_previous_incarnation_is_taken_over_at_start(
@@ -266,35 +251,100 @@ def test_a_claim_by_this_incarnation_is_not_taken_again_by_its_own_sweep(
     claimed_at = claim(service, "o1", worker_id_for("n1", worker.incarnation, 0)).recorded_at
     clock.now = claimed_at.timestamp() + 3600  # the lease is long over
     worker.start()
-    worker._sweep(starting=False)
+    worker.sweep()
 
     assert worker.wait_idle(10)
     assert types(service, "o1") == ["OrderPlaced", "OrderProcessingStarted"]
 
 
-def test_stop_finishes_the_order_in_hand_and_leaves_queued_ones_pending(
+def test_stop_completes_orders_in_work_and_leaves_queued_ones_pending(
     service: OrderService, make_worker: Callable[..., Worker]
 ) -> None:
-    worker = make_worker(threads=1, processing_delay=0.5)
+    worker = make_worker(max_in_work=2, processing_delay=0.5)
     worker.start()
     order_ids = [f"q-{n}" for n in range(5)]
     for order_id in order_ids:
         place(service, order_id)
         worker.notify(order_id)
-    wait_for(lambda: types(service, "q-0") == ["OrderPlaced", "OrderProcessingStarted"])
+    wait_for(lambda: worker.in_work == 2)
+    in_work = [o for o in order_ids if types(service, o)[-1] == "OrderProcessingStarted"]
 
     assert worker.stop(timeout=10)
-    assert types(service, "q-0")[-1] == "OrderCompleted"
-    for order_id in order_ids[1:]:
-        assert types(service, order_id) == ["OrderPlaced"]
+    assert len(in_work) == 2
+    for order_id in order_ids:
+        expected = ["OrderPlaced", "OrderProcessingStarted", "OrderCompleted"]
+        assert types(service, order_id) == (expected if order_id in in_work else ["OrderPlaced"])
     assert worker.wait_idle(0)  # nothing is left scheduled on the stopped worker
 
-    successor = make_worker(threads=2)
+    successor = make_worker()
     successor.start()
     assert successor.wait_idle(30)
     for order_id in order_ids:
         completed = [e for e in service.store.read_stream(order_id) if e.type == "OrderCompleted"]
         assert len(completed) == 1
+
+
+def test_stop_leaves_orders_whose_work_ends_after_the_deadline_processing(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    worker = make_worker(node="n1", processing_delay=3600)
+    worker.start()
+    for n in range(3):
+        place(service, f"long-{n}")
+        worker.notify(f"long-{n}")
+    wait_for(lambda: worker.in_work == 3)
+
+    assert worker.stop(timeout=0.2) is False
+    for n in range(3):
+        assert types(service, f"long-{n}") == ["OrderPlaced", "OrderProcessingStarted"]
+
+    successor = make_worker(node="n1")  # the same node, started again: takes its claims back
+    successor.start()
+    assert successor.wait_idle(30)
+    for n in range(3):
+        events = service.store.read_stream(f"long-{n}")
+        assert [e.type for e in events][-2:] == ["OrderProcessingStarted", "OrderCompleted"]
+        assert events[-1].data["attempt"] == 2
+
+
+def test_a_thousand_orders_are_in_work_at_once_and_each_completes_exactly_once(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    order_ids = [f"many-{n:04d}" for n in range(1000)]
+    for order_id in order_ids:  # placed before the worker runs: its start finds them all
+        place(service, order_id)
+    worker = make_worker(processing_delay=0.2, max_in_work=1000)
+    worker.start()
+
+    assert worker.wait_idle(60)
+    log = list(service.store.iter_all())
+    started = [e.position for e in log if e.type == "OrderProcessingStarted"]
+    completed = [e for e in log if e.type == "OrderCompleted"]
+    assert len(started) == 1000
+    # Every claim is in the log before the first completion: all 1,000 were in work at once.
+    assert max(started) < min(e.position for e in completed)
+    assert sorted(e.stream_id for e in completed) == order_ids
+    assert worker.processed == 1000 and worker.failures == 0
+
+
+def test_max_in_work_bounds_the_orders_claimed_at_once(
+    service: OrderService, make_worker: Callable[..., Worker]
+) -> None:
+    for n in range(30):
+        place(service, f"b-{n}")
+    worker = make_worker(processing_delay=0.05, max_in_work=7)
+    worker.start()
+
+    assert worker.wait_idle(60)
+    in_work = most = 0
+    for event in service.store.iter_all():
+        if event.type == "OrderProcessingStarted":
+            in_work += 1
+        elif event.type == "OrderCompleted":
+            in_work -= 1
+        most = max(most, in_work)
+    assert most == 7
+    assert worker.processed == 30
 
 
 def test_notify_after_stop_schedules_nothing(
@@ -313,7 +363,7 @@ def test_notify_after_stop_schedules_nothing(
 def test_wait_idle_times_out_while_busy_and_returns_once_the_work_is_done(
     service: OrderService, make_worker: Callable[..., Worker]
 ) -> None:
-    worker = make_worker(threads=1, processing_delay=0.3)
+    worker = make_worker(processing_delay=0.3)
     worker.start()
     assert worker.wait_idle(0)  # nothing to do yet
     place(service, "o1")

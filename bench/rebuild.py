@@ -1,13 +1,15 @@
-"""``orderlog bench rebuild``: replaying a big log, and reading a small vs a big one.
+"""``python -m bench rebuild``: replaying a big log, and reading a small vs a big one.
 
-A log of realistic OrderPlaced/Started/Completed triples is written straight
-with sqlite3 into a schema made by EventStore, row for row what EventStore._write
-stores. Then, each in its own child process so peak RSS is per side (taken with
-os.wait4, the kernel's rusage of that child): projections.rebuild.rebuild() over
-it, and a raw sqlite3 scan that orjson-decodes every row's data and metadata.
-Finally a server is started on a 1k-event and on the big log, and GET /metrics
-and GET /orders/{id} median latencies are compared. SQLite only: the generator
-and the baseline are sqlite3. ``python -m api.bench.rebuild SIDE URL`` is the child.
+A log of realistic OrderPlaced/Started/Completed triples is written through
+EventStore.append_many, as the worker writes them (placements, claims and
+completions of different orders in one commit), on a clock that moves a few
+milliseconds per commit. Then, each in its own child process so peak RSS is per
+side (taken with os.wait4, the kernel's rusage of that child):
+projections.rebuild.rebuild() over it, and a raw sqlite3 scan that
+orjson-decodes every row's data and metadata. Finally a server is started on a
+1k-event and on the big log, and GET /metrics and GET /orders/{id} median
+latencies are compared. SQLite only: the baseline is sqlite3.
+``python -m bench.rebuild SIDE URL`` is the child.
 """
 
 from __future__ import annotations
@@ -26,78 +28,78 @@ from typing import Any
 
 import orjson
 
-from api.bench.placement import Placement
-from api.bench.report import median, ratio, target
-from api.bench.servers import ROOT, Client, WaitressOptions, start_orderlog
-from orderlog.database import open_database
-from orderlog.store import _COLUMNS, EventStore, format_time, utc_now
+from bench.placement import Placement
+from bench.report import median, ratio, target
+from bench.servers import ROOT, Client, start_orderlog
+from orderlog.database import open_database, parse_url
+from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.store import EVENT_COLUMNS, AppendRequest, EventStore, utc_now
 
-ORDERS_PER_ROUND = 100  # orders placed, then started, then completed, interleaved like a worker
+ORDERS_PER_ROUND = 100  # orders placed per commit, as a busy worker's batches hold them
 _NODE = "bench-node"
 
 
-def _sqlite_path(url: str) -> str:
-    return url.split("sqlite:///", 1)[1]
+class _Clock:
+    """The store's clock for a generated log: a few milliseconds later at every commit."""
+
+    def __init__(self, start: Any, rng: random.Random) -> None:
+        self.now = start
+        self._rng = rng
+
+    def __call__(self) -> Any:
+        self.now += timedelta(microseconds=self._rng.randrange(2_000, 40_000))
+        return self.now
 
 
 def generate_log(url: str, events: int, seed: int = 7) -> dict[str, Any]:
-    """Write ``events`` events (whole triples, the last round possibly cut short) fast."""
+    """Write ``events`` events (whole triples, the last round possibly cut short)."""
     began = time.perf_counter()
-    schema_db = open_database(url)
-    EventStore(schema_db, group_commit=False).create_schema()
-    schema_db.close_all()
-    conn = sqlite3.connect(_sqlite_path(url), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=wal")
-    conn.execute("PRAGMA synchronous=OFF")  # generation only: the bench's own scratch file
     rng = random.Random(seed)
-    start = utc_now() - timedelta(seconds=events // 100 + 60)
-    insert = f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-    position = 0
-    order = 0
+    clock = _Clock(utc_now() - timedelta(seconds=events // 10 + 60), rng)
+    # synchronous=OFF: generation only, into the bench's own scratch file.
+    store = EventStore(open_database(url, synchronous="OFF"), group_commit=False, clock=clock)
+    store.open()
+    worker = f"{_NODE}/gen00001/0"
+    meta = {"node": _NODE, "worker": worker}
+    written = 0
     order_ids: list[str] = []
-    dumps = orjson.dumps
-    conn.execute("BEGIN")
-    while position < events:
-        rows: list[tuple[Any, ...]] = []
-        ids = [f"ord-{order + i:08d}" for i in range(ORDERS_PER_ROUND)]
-        order += ORDERS_PER_ROUND
-        workers = [f"{_NODE}/gen00001/{rng.randrange(4)}" for _ in ids]
-        for step in range(3):
-            for order_id, worker in zip(ids, workers, strict=True):
-                if position >= events:
-                    break
-                position += 1
-                # Time moves 10 ms per event, so processing times are realistic and varied.
-                at = format_time(start + timedelta(microseconds=position * 10_000))
-                meta: dict[str, Any] = {"event_id": str(uuid.uuid4())}
-                if step == 0:
-                    type_name = "OrderPlaced"
-                    data: dict[str, Any] = {
-                        "order_id": order_id,
-                        "user_id": rng.randrange(1, 10_000),
-                        "item_ids": [f"sku-{rng.randrange(500)}" for _ in range(rng.randint(1, 4))],
-                        "total_amount": f"{rng.randrange(100, 100_000) / 100:.2f}",
-                    }
-                    meta.update(correlation_id=str(uuid.uuid4()), node=_NODE)
-                    order_ids.append(order_id)
-                elif step == 1:
-                    type_name = "OrderProcessingStarted"
-                    data = {"order_id": order_id, "attempt": 1, "worker_id": worker}
-                    meta.update(node=_NODE, worker=worker)
-                else:
-                    type_name = "OrderCompleted"
-                    data = {"order_id": order_id, "attempt": 1}
-                    meta.update(node=_NODE, worker=worker)
-                rows.append(
-                    (position, order_id, step + 1, type_name, dumps(data).decode(),
-                     dumps(meta).decode(), at)
-                )  # fmt: skip
-        conn.executemany(insert, rows)
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
+    placed: list[str] = []  # placed in the last round: claimed in this one
+    started: list[str] = []  # claimed in the last round: completed in this one
+    try:
+        while written < events or placed or started:
+            requests = []
+            for order_id in started:
+                requests.append(AppendRequest(order_id, [OrderCompleted(order_id, 1)], 2, meta))
+            for order_id in placed:
+                claim = OrderProcessingStarted(order_id, 1, worker)
+                requests.append(AppendRequest(order_id, [claim], 1, meta))
+            started, placed = placed, []
+            # Each new order costs 3 events; the last 1 or 2 events are orders left Pending.
+            room = events - written - len(requests) - len(started)
+            new = min(ORDERS_PER_ROUND, room // 3) or (room if not started else 0)
+            for _ in range(new):
+                order_id = f"ord-{len(order_ids):08d}"
+                order_ids.append(order_id)
+                if room >= 3:
+                    placed.append(order_id)
+                order = OrderPlaced(
+                    order_id,
+                    rng.randrange(1, 10_000),
+                    tuple(f"sku-{rng.randrange(500)}" for _ in range(rng.randint(1, 4))),
+                    f"{rng.randrange(100, 100_000) / 100:.2f}",
+                )
+                context = {"correlation_id": str(uuid.uuid4()), "node": _NODE}
+                requests.append(AppendRequest(order_id, [order], 0, context))
+            for outcome in store.append_many(requests):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            written += len(requests)
+        with store.db.connection_context():
+            store.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
     return {
-        "events": position,
+        "events": written,
         "orders": len(order_ids),
         "seconds": round(time.perf_counter() - began, 2),
         "sample_order_ids": rng.sample(order_ids, min(50, len(order_ids))),
@@ -123,8 +125,8 @@ def _child_raw(url: str) -> dict[str, Any]:
     """The floor: one cursor over the table in position order, both JSON columns decoded."""
     loads = orjson.loads
     began = time.perf_counter()
-    conn = sqlite3.connect(_sqlite_path(url))
-    cursor = conn.execute(f"SELECT {_COLUMNS} FROM events ORDER BY position")
+    conn = sqlite3.connect(parse_url(url).database)
+    cursor = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY position")
     count = 0
     while True:
         rows = cursor.fetchmany(5000)
@@ -143,7 +145,7 @@ def run_child(side: str, url: str, placement: Placement, workdir: Path) -> dict[
     with tempfile.NamedTemporaryFile("w+b", dir=workdir, suffix=".json") as out:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         process = subprocess.Popen(
-            [sys.executable, "-m", "api.bench.rebuild", side, url],
+            [sys.executable, "-m", "bench.rebuild", side, url],
             stdout=out,
             env=env,
             preexec_fn=placement.server_preexec(),
@@ -168,12 +170,11 @@ def read_latency(
     order_ids: list[str],
     workdir: Path,
     placement: Placement,
-    options: WaitressOptions,
     samples: int,
 ) -> dict[str, Any]:
     """Start a server on the log; first and median latency of /metrics and /orders/{id}."""
     began = time.perf_counter()
-    server = start_orderlog(url, workdir, placement, options)
+    server = start_orderlog(url, workdir, placement)
     startup = time.perf_counter() - began
     client = Client(server.host, server.port)
     try:
@@ -201,7 +202,6 @@ def read_latency(
 def run_rebuild(
     workdir: Path,
     placement: Placement,
-    options: WaitressOptions,
     events: int,
     small_events: int,
     samples: int,
@@ -219,11 +219,11 @@ def run_rebuild(
     run_child("rebuild", small_url, placement, workdir)  # both logs start with a saved projection
     results["ratio"] = ratio(results["rebuild"]["per_second"], results["raw"]["per_second"])
     results["small"] = read_latency(
-        small_url, small["sample_order_ids"], workdir, placement, options, samples
+        small_url, small["sample_order_ids"], workdir, placement, samples
     )
     results["small"]["events"] = small["events"]
     results["big"] = read_latency(
-        big_url, generated["sample_order_ids"], workdir, placement, options, samples
+        big_url, generated["sample_order_ids"], workdir, placement, samples
     )
     results["big"]["events"] = generated["events"]
     results["metrics_ratio"] = ratio(

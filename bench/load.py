@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from api import loadgen
-from api.bench.placement import Placement
-from api.bench.report import latency_summary, ratio, target
-from api.bench.servers import Client, Server
+from bench import loadgen
+from bench.placement import Placement
+from bench.report import latency_summary, ratio, target
+from bench.servers import Client, Server
 
 POLL_INTERVAL = 0.01
 
@@ -98,21 +98,56 @@ def verify_log(client: Client, after: int, order_ids: set[str]) -> dict[str, int
     }
 
 
-def run_burst(
-    server: Server, orders: int, connections: int, timeout: float, settle_timeout: float
+def _burst(
+    server: Server, order_ids: list[str], connections: int, timeout: float
+) -> tuple[list[loadgen.Response], float, float]:
+    """Every order at once, each on a fresh socket: (responses, wall seconds, client CPU)."""
+    requests = [("POST", "/orders", order_body(order_id)) for order_id in order_ids]
+    return _measured(
+        lambda: loadgen.run(
+            server.host, server.port, requests, connections, keep_alive=False, timeout=timeout
+        )
+    )
+
+
+def measure_bare_burst(
+    bare: Server, orders: int, connections: int, timeout: float
 ) -> dict[str, Any]:
+    """The same burst against the bare app: the ceiling of waitress, Falcon and this client."""
+    ids = [f"bare-{uuid.uuid4().hex[:8]}-{n}" for n in range(orders)]
+    responses, wall, client_cpu = _burst(bare, ids, connections, timeout)
+    ok = sum(1 for r in responses if r.status == 201)
+    return {
+        "accepted": ok,
+        "errors": len(responses) - ok,
+        "orders_per_second": ok / wall if wall else None,
+        "latency": latency_summary([r.latency for r in responses if r.status == 201]),
+        "client_cpu_share": client_cpu,
+    }
+
+
+def run_burst(
+    server: Server,
+    orders: int,
+    connections: int,
+    timeout: float,
+    settle_timeout: float,
+    bare: dict[str, Any] | None = None,
+    few: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A burst of ``orders`` over ``connections`` fresh sockets, then how long until all
+    are Completed, and a check through the log that none was lost or done twice.
+
+    ``bare`` (the same burst against the bare app) and ``few`` (this burst over a few
+    sockets) add the ratios the targets are stated in.
+    """
     client = Client(server.host, server.port)
     run = uuid.uuid4().hex[:8]
     ids = [f"burst-{run}-{n}" for n in range(orders)]
-    requests = [("POST", "/orders", order_body(order_id)) for order_id in ids]
     try:
         head_before = _head(client)
         completed_before = _completed(client)
-        responses, wall, client_cpu = _measured(
-            lambda: loadgen.run(
-                server.host, server.port, requests, connections, keep_alive=False, timeout=timeout
-            )
-        )
+        responses, wall, client_cpu = _burst(server, ids, connections, timeout)
         last_answer = time.perf_counter()
         accepted = {order_id for order_id, r in zip(ids, responses, strict=True) if r.status == 201}
         want = completed_before + len(accepted)
@@ -126,6 +161,7 @@ def run_burst(
     finally:
         client.close()
     errors = len(responses) - len(accepted)
+    rate = len(accepted) / wall if wall else None
     results: dict[str, Any] = {
         "orders": orders,
         "connections": connections,
@@ -133,7 +169,7 @@ def run_burst(
         "errors": errors,
         "error_kinds": _failures(responses, 201),
         "seconds": round(wall, 3),
-        "orders_per_second": len(accepted) / wall if wall else None,
+        "orders_per_second": rate,
         "latency": latency_summary([r.latency for r in responses if r.status == 201]),
         "completed_after_last_answer_s": None if settled is None else round(settled, 3),
         "client_cpu_share": client_cpu,
@@ -144,7 +180,7 @@ def run_burst(
         ("orders sent / connections", f"{orders:,} / {connections:,}"),
         ("accepted (201)", len(accepted)),
         ("errors", f"{errors} {results['error_kinds'] or ''}".strip()),
-        ("orders/s (accepted / wall time)", results["orders_per_second"]),
+        ("orders/s (accepted / wall time)", rate),
         ("latency p50 / p95 / p99 (ms)", f"{lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']}"),
         ("all Completed, s after last answer", results["completed_after_last_answer_s"]),
         ("log check: lost / completed twice", f"{check['lost']} / {check['duplicated']}"),
@@ -158,6 +194,40 @@ def run_burst(
         target("burst all Completed after (s)", results["completed_after_last_answer_s"],
                settled_ok, "<= 1.0"),
     ]  # fmt: skip
+    if bare is not None:
+        results["bare"] = bare
+        results["ratio_to_bare"] = share = ratio(rate, bare["orders_per_second"])
+        blat = bare["latency"]
+        results["table"] += [
+            ("bare Falcon+waitress, same burst (orders/s)", bare["orders_per_second"]),
+            ("bare latency p50 / p95 / p99 (ms)",
+             f"{blat['p50_ms']} / {blat['p95_ms']} / {blat['p99_ms']}"),
+            ("orderlog / bare", share),
+        ]  # fmt: skip
+        results["targets"].append(
+            target(
+                "burst orderlog / bare", share, None if share is None else share >= 0.5, ">= 0.50"
+            )
+        )
+    if few is not None:
+        results["few_connections"] = {
+            k: few[k] for k in ("connections", "orders_per_second", "latency", "errors")
+        }
+        held = ratio(rate, few["orders_per_second"])
+        results["ratio_to_few_connections"] = held
+        results["table"] += [
+            (f"same orders over {few['connections']} connections (orders/s)",
+             few["orders_per_second"]),
+            (f"{connections} / {few['connections']} connections", held),
+        ]  # fmt: skip
+        results["targets"].append(
+            target(
+                f"burst {connections} / {few['connections']} connections",
+                held,
+                _at_least(held, 0.7),
+                ">= 0.70",
+            )
+        )
     return results
 
 
@@ -280,3 +350,7 @@ def run_sustained(
         )
     ]
     return results
+
+
+def _at_least(value: float | None, floor: float) -> bool | None:
+    return None if value is None else value >= floor

@@ -1,4 +1,4 @@
-"""The bare endpoint the orderlog server is compared with: ``python -m api.bench.bare``.
+"""The bare endpoint the orderlog server is compared with: ``python -m bench.bare``.
 
 A Falcon app whose POST /orders only parses the JSON body with orjson and answers
 201, served through api.server.make_server, so threads, connection_limit, backlog
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from api.server import make_server
     from orderlog.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m api.bench.bare", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", default="0")
     parser.add_argument("--threads", default=None)

@@ -22,33 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import orjson
 
-from api.bench.placement import Placement
+from bench.placement import Placement
+from orderlog.database import open_database, parse_url
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 _SERVING = re.compile(r"serving on http://([^\s:]+):(\d+)")
-
-
-@dataclass(frozen=True)
-class WaitressOptions:
-    """The waitress settings both the orderlog server and the bare server get."""
-
-    threads: int
-    connection_limit: int
-    backlog: int
-
-    def flags(self) -> list[str]:
-        return [
-            "--threads",
-            str(self.threads),
-            "--connection-limit",
-            str(self.connection_limit),
-            "--backlog",
-            str(self.backlog),
-        ]
 
 
 @dataclass
@@ -57,6 +38,7 @@ class Server:
     port: int
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    flags: tuple[str, ...] = ()
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, so the server drains its writer and stores its projection."""
@@ -76,18 +58,15 @@ class Server:
 
 
 def launch(
-    args: list[str],
-    workdir: Path,
-    placement: Placement | None,
-    ready_path: str,
-    timeout: float,
-    extra_env: dict[str, str] | None = None,
+    args: list[str], workdir: Path, placement: Placement, ready_path: str, timeout: float
 ) -> Server:
     """Start ``python *args`` (a server on port 0) and wait until ``ready_path`` is 200."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"server-{time.monotonic_ns()}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(extra_env or {})}
-    env.pop("ORDERLOG_PORT", None)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    # The server under test runs on its defaults: no setting leaks in from this shell.
+    for name in [name for name in env if name.startswith("ORDERLOG_")]:
+        env.pop(name)
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, *args],
@@ -95,7 +74,7 @@ def launch(
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=placement.server_preexec() if placement else None,
+            preexec_fn=placement.server_preexec(),
         )
     deadline = time.monotonic() + timeout
     while True:
@@ -107,7 +86,7 @@ def launch(
             process.wait()
             raise RuntimeError(f"server did not start:\n{log_path.read_text(errors='replace')}")
         time.sleep(0.02)  # polling interval of a deadline-bound wait
-    server = Server(match.group(1), int(match.group(2)), process, log_path)
+    server = Server(match.group(1), int(match.group(2)), process, log_path, tuple(args))
     while True:
         try:
             if Client(server.host, server.port).get(ready_path)[0] == 200:
@@ -124,37 +103,25 @@ def start_orderlog(
     database_url: str,
     workdir: Path,
     placement: Placement,
-    options: WaitressOptions,
     *extra: str,
     timeout: float = 300.0,
 ) -> Server:
-    """``python -m api serve`` on port 0 with no processing delay; waits for /readyz."""
-    args = [
-        "-m",
-        "api",
-        "serve",
-        "--port",
-        "0",
-        "--database",
-        database_url,
-        "--processing-delay",
-        "0",
-        "--log-level",
-        "WARNING",
-        *options.flags(),
-        *extra,
-    ]
+    """``orderlog serve`` as a user starts it: its defaults, a port of its own, our database.
+
+    ``extra`` flags are for explicit variants (a tuned row), never the headline.
+    """
+    args = ["-m", "api", "serve", "--port", "0", "--database", database_url, *extra]
     return launch(args, workdir, placement, "/readyz", timeout)
 
 
-def start_bare(workdir: Path, placement: Placement, options: WaitressOptions) -> Server:
-    """The bare Falcon app (api.bench.bare) with the same waitress settings."""
-    args = ["-m", "api.bench.bare", "--port", "0", *options.flags()]
+def start_bare(workdir: Path, placement: Placement, *extra: str) -> Server:
+    """The bare Falcon app (bench.bare) with orderlog's default waitress settings."""
+    args = ["-m", "bench.bare", "--port", "0", *extra]
     return launch(args, workdir, placement, "/healthz", 60.0)
 
 
 def server_from_url(url: str) -> Server:
-    parsed = urlparse(url)
+    parsed = http.client.urlsplit(url)
     return Server(parsed.hostname or "127.0.0.1", parsed.port or 80)
 
 
@@ -185,51 +152,14 @@ class Client:
         self._conn.close()
 
 
-# -- scratch databases on server backends ------------------------------------------
-
-
-def driver_connect(url: str, autocommit: bool = False) -> Any:
-    """A plain DB-API connection (psycopg2 or pymysql) to a server backend's URL."""
-    parsed = urlparse(url)
-    if parsed.scheme.startswith("postgres"):
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host=parsed.hostname,
-            port=parsed.port or 5432,
-            user=parsed.username,
-            password=parsed.password,
-            dbname=parsed.path.lstrip("/") or "postgres",
-        )
-        conn.autocommit = autocommit
-        return conn
-    import pymysql
-
-    return pymysql.connect(
-        host=parsed.hostname,
-        port=parsed.port or 3306,
-        user=parsed.username,
-        password=parsed.password or "",
-        database=parsed.path.lstrip("/") or None,
-        autocommit=autocommit,
-    )
-
-
-def admin_execute(url: str, statements: list[str]) -> None:
-    """Run statements outside a transaction (CREATE DATABASE refuses one)."""
-    conn = driver_connect(url, autocommit=True)
-    try:
-        with conn.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-    finally:
-        conn.close()
+# -- scratch databases ------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def scratch_database(url: str, workdir: Path, label: str) -> Iterator[str]:
     """An empty database of the same backend as ``url``, removed afterwards."""
-    if urlparse(url).scheme.startswith("sqlite"):
+    target = parse_url(url)
+    if target.backend == "sqlite":
         path = workdir / f"{label}-{uuid.uuid4().hex[:8]}.db"
         try:
             yield f"sqlite:///{path}"
@@ -239,8 +169,18 @@ def scratch_database(url: str, workdir: Path, label: str) -> Iterator[str]:
                     Path(f"{path}{suffix}").unlink()
         return
     name = f"orderlog_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin_execute(url, [f"CREATE DATABASE {name}"])
+    _admin(url, f"CREATE DATABASE {name}")
     try:
-        yield urlunparse(urlparse(url)._replace(path="/" + name))
+        yield target.with_database(name)
     finally:
-        admin_execute(url, [f"DROP DATABASE IF EXISTS {name}"])
+        _admin(url, f"DROP DATABASE IF EXISTS {name}")
+
+
+def _admin(url: str, statement: str) -> None:
+    """One statement outside a transaction (peewee runs its connections in autocommit)."""
+    db = open_database(url, max_connections=1)
+    try:
+        with db.connection_context():
+            db.execute_sql(statement)
+    finally:
+        db.close_all()

@@ -1,10 +1,9 @@
-"""``orderlog bench``: burst, sustained, store, rebuild and all, with a table or ``--json``.
+"""``python -m bench``: burst, sustained, store, rebuild and all, with a table or ``--json``.
 
-This package measures orderlog from outside: it starts its own server (``python -m
-api serve --port 0`` in a temporary directory, pinned to one CPU while the load
-client runs on another) unless ``--url`` names one, and drives it with api.loadgen.
-Its modules may import api, projections and orderlog; nothing imports them except
-the CLI. Each sub-bench returns plain figures; this module only parses, places
+It measures orderlog from outside, as a user runs it: the server is started as
+``orderlog serve`` with its default settings on a fresh database (or ``--url``
+names a running one) and nothing is pinned to a CPU unless ``--placement`` asks
+for it. Each sub-bench returns plain figures; this module only parses, places
 processes, runs and prints. Nothing happens at import time.
 """
 
@@ -21,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from orderlog.config import Settings
+from bench.placement import Placement, place
 
 SUBCOMMANDS = ("burst", "sustained", "store", "rebuild", "all")
-_DEFAULTS = Settings()
+PLACEMENTS = {"unpinned": [False], "pinned": [True], "both": [False, True]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,21 +36,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: a SQLite file in a temporary directory)",
     )
     common.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the server and the load generator to separate CPUs",
+        "--placement",
+        choices=sorted(PLACEMENTS),
+        default="unpinned",
+        help="unpinned (as users run it, the default), pinned (the server on one CPU, "
+        "the load client on the others) or both, unpinned first",
     )
-    common.add_argument("--threads", type=int, default=_DEFAULTS.threads, help="waitress threads")
     common.add_argument(
-        "--connection-limit", type=int, default=_DEFAULTS.connection_limit, help="waitress limit"
+        "--server-flag",
+        dest="server_flags",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra flag for orderlog serve, e.g. --server-flag=--threads=8 "
+        "(a tuned variant: the default run passes none)",
     )
-    common.add_argument("--backlog", type=int, default=_DEFAULTS.backlog, help="listen backlog")
     common.add_argument(
         "--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check of the client"
     )
 
-    parser = argparse.ArgumentParser(prog="orderlog bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     burst = commands.add_parser("burst", parents=[common], help="N orders at once, then settle")
     _burst_options(burst, orders=1000)
@@ -73,6 +77,13 @@ def _burst_options(parser: argparse.ArgumentParser, orders: int) -> None:
     parser.add_argument("--orders", type=int, default=orders, help="orders in the burst")
     parser.add_argument(
         "--burst-connections", type=int, default=None, help="sockets (default: one per order)"
+    )
+    parser.add_argument(
+        "--few-connections",
+        type=int,
+        default=10,
+        help="the same orders over this many sockets, to show throughput holds with "
+        "concurrency (0: skip)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument(
@@ -103,42 +114,59 @@ def _rebuild_options(parser: argparse.ArgumentParser, events: int) -> None:
 class Bench:
     """What every sub-bench shares: the arguments, the scratch directory and the placement."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        from api.bench.placement import place
-        from api.bench.servers import WaitressOptions
-
+    def __init__(self, args: argparse.Namespace, workdir: Path, placement: Placement) -> None:
         self.args = args
         self.workdir = workdir
-        self.placement = place(args.pin)
-        self.options = WaitressOptions(args.threads, args.connection_limit, args.backlog)
+        self.placement = placement
         self.database_url: str = args.database or f"sqlite:///{workdir / 'bench.db'}"
+        self.server_flags: tuple[str, ...] = tuple(args.server_flags)
 
     @contextlib.contextmanager
     def orderlog_server(self) -> Iterator[Any]:
-        """The server under test: the one at --url, or a fresh one we start and stop."""
-        from api.bench.servers import server_from_url, start_orderlog
+        """The server under test: the one at --url, or a fresh one on a fresh database."""
+        from bench.servers import scratch_database, server_from_url, start_orderlog
 
         if self.args.url:
             yield server_from_url(self.args.url)
             return
-        server = start_orderlog(self.database_url, self.workdir, self.placement, self.options)
-        try:
-            yield server
-        finally:
-            server.stop()
+        with scratch_database(self.database_url, self.workdir, "serve") as url:
+            server = start_orderlog(url, self.workdir, self.placement, *self.server_flags)
+            try:
+                yield server
+            finally:
+                server.stop()
 
     def burst(self) -> dict[str, Any]:
-        from api.bench.load import run_burst
+        from bench.load import measure_bare_burst, run_burst
+        from bench.servers import start_bare
 
-        connections = self.args.burst_connections or self.args.orders
+        args = self.args
+        connections = args.burst_connections or args.orders
+        bare = start_bare(self.workdir, self.placement)
+        try:
+            baseline = measure_bare_burst(bare, args.orders, connections, args.timeout)
+        finally:
+            bare.stop()
+        few = None
+        if args.few_connections:
+            with self.orderlog_server() as server:
+                few = run_burst(
+                    server, args.orders, args.few_connections, args.timeout, args.settle_timeout
+                )
         with self.orderlog_server() as server:
             return run_burst(
-                server, self.args.orders, connections, self.args.timeout, self.args.settle_timeout
+                server,
+                args.orders,
+                connections,
+                args.timeout,
+                args.settle_timeout,
+                bare=baseline,
+                few=few,
             )
 
     def sustained(self) -> dict[str, Any]:
-        from api.bench.load import measure_bare, run_sustained, wrk_rate
-        from api.bench.servers import start_bare
+        from bench.load import measure_bare, run_sustained, wrk_rate
+        from bench.servers import start_bare
 
         args = self.args
 
@@ -146,8 +174,8 @@ class Bench:
             return wrk_rate(server, args.connections, args.duration, self.placement, self.workdir)
 
         # The bare server runs first and alone: a live orderlog server would still be
-        # completing its backlog on the same CPU and slow the baseline down.
-        bare = start_bare(self.workdir, self.placement, self.options)
+        # completing its backlog and slow the baseline down.
+        bare = start_bare(self.workdir, self.placement)
         try:
             baseline = measure_bare(
                 bare, args.connections, args.duration, wrk if args.wrk else None
@@ -158,7 +186,7 @@ class Bench:
             return run_sustained(server, baseline, args.connections, args.duration)
 
     def store(self) -> dict[str, Any]:
-        from api.bench.store import run_store
+        from bench.store import run_store
 
         threads = [int(n) for n in self.args.store_threads.split(",") if n.strip()]
         # In-process: the appending threads are the "server" side, so they get its CPU.
@@ -169,53 +197,68 @@ class Bench:
             self.placement.run_here_as_client()
 
     def rebuild(self) -> dict[str, Any]:
-        from api.bench.rebuild import run_rebuild
+        from bench.rebuild import run_rebuild
         from orderlog.database import backend_of
 
         if backend_of(self.database_url) != "sqlite":
-            return {"skipped": "rebuild generates its log and baseline with sqlite3: SQLite only"}
+            return {"skipped": "rebuild's baseline is a raw sqlite3 scan: SQLite only"}
         args = self.args
         return run_rebuild(
-            self.workdir, self.placement, self.options, args.events, args.small_events, args.samples
+            self.workdir, self.placement, args.events, args.small_events, args.samples
         )
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one sub-bench (or all) and print its report; 0 unless the bench itself failed."""
+    """Run one sub-bench (or all) under each placement asked for and print the report."""
     args = build_parser().parse_args(argv)
     names = ["store", "rebuild", "burst", "sustained"] if args.command == "all" else [args.command]
+    from orderlog.config import Settings
     from orderlog.database import redact
 
-    workdir = Path(tempfile.mkdtemp(prefix="orderlog-bench-"))
-    bench = Bench(args, workdir)
     out: dict[str, Any] = {
         "command": args.command,
-        "placement": bench.placement.as_dict(),
-        "target": args.url or "server started by the bench",
-        "database": redact(bench.database_url),
-        "results": {},
+        "target": args.url or "orderlog serve started by the bench",
+        "server_settings": "defaults" if not args.server_flags else " ".join(args.server_flags),
+        "processing_delay": Settings().processing_delay,
+        "database": redact(args.database or "sqlite:///<temporary directory>/bench.db"),
+        "runs": [],
     }
     if not args.json:
-        _say(f"orderlog bench {args.command}: {out['placement']['description']}")
-        _say(f"database {out['database']}; server: {out['target']}")
-    try:
-        for name in names:
-            run: Callable[[], dict[str, Any]] = getattr(bench, name)
-            report = run()
-            out["results"][name] = report
-            if not args.json:
-                from api.bench.report import render
-
-                _say(render(name, report) if "skipped" not in report else f"{name}: skipped, "
-                     f"{report['skipped']}")  # fmt: skip
-    finally:
-        bench.placement.restore()
-        shutil.rmtree(workdir, ignore_errors=True)
+        _say(f"python -m bench {args.command}: orderlog serve with {out['server_settings']} "
+             f"(processing delay {out['processing_delay']} s); database {out['database']}; "
+             f"server: {out['target']}")  # fmt: skip
+    for pinned in PLACEMENTS[args.placement]:
+        workdir = Path(tempfile.mkdtemp(prefix="orderlog-bench-"))
+        placement = place(pinned)
+        bench = Bench(args, workdir, placement)
+        run: dict[str, Any] = {"placement": placement.as_dict(), "results": {}}
+        out["runs"].append(run)
+        if not args.json:
+            _say(f"-- {placement.describe()}")
+        try:
+            for name in names:
+                measure: Callable[[], dict[str, Any]] = getattr(bench, name)
+                report = measure()
+                run["results"][name] = report
+                if not args.json:
+                    _say(_render(name, report))
+        finally:
+            placement.restore()
+            shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        for report in out["results"].values():
-            report.pop("table", None)
+        for run in out["runs"]:
+            for report in run["results"].values():
+                report.pop("table", None)
         sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
+
+
+def _render(name: str, report: dict[str, Any]) -> str:
+    from bench.report import render
+
+    if "skipped" in report:
+        return f"{name}: skipped, {report['skipped']}"
+    return render(name, report)
 
 
 def _say(text: str) -> None:

@@ -12,11 +12,10 @@ import logging
 import signal
 import sys
 from types import FrameType
-
-import waitress
-from waitress.server import BaseWSGIServer, MultiSocketServer
+from typing import Any
 
 from api.app import create_app
+from api.http_server import HttpServer
 from api.limits import raise_file_limit
 from orderlog.config import Settings
 from orderlog.runtime import Runtime
@@ -25,23 +24,27 @@ from projections.projector import MetricsProjector
 log = logging.getLogger(__name__)
 
 
-def make_server(app: object, settings: Settings) -> BaseWSGIServer | MultiSocketServer:
+def waitress_settings(settings: Settings) -> dict[str, Any]:
+    """The waitress adjustments orderlog serves with (the bench's bare app uses them too)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "connection_limit": settings.connection_limit,
+        "backlog": settings.backlog,
+        "channel_timeout": settings.channel_timeout,
+        "asyncore_use_poll": True,
+        "max_request_body_size": max(settings.max_body_bytes * 4, 1 << 20),
+        "ident": "orderlog",
+        "clear_untrusted_proxy_headers": True,
+    }
+
+
+def make_server(app: object, settings: Settings) -> HttpServer:
     raise_file_limit(settings.connection_limit + settings.backlog + 256)
     # One line per request queued behind busy threads costs ~10% throughput under load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    return waitress.create_server(
-        app,
-        host=settings.host,
-        port=settings.port,
-        threads=settings.threads,
-        connection_limit=settings.connection_limit,
-        backlog=settings.backlog,
-        channel_timeout=settings.channel_timeout,
-        asyncore_use_poll=True,
-        max_request_body_size=max(settings.max_body_bytes * 4, 1 << 20),
-        ident="orderlog",
-        clear_untrusted_proxy_headers=True,
-    )
+    return HttpServer(app, **waitress_settings(settings))
 
 
 def serve(settings: Settings) -> int:
@@ -54,7 +57,7 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    port = getattr(server, "effective_port", settings.port)
+    port = server.addresses[0][1]
     log.info("serving on http://%s:%s", settings.host, port)
     sys.stdout.write(f"orderlog serving on http://{settings.host}:{port}\n")
     sys.stdout.flush()

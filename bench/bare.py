@@ -1,9 +1,9 @@
 """The bare endpoint the orderlog server is compared with: ``python -m bench.bare``.
 
 A Falcon app whose POST /orders only parses the JSON body with orjson and answers
-201, served through api.server.make_server, so threads, connection_limit, backlog
-and asyncore_use_poll are exactly the orderlog server's. What is left between the
-two figures is orderlog's own work.
+201, served by stock waitress (``waitress.create_server``, its own loop) with
+orderlog's waitress settings: threads, connection_limit, backlog, poll(). What is
+left between the two figures is orderlog's own work, and its own event loop.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ def create_bare_app() -> falcon.App:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from api.server import make_server
+    import waitress
+
+    from api.limits import raise_file_limit
+    from api.server import waitress_settings
     from orderlog.config import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__)
@@ -49,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     settings = load_settings(overrides=overrides)
-    server = make_server(create_bare_app(), settings)
-    port = getattr(server, "effective_port", settings.port)
+    raise_file_limit(settings.connection_limit + settings.backlog + 256)
+    server = waitress.create_server(create_bare_app(), **waitress_settings(settings))
+    port = server.effective_port
     sys.stdout.write(f"bare serving on http://{settings.host}:{port}\n")
     sys.stdout.flush()
     try:

@@ -1,0 +1,90 @@
+"""Waitress serving one WSGI app, on orderlog's event loop where the platform has epoll.
+
+Waitress does the HTTP: parsing, request threads, keep-alive, flow control. What
+this module changes is only how its main thread waits on sockets (see
+``api.event_loop``): the listeners and connections are waitress's own classes,
+with two hooks so the loop knows what changed. Listening sockets may be handed
+in already bound, so a server can bind before anything else starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+from waitress import wasyncore
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
+
+from api.event_loop import EventLoop, LoopMap
+
+
+class _Channel(HTTPChannel):
+    def service(self) -> None:
+        # A request thread serves this connection: when it wakes the loop, the loop
+        # must look at this connection again (its answer is ready, or it may read).
+        with self.server.loop.serving(self):
+            super().service()
+
+
+class _Listener(TcpWSGIServer):
+    channel_class = _Channel
+
+    def __init__(self, *args: Any, loop: EventLoop, **kwargs: Any) -> None:
+        self.loop = loop
+        super().__init__(*args, **kwargs)
+
+    def pull_trigger(self) -> None:
+        self.loop.touch_served()
+        super().pull_trigger()
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)
+        for channel in list(self.active_channels.values()):
+            self.loop.touch(channel)  # idle ones were just told to close
+
+
+class HttpServer:
+    """One or more listening sockets, their connections and request threads, one loop."""
+
+    def __init__(
+        self, app: Any, *, sockets: list[socket.socket] | None = None, **adjustments: Any
+    ) -> None:
+        if sockets:
+            adjustments["sockets"] = sockets
+        self.adj = Adjustments(**adjustments)
+        self.loop = EventLoop()
+        self.map = LoopMap(self.loop)
+        self.dispatcher = ThreadedTaskDispatcher()
+        self.dispatcher.set_thread_count(self.adj.threads)
+        self.listeners: list[_Listener] = []
+        common = {"dispatcher": self.dispatcher, "adj": self.adj, "loop": self.loop}
+        for sock in self.adj.sockets:
+            sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+            self.listeners.append(
+                _Listener(app, self.map, True, sock, bind_socket=False, sockinfo=sockinfo, **common)
+            )
+        if not self.adj.sockets:
+            for sockinfo in self.adj.listen:
+                self.listeners.append(
+                    _Listener(app, self.map, True, None, sockinfo=sockinfo, **common)
+                )
+        for listener in self.listeners:
+            self.loop.always_ask(listener)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(s.effective_host, s.effective_port) for s in self.listeners]
+
+    def run(self) -> None:
+        """Serve until SystemExit or KeyboardInterrupt (a signal handler raises one)."""
+        with contextlib.suppress(SystemExit, KeyboardInterrupt):
+            self.loop.run(self.map, self.adj.asyncore_loop_timeout)
+
+    def close(self) -> None:
+        self.dispatcher.shutdown()
+        wasyncore.close_all(self.map)
+        self.loop.close()

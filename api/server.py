@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from api.app import create_app
+from api.cpu import choose_cpu, pin
 from api.http_server import HttpServer
 from api.limits import raise_file_limit
 from orderlog.config import Settings
@@ -48,6 +49,9 @@ def make_server(app: object, settings: Settings) -> HttpServer:
 
 
 def serve(settings: Settings) -> int:
+    # Before any thread starts: threads inherit the CPU they are started on.
+    cpu = choose_cpu(settings.cpu)
+    pin(cpu)
     runtime = Runtime(settings).start()
     projector = MetricsProjector(runtime.store)
     server = make_server(create_app(runtime, projector), settings)
@@ -58,7 +62,12 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     port = server.addresses[0][1]
-    log.info("serving on http://%s:%s", settings.host, port)
+    log.info(
+        "serving on http://%s:%s (%s)",
+        settings.host,
+        port,
+        "not pinned" if cpu is None else f"on CPU {cpu}",
+    )
     sys.stdout.write(f"orderlog serving on http://{settings.host}:{port}\n")
     sys.stdout.flush()
     try:

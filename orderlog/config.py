@@ -46,6 +46,13 @@ class Settings:
     channel_timeout: int = _opt(
         60, "--channel-timeout", "seconds before an idle HTTP connection is closed"
     )
+    cpu: str = _opt(
+        "auto",
+        "--cpu",
+        "CPU the server runs on: auto (the least busy allowed CPU at start), a CPU number, "
+        "or none (let threads move between CPUs); one CPU spares the GIL hand-overs "
+        "between cores",
+    )
     max_body_bytes: int = _opt(65536, "--max-body-bytes", "largest accepted request body")
     group_commit: bool = _opt(
         True, "--group-commit", "commit concurrent appends together in one transaction"
@@ -217,6 +224,8 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         bad("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA")
+    if s.cpu.strip().lower() not in {"auto", "none"} and not s.cpu.strip().isdigit():
+        bad("cpu", "must be auto, none or a CPU number")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
     if problems:

@@ -8,14 +8,14 @@ when, is tested with plain values, and the worker is left with the mechanism.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from orderlog.order import Status
 
 MAX_LEASE_DOUBLINGS = 6
 
 
-@dataclass(frozen=True)
-class OpenOrder:
+class OpenOrder(NamedTuple):
     """An order not yet Completed, as the log last showed it."""
 
     order_id: str

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,7 +155,7 @@ def encode(
     encoded = []
     for event in events:
         data = event_data(event)
-        meta = {"event_id": str(uuid.uuid4()), **shared}
+        meta = {"event_id": new_event_id(), **shared}
         encoded.append(
             EncodedEvent(
                 event_type(event), data, meta, _dumps(data).decode(), _dumps(meta).decode()
@@ -168,6 +168,16 @@ class WriterStats(NamedTuple):
     batches: int
     appends: int
     waiting: int
+
+
+def new_event_id() -> str:
+    """A random UUID (version 4) as text, from os.urandom: half the cost of
+    str(uuid.uuid4()), paid for every event."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab" * 4  # RFC 4122 variant: the top two bits of byte 8 are 10
 
 
 class AppendRequest(NamedTuple):

@@ -119,3 +119,16 @@ def test_schema_creation_is_idempotent(database_url: str) -> None:
     again = make_store(database_url)
     assert again.head() == 1
     again.close()
+
+
+def test_event_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from orderlog.store import new_event_id
+
+    ids = [new_event_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids[:200]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == text

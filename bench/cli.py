@@ -189,12 +189,16 @@ class Bench:
         from bench.store import run_store
 
         threads = [int(n) for n in self.args.store_threads.split(",") if n.strip()]
-        # In-process: the appending threads are the "server" side, so they get its CPU.
-        self.placement.run_here_as_server()
+        # In-process: the appending threads (and the raw baseline) run where the
+        # server's threads would: the store is used inside orderlog serve.
+        where = self.placement.run_here_as_server()
         try:
-            return run_store(self.database_url, self.workdir, self.args.appends, threads)
+            report = run_store(self.database_url, self.workdir, self.args.appends, threads)
         finally:
             self.placement.run_here_as_client()
+        report["cpu"] = where
+        report["table"].insert(0, ("store and baseline run on", where))
+        return report
 
     def rebuild(self) -> dict[str, Any]:
         from bench.rebuild import run_rebuild

@@ -43,14 +43,24 @@ class Placement:
         cpus = set(self.server_cpus)
         return lambda: os.sched_setaffinity(0, cpus)
 
-    def run_here_as_server(self) -> None:
-        """Move this process to the server CPU, for in-process measurements (the store bench)."""
+    def run_here_as_server(self) -> str:
+        """Place this process as the server would be, for in-process measurements (the
+        store bench): on the server CPU when pinned; otherwise where ``orderlog serve``
+        places itself by default (``--cpu auto``). Returns where that is."""
         if self.pinned:
             os.sched_setaffinity(0, self.server_cpus)
+            return f"CPU {_cpus(self.server_cpus)}, as the pinned server"
+        from api.cpu import choose_cpu, pin
+
+        cpu = choose_cpu("auto")
+        pin(cpu)
+        if cpu is None:
+            return "not pinned, as orderlog serve with --cpu auto on one CPU"
+        return f"CPU {cpu}, where orderlog serve's default --cpu auto would put itself"
 
     def run_here_as_client(self) -> None:
-        if self.pinned:
-            os.sched_setaffinity(0, self.client_cpus)
+        if self.original:
+            os.sched_setaffinity(0, self.client_cpus if self.pinned else self.original)
 
     def restore(self) -> None:
         if self.pinned:

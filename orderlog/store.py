@@ -38,7 +38,6 @@ _COLUMN_LIST = ", ".join(EVENT_COLUMNS)
 # limit on parameters (SQLite's is 32,766).
 _ROWS_PER_INSERT = 500
 _LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM events"
-_loads = orjson.loads
 _dumps = orjson.dumps
 _TAKE_APPEND_LOCK = "SELECT id FROM append_lock WHERE id = 1 FOR UPDATE"
 
@@ -204,9 +203,9 @@ class _Append:
                 self.stream_id,
                 self.expected_version + offset + 1,
                 event.type,
-                event.data,
-                event.metadata,
                 moment,
+                event.data_json,
+                event.metadata_json,
             )
             for offset, event in enumerate(self.events)
         ]
@@ -613,13 +612,7 @@ class EventStore:
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:
     position, stream_id, version, type_name, data, metadata, recorded_at = row
     return RecordedEvent(
-        position,
-        stream_id,
-        version,
-        type_name,
-        _loads(data),
-        _loads(metadata),
-        parse_time(recorded_at),
+        position, stream_id, version, type_name, parse_time(recorded_at), data, metadata
     )
 
 

@@ -143,7 +143,7 @@ def read_feed(node: ServerProcess) -> list[RecordedEvent]:
             assert e["position"] == after + 1, "the feed skipped a position"
             after = e["position"]
             events.append(
-                RecordedEvent(
+                RecordedEvent.of(
                     e["position"],
                     e["stream_id"],
                     e["version"],

@@ -58,7 +58,7 @@ def record(
     for position, (stream_id, event, at) in enumerate(history, start=first_position):
         versions[stream_id] += 1
         recorded.append(
-            RecordedEvent(
+            RecordedEvent.of(
                 position=position,
                 stream_id=stream_id,
                 version=versions[stream_id],

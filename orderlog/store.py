@@ -82,6 +82,9 @@ class ProjectionRow(_Base):
 _MODELS = (EventRow, AppendLock, ProjectionRow)
 # Binding models to a database is process-wide, so schema work is done one store at a time.
 _SCHEMA_LOCK = threading.Lock()
+# Statements run on the driver's own cursor raise the driver's errors; this turns
+# them into peewee's (IntegrityError, OperationalError...), as execute_sql does.
+_DRIVER_ERRORS_AS_PEEWEE = peewee.__exception_wrapper__
 # A pool that stays exhausted past its timeout is the database being unavailable too.
 _DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError, MaxConnectionsExceeded)
 
@@ -240,6 +243,7 @@ class EventStore:
         self._clock = clock or utc_now
         self._inserts: dict[int, str] = {}  # multi-row INSERT text by row count
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
+        self._begin = ("IMMEDIATE",) if self.backend == "sqlite" else ()
         self._take_append_lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
         self._writer = (
             GroupCommitter(
@@ -412,9 +416,7 @@ class EventStore:
 
     def _write(self, batch: list[Request]) -> None:
         p = self._param
-        lock = "IMMEDIATE" if self.backend == "sqlite" else None
-        with self.db.atomic(*([lock] if lock else [])):
-            cursor = self.db.cursor()
+        with self._transaction() as cursor:
             if self._take_append_lock:
                 cursor.execute(self._take_append_lock)
                 cursor.fetchone()
@@ -465,6 +467,14 @@ class EventStore:
                 cursor.execute(self._insert_sql(len(chunk) // len(EVENT_COLUMNS)), chunk)
         for request, first_position in accepted:
             request.result = (first_position, now)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A transaction (a savepoint inside a caller's) and its cursor, with the driver's
+        errors raised as peewee's (IntegrityError, OperationalError...), as execute_sql
+        does: statements run on the driver's own cursor would raise the driver's."""
+        with _DRIVER_ERRORS_AS_PEEWEE, self.db.atomic(*self._begin):
+            yield self.db.cursor()
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._inserts.get(rows)

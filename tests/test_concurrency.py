@@ -574,3 +574,27 @@ def test_multi_event_appends_take_consecutive_positions_under_contention(
             assert len({stream for _, stream, _ in log[start : start + events]}) == 1
     finally:
         store.close()
+
+
+def test_a_row_the_database_itself_refuses_fails_only_its_own_append(sqlite_url: str) -> None:
+    """A refusal the up-front version check cannot foresee (here a trigger; in life a
+    writer outside this store) must not take its neighbours in the batch down with it."""
+    store = make_store(sqlite_url, group_commit=False)
+    try:
+        with store.db.connection_context():
+            store.db.execute_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.stream_id = 'refused' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the database'); END"
+            )
+        outcomes = store.append_many(
+            [
+                AppendRequest("a", [placed("a")], 0),
+                AppendRequest("refused", [placed("refused")], 0),
+                AppendRequest("b", [placed("b")], 0),
+            ]
+        )
+        assert [isinstance(o, Exception) for o in outcomes] == [False, True, False]
+        assert isinstance(outcomes[1], ConcurrencyError)
+        assert [(s, v) for _, s, v in assert_contiguous(sqlite_url)] == [("a", 1), ("b", 1)]
+    finally:
+        store.close()

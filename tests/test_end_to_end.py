@@ -222,3 +222,95 @@ def test_sigterm_finishes_the_order_in_hand_and_leaves_queued_ones_pending(
             assert types == ["OrderPlaced", "OrderProcessingStarted", "OrderCompleted"]
     finally:
         restarted.terminate()
+
+
+def processing_count(count: int) -> Any:
+    return lambda server: metrics(server)["status_counts"]["Processing"] >= count
+
+
+@pytest.mark.slow
+def test_a_sigkill_while_orders_wait_for_their_work_loses_none(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Long work: every order is claimed at once and sits on the timer when the kill comes.
+    server = start_server(database_url, tmp_path, *NODE, "--processing-delay", "60")
+    order_ids = [f"wait-{n:03d}" for n in range(200)]
+    try:
+        post_orders(server, order_ids, connections=200)
+        server.wait_until(processing_count(200), timeout=60)
+    finally:
+        server.kill()
+
+    restarted = start_server(database_url, tmp_path, *NODE, "--processing-delay", "0")
+    try:
+        restarted.wait_until(completed(200), timeout=60)
+        for order_id in order_ids:
+            events = order_events(restarted, order_id)
+            types = [e["type"] for e in events]
+            assert types == [
+                "OrderPlaced",
+                "OrderProcessingStarted",
+                "OrderProcessingStarted",
+                "OrderCompleted",
+            ], (order_id, types)
+            assert events[-1]["data"]["attempt"] == 2  # completed by the restarted node's claim
+    finally:
+        restarted.terminate()
+
+
+@pytest.mark.slow
+def test_sigterm_with_orders_waiting_for_their_work_exits_in_time_and_loses_none(
+    database_url: str, tmp_path: Path
+) -> None:
+    shutdown_timeout = 3.0
+    server = start_server(
+        database_url,
+        tmp_path,
+        *NODE,
+        "--processing-delay",
+        "60",
+        "--shutdown-timeout",
+        str(shutdown_timeout),
+    )
+    order_ids = [f"long-{n:03d}" for n in range(100)]
+    try:
+        post_orders(server, order_ids, connections=100)
+        server.wait_until(processing_count(100), timeout=60)
+    finally:
+        started = time.monotonic()
+        returncode = server.terminate(timeout=shutdown_timeout + 30)
+        took = time.monotonic() - started
+    assert returncode == 0, server.log()
+    assert took < shutdown_timeout + 5, f"took {took:.1f}s"  # the timeout, plus start-up slack
+
+    restarted = start_server(database_url, tmp_path, *NODE, "--processing-delay", "0")
+    try:
+        restarted.wait_until(completed(100), timeout=60)
+        for order_id in order_ids:
+            types = [e["type"] for e in order_events(restarted, order_id)]
+            assert types.count("OrderCompleted") == 1 and types[-1] == "OrderCompleted"
+    finally:
+        restarted.terminate()
+
+
+@pytest.mark.slow
+def test_sigterm_completes_the_orders_whose_work_ends_within_the_shutdown_timeout(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(
+        database_url, tmp_path, *NODE, "--processing-delay", "1.5", "--shutdown-timeout", "10"
+    )
+    order_ids = [f"soon-{n:03d}" for n in range(100)]
+    try:
+        post_orders(server, order_ids, connections=100)
+        server.wait_until(processing_count(100), timeout=60)
+    finally:
+        returncode = server.terminate(timeout=40)
+    assert returncode == 0, server.log()
+
+    store = make_store(database_url, group_commit=False)
+    try:
+        for order_id in order_ids:  # all done before the process exited: nothing left over
+            assert [e.type for e in store.read_stream(order_id)][-1] == "OrderCompleted"
+    finally:
+        store.close()

@@ -154,7 +154,7 @@ class Bench:
                     server, args.orders, args.few_connections, args.timeout, args.settle_timeout
                 )
         with self.orderlog_server() as server:
-            return run_burst(
+            report = run_burst(
                 server,
                 args.orders,
                 connections,
@@ -163,6 +163,7 @@ class Bench:
                 bare=baseline,
                 few=few,
             )
+        return _with_server_placement(report, server)
 
     def sustained(self) -> dict[str, Any]:
         from bench.load import measure_bare, run_sustained, wrk_rate
@@ -183,7 +184,8 @@ class Bench:
         finally:
             bare.stop()
         with self.orderlog_server() as server:
-            return run_sustained(server, baseline, args.connections, args.duration)
+            report = run_sustained(server, baseline, args.connections, args.duration)
+        return _with_server_placement(report, server)
 
     def store(self) -> dict[str, Any]:
         from bench.store import run_store
@@ -255,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
                 report.pop("table", None)
         sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
+
+
+def _with_server_placement(report: dict[str, Any], server: Any) -> dict[str, Any]:
+    """Say where orderlog ran by its own account (its default --cpu auto picks a CPU)."""
+    where = server.placement() if server.process is not None else None
+    report["server_placement"] = where
+    report["table"].insert(0, ("orderlog serve ran", where or "unknown (not started here)"))
+    return report
 
 
 def _render(name: str, report: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from orderlog.database import open_database, parse_url
 
 ROOT = Path(__file__).resolve().parents[1]
 _SERVING = re.compile(r"serving on http://([^\s:]+):(\d+)")
+_PLACED = re.compile(r"serving on http://\S+ \(([^)]*)\)")
 
 
 @dataclass
@@ -55,6 +56,11 @@ class Server:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return self.log_path.read_text(errors="replace")
+
+    def placement(self) -> str | None:
+        """Where the server says it runs ("on CPU 1", "not pinned"), from its start-up line."""
+        match = _PLACED.search(self.log())
+        return match.group(1) if match else None
 
 
 def launch(

@@ -109,6 +109,7 @@ class Worker:
             self._accepting = True
             self._stopping.clear()
             self._stop_deadline = math.inf
+            self._left_processing = 0
         self.sweep(starting=True)
         self._processor = threading.Thread(target=self._run, name="orderlog-worker", daemon=True)
         self._processor.start()

@@ -41,6 +41,7 @@ class EventLoop:
         self._touched: collections.deque[int] = collections.deque()
         self._always: list[Any] = []  # dispatchers asked on every turn
         self._serving = threading.local()
+        self._stopped = False
 
     # -- the socket map reports here ---------------------------------------------
 
@@ -81,8 +82,13 @@ class EventLoop:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, socket_map: dict[int, Any], timeout: float) -> None:
-        while socket_map:
+        self._stopped = False
+        while socket_map and not self._stopped:
             self.turn(socket_map, timeout)
+
+    def stop(self) -> None:
+        """End ``run`` after its current turn (the caller must wake the loop)."""
+        self._stopped = True
 
     def turn(self, socket_map: dict[int, Any], timeout: float) -> None:
         touched = self._touched

@@ -84,6 +84,12 @@ class HttpServer:
         with contextlib.suppress(SystemExit, KeyboardInterrupt):
             self.loop.run(self.map, self.adj.asyncore_loop_timeout)
 
+    def stop(self) -> None:
+        """Make ``run`` return soon; safe from any thread."""
+        self.loop.stop()
+        if self.listeners:
+            self.listeners[0].pull_trigger()
+
     def close(self) -> None:
         self.dispatcher.shutdown()
         wasyncore.close_all(self.map)

@@ -32,8 +32,10 @@ def server(request: pytest.FixtureRequest) -> Iterator[HttpServer]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield server
-    server.close()
+    server.stop()
     thread.join(10)
+    assert not thread.is_alive()
+    server.close()
 
 
 def connect(server: HttpServer) -> socket.socket:

@@ -20,7 +20,7 @@ from api.resources import (
     OrderResource,
     Readiness,
 )
-from orderlog.runtime import Runtime
+from orderlog.core import Core
 from projections.projector import MetricsProjector
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 class DatabaseConnection:
     """One pooled connection per request, returned when the response is done."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._db = runtime.db
+    def __init__(self, db: peewee.Database) -> None:
+        self._db = db
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
@@ -47,18 +47,19 @@ class DatabaseConnection:
             self._db.close()
 
 
-def create_app(runtime: Runtime, projector: MetricsProjector | None = None) -> falcon.App:
-    app = falcon.App(middleware=[DatabaseConnection(runtime)])
+def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
+    """The Falcon app over a core and its projections; each resource gets what it uses."""
+    app = falcon.App(middleware=[DatabaseConnection(core.db)])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
     problem.install(app)
-    projector = projector or MetricsProjector(runtime.store)
-    app.add_route("/orders", OrderCollection(runtime))
-    app.add_route("/orders/{order_id}", OrderResource(runtime))
-    app.add_route("/orders/{order_id}/events", OrderHistory(runtime))
-    app.add_route("/events", EventFeed(runtime))
+    settings = core.settings
+    app.add_route("/orders", OrderCollection(core.service, settings.node, settings.max_body_bytes))
+    app.add_route("/orders/{order_id}", OrderResource(core.service))
+    app.add_route("/orders/{order_id}/events", OrderHistory(core.service))
+    app.add_route("/events", EventFeed(core.store))
     app.add_route("/metrics", Metrics(projector))
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Readiness(runtime))
+    app.add_route("/readyz", Readiness(core.readiness))
     return app

@@ -10,6 +10,7 @@ in already bound, so a server can bind before anything else starts.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from typing import Any
 
@@ -20,6 +21,8 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
 from api.event_loop import EventLoop, LoopMap
+from api.limits import raise_file_limit
+from orderlog.config import Settings
 
 
 class _Channel(HTTPChannel):
@@ -94,3 +97,27 @@ class HttpServer:
         self.dispatcher.shutdown()
         wasyncore.close_all(self.map)
         self.loop.close()
+
+
+def waitress_settings(settings: Settings) -> dict[str, Any]:
+    """The waitress adjustments orderlog serves with (the bench's bare app uses them too)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": settings.threads,
+        "connection_limit": settings.connection_limit,
+        "backlog": settings.backlog,
+        "channel_timeout": settings.channel_timeout,
+        "asyncore_use_poll": True,
+        "max_request_body_size": max(settings.max_body_bytes * 4, 1 << 20),
+        "ident": "orderlog",
+        "clear_untrusted_proxy_headers": True,
+    }
+
+
+def make_server(app: Any, settings: Settings) -> HttpServer:
+    """Bind and prepare to serve ``app``; nothing is answered until ``run``."""
+    raise_file_limit(settings.connection_limit + settings.backlog + 256)
+    # One line per request queued behind busy threads costs ~10% throughput under load.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    return HttpServer(app, **waitress_settings(settings))

@@ -6,17 +6,19 @@ Falcon shares a resource across threads, so none keeps per-request state.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import falcon
 import orjson
 
 from api.problem import Problem, bad_request
+from orderlog.core import Readiness as CoreReadiness
 from orderlog.errors import FieldError, OrderNotFoundError
 from orderlog.events import RecordedEvent
 from orderlog.order import PlaceOrder
-from orderlog.runtime import Runtime
-from orderlog.store import MAX_PAGE, format_time
+from orderlog.service import OrderService
+from orderlog.store import MAX_PAGE, EventStore, format_time
 from projections import order_view
 from projections.projector import MetricsProjector
 
@@ -91,10 +93,10 @@ def int_param(req: falcon.Request, name: str, default: int, low: int, high: int)
 
 
 class OrderCollection:
-    def __init__(self, runtime: Runtime) -> None:
-        self._service = runtime.service
-        self._node = runtime.settings.node
-        self._limit = runtime.settings.max_body_bytes
+    def __init__(self, service: OrderService, node: str, max_body_bytes: int) -> None:
+        self._service = service
+        self._node = node
+        self._limit = max_body_bytes
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         command = PlaceOrder.from_payload(read_json(req, self._limit))
@@ -108,8 +110,8 @@ class OrderCollection:
 
 
 class OrderResource:
-    def __init__(self, runtime: Runtime) -> None:
-        self._service = runtime.service
+    def __init__(self, service: OrderService) -> None:
+        self._service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, order_id: str) -> None:
         version = int_param(req, "version", 0, 1, 2**31 - 1) or None
@@ -126,8 +128,8 @@ class OrderResource:
 
 
 class OrderHistory:
-    def __init__(self, runtime: Runtime) -> None:
-        self._service = runtime.service
+    def __init__(self, service: OrderService) -> None:
+        self._service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, order_id: str) -> None:
         events = self._service.history(order_id)
@@ -139,8 +141,8 @@ class OrderHistory:
 
 
 class EventFeed:
-    def __init__(self, runtime: Runtime) -> None:
-        self._store = runtime.store
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         after = int_param(req, "after", 0, 0, 2**63 - 1)
@@ -168,15 +170,16 @@ class Health:
 
 
 class Readiness:
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, check: Callable[[], CoreReadiness]) -> None:
+        self._check = check
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        ready = self._runtime.ready
-        resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
+        state = self._check()
+        resp.status = falcon.HTTP_200 if state.ready else falcon.HTTP_503
         resp.media = {
-            "status": "ready" if ready else "not ready",
-            "node": self._runtime.settings.node,
-            "database": self._runtime.store.ping(),
-            "workers": self._runtime.worker.alive,
+            "status": "ready" if state.ready else "not ready",
+            "node": state.node,
+            "database": state.database,
+            "writer": state.writer,
+            "worker": state.worker,
         }

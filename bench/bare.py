@@ -20,7 +20,7 @@ class BareOrders:
         body = orjson.loads(req.bounded_stream.read())
         resp.status = falcon.HTTP_201
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = orjson.dumps({"order_id": body.get("order_id"), "status": "Pending"})
+        resp.data = orjson.dumps({"order_id": body.get("order_id"), "accepted": True})
 
 
 class BareHealth:
@@ -39,8 +39,8 @@ def create_bare_app() -> falcon.App:
 def main(argv: list[str] | None = None) -> int:
     import waitress
 
+    from api.http_server import waitress_settings
     from api.limits import raise_file_limit
-    from api.server import waitress_settings
     from orderlog.config import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__)

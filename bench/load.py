@@ -27,6 +27,8 @@ from bench import loadgen
 from bench.placement import Placement
 from bench.report import latency_summary, ratio, target
 from bench.servers import Client, Server
+from orderlog.events import OrderCompleted, OrderPlaced
+from orderlog.order import Status
 
 POLL_INTERVAL = 0.01
 
@@ -61,7 +63,7 @@ def _completed(client: Client) -> int:
     status, body, _ = client.get("/metrics")
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
-    return int(body["status_counts"]["Completed"])
+    return int(body["status_counts"][Status.COMPLETED.value])
 
 
 def _head(client: Client) -> int:
@@ -84,9 +86,9 @@ def verify_log(client: Client, after: int, order_ids: set[str]) -> dict[str, int
         for event in body["events"]:
             stream = event["stream_id"]
             if stream in order_ids:
-                if event["type"] == "OrderPlaced":
+                if event["type"] == OrderPlaced.__name__:
                     placed[stream] += 1
-                elif event["type"] == "OrderCompleted":
+                elif event["type"] == OrderCompleted.__name__:
                     completed[stream] += 1
         after = body["next_after"]
         if not body["events"] and after >= body["head"]:

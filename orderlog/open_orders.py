@@ -42,17 +42,16 @@ class OpenOrders:
                         stream_id, Status.PENDING, version, since, node
                     )
                 elif kind == _STARTED:
-                    claim = _loads(data)
-                    worker_id = claim["worker_id"]
+                    claim = OrderProcessingStarted(**_loads(data))  # fields by name
                     since = parse_time(recorded_at).timestamp()
                     self.orders[stream_id] = OpenOrder(
                         stream_id,
                         Status.PROCESSING,
                         version,
                         since,
-                        node_of(worker_id),
-                        worker_id,
-                        claim["attempt"],
+                        node_of(claim.worker_id),
+                        claim.worker_id,
+                        claim.attempt,
                     )
             for stream_id in done:
                 self.orders.pop(stream_id, None)

@@ -13,10 +13,17 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orderlog.events import RecordedEvent
+from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
+from orderlog.order import Status
 from projections import quantile
 
-STATUSES = ("Pending", "Processing", "Completed")
+# Plain strings from the one enum: the state is JSON, whose keys must be str.
+STATUSES = tuple(status.value for status in Status)
+_PENDING, _PROCESSING, _COMPLETED = (
+    Status.PENDING.value,
+    Status.PROCESSING.value,
+    Status.COMPLETED.value,
+)
 State = dict[str, Any]
 
 
@@ -46,7 +53,7 @@ def _placed(state: State, event: RecordedEvent) -> None:
         return
     state["open"][event.stream_id] = [_micros(event), None]
     state["total_orders"] += 1
-    state["status_counts"]["Pending"] += 1
+    state["status_counts"][_PENDING] += 1
 
 
 def _started(state: State, event: RecordedEvent) -> None:
@@ -54,8 +61,8 @@ def _started(state: State, event: RecordedEvent) -> None:
     if times is None:
         return
     if times[1] is None:  # a re-claim keeps the order in Processing
-        state["status_counts"]["Pending"] -= 1
-        state["status_counts"]["Processing"] += 1
+        state["status_counts"][_PENDING] -= 1
+        state["status_counts"][_PROCESSING] += 1
     times[1] = _micros(event)
 
 
@@ -66,8 +73,8 @@ def _completed(state: State, event: RecordedEvent) -> None:
     now = _micros(event)
     processing = now - times[1]
     counts = state["status_counts"]
-    counts["Processing"] -= 1
-    counts["Completed"] += 1
+    counts[_PROCESSING] -= 1
+    counts[_COMPLETED] += 1
     state["orders_processed"] += 1
     state["processing_us_total"] += processing
     state["end_to_end_us_total"] += now - times[0]
@@ -75,9 +82,9 @@ def _completed(state: State, event: RecordedEvent) -> None:
 
 
 _HANDLERS: dict[str, Callable[[State, RecordedEvent], None]] = {
-    "OrderPlaced": _placed,
-    "OrderProcessingStarted": _started,
-    "OrderCompleted": _completed,
+    OrderPlaced.__name__: _placed,
+    OrderProcessingStarted.__name__: _started,
+    OrderCompleted.__name__: _completed,
 }
 
 

@@ -1,4 +1,8 @@
-"""The order status view: one order's current state, folded from its own stream."""
+"""The order status view: one order's current state, folded from its own stream.
+
+Events are read as their typed classes, so a field renamed in ``orderlog.events``
+fails here at once instead of reading as missing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from orderlog.events import RecordedEvent
+from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
+from orderlog.order import Status
 from orderlog.store import format_time
 
 
@@ -17,7 +22,7 @@ class OrderView:
     user_id: str | int | None = None
     item_ids: tuple[str | int, ...] = ()
     total_amount: str | None = None
-    status: str | None = None
+    status: Status | None = None
     version: int = 0
     attempts: int = 0
     placed_at: datetime | None = None
@@ -36,7 +41,7 @@ class OrderView:
             "user_id": self.user_id,
             "item_ids": list(self.item_ids),
             "total_amount": self.total_amount,
-            "status": self.status,
+            "status": self.status.value if self.status else None,
             "version": self.version,
             "attempts": self.attempts,
             "placed_at": _time(self.placed_at),
@@ -51,35 +56,36 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def _placed(view: OrderView, event: RecordedEvent) -> OrderView:
-    data = event.data
+    placed: OrderPlaced = event.event  # type: ignore[assignment]  # fields by name: a rename fails
     return replace(
         view,
-        order_id=data["order_id"],
-        user_id=data["user_id"],
-        item_ids=tuple(data["item_ids"]),
-        total_amount=data["total_amount"],
-        status="Pending",
+        order_id=placed.order_id,
+        user_id=placed.user_id,
+        item_ids=placed.item_ids,
+        total_amount=placed.total_amount,
+        status=Status.PENDING,
         placed_at=event.recorded_at,
     )
 
 
 def _started(view: OrderView, event: RecordedEvent) -> OrderView:
+    started: OrderProcessingStarted = event.event  # type: ignore[assignment]
     return replace(
         view,
-        status="Processing",
-        attempts=event.data.get("attempt", view.attempts + 1),
+        status=Status.PROCESSING,
+        attempts=started.attempt,
         processing_started_at=event.recorded_at,
     )
 
 
 def _completed(view: OrderView, event: RecordedEvent) -> OrderView:
-    return replace(view, status="Completed", completed_at=event.recorded_at)
+    return replace(view, status=Status.COMPLETED, completed_at=event.recorded_at)
 
 
 _HANDLERS: dict[str, Callable[[OrderView, RecordedEvent], OrderView]] = {
-    "OrderPlaced": _placed,
-    "OrderProcessingStarted": _started,
-    "OrderCompleted": _completed,
+    OrderPlaced.__name__: _placed,
+    OrderProcessingStarted.__name__: _started,
+    OrderCompleted.__name__: _completed,
 }
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real database per backend, and the store and runtime on top of it.
+"""Shared fixtures: a real database per backend, and the store and node on top of it.
 
 SQLite is a file in tmp_path. PostgreSQL and MariaDB are used when
 ORDERLOG_TEST_POSTGRES_URL / ORDERLOG_TEST_MYSQL_URL are set: each test session
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from api.node import Node
 from orderlog.database import parse_url
-from orderlog.runtime import Runtime
 from orderlog.store import EventStore
 from tests.support import admin_execute, make_store, settings_for
 
@@ -100,8 +100,8 @@ def store(request: pytest.FixtureRequest, database_url: str) -> Iterator[EventSt
 
 
 @pytest.fixture
-def runtime(database_url: str) -> Iterator[Runtime]:
+def node(database_url: str) -> Iterator[Node]:
     """The started core (store, service, worker) with no processing delay."""
-    runtime = Runtime(settings_for(database_url)).start()
-    yield runtime
-    runtime.stop()
+    node = Node(settings_for(database_url)).start(bind=False)
+    yield node
+    node.stop()

@@ -1,4 +1,4 @@
-"""The REST contract through the real app (``create_app`` around a started runtime) on
+"""The REST contract through the real app (``create_app`` around a started node) on
 every backend: orders, history, the event feed, metrics, health, and bad input that
 must be refused with a problem+json 4xx and write nothing."""
 
@@ -15,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from orderlog.runtime import Runtime
+from api.node import Node
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 ORDER_KEYS = {
@@ -41,8 +40,8 @@ IDLE = 10.0  # seconds: an upper bound for the worker to finish a handful of ord
 
 
 @pytest.fixture
-def client(runtime: Runtime) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(runtime))
+def client(node: Node) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(node.app)
 
 
 def post(
@@ -82,10 +81,10 @@ def assert_problem(
     return body
 
 
-def place_and_finish(client: falcon.testing.TestClient, runtime: Runtime, **changes: Any) -> str:
+def place_and_finish(client: falcon.testing.TestClient, node: Node, **changes: Any) -> str:
     result = post(client, order(**changes))
     assert result.status_code == 201, result.text
-    assert runtime.worker.wait_idle(IDLE)
+    assert node.core.worker.wait_idle(IDLE)
     return result.json["order_id"]
 
 
@@ -149,11 +148,11 @@ def test_omitted_order_id_is_generated(client: falcon.testing.TestClient) -> Non
 
 
 def test_second_identical_post_returns_the_existing_order(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
     first = post(client, ORDER)
-    assert runtime.worker.wait_idle(IDLE)
-    head = runtime.store.head()
+    assert node.core.worker.wait_idle(IDLE)
+    head = node.core.store.head()
     again = post(client, order(total_amount="19.990"))  # the same amount, written another way
     assert again.status_code == 200
     assert again.headers["location"] == "/orders/o-1"
@@ -161,7 +160,7 @@ def test_second_identical_post_returns_the_existing_order(
     assert again.json["placed_at"] == first.json["placed_at"]
     assert again.json["status"] == "Completed"
     assert again.headers["etag"] == f'"{again.json["version"]}"'
-    assert runtime.store.head() == head
+    assert node.core.store.head() == head
     history = client.simulate_get("/orders/o-1/events").json["events"]
     assert [event["type"] for event in history].count("OrderPlaced") == 1
 
@@ -172,15 +171,15 @@ def test_second_identical_post_returns_the_existing_order(
     ids=["user", "items", "amount"],
 )
 def test_same_id_with_different_content_is_a_conflict(
-    client: falcon.testing.TestClient, runtime: Runtime, changes: dict[str, Any]
+    client: falcon.testing.TestClient, node: Node, changes: dict[str, Any]
 ) -> None:
     post(client, ORDER)
-    assert runtime.worker.wait_idle(IDLE)
-    head = runtime.store.head()
+    assert node.core.worker.wait_idle(IDLE)
+    head = node.core.store.head()
     body = assert_problem(post(client, order(**changes)), 409)
     assert body["type"] == "urn:orderlog:problem:order-conflict"
     assert "o-1" in body["detail"]
-    assert runtime.store.head() == head
+    assert node.core.store.head() == head
     assert client.simulate_get("/orders/o-1").json["user_id"] == "u-1"
 
 
@@ -190,9 +189,9 @@ def test_json_content_type_with_parameters_is_accepted(client: falcon.testing.Te
 
 
 def test_body_of_exactly_the_size_limit_is_accepted(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
-    limit = runtime.settings.max_body_bytes
+    limit = node.settings.max_body_bytes
     raw = orjson.dumps(ORDER)
     result = post(client, raw=raw + b" " * (limit - len(raw)))
     assert result.status_code == 201
@@ -202,9 +201,9 @@ def test_body_of_exactly_the_size_limit_is_accepted(
 
 
 def test_processed_order_reaches_completed_with_its_times(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     result = client.simulate_get("/orders/o-1")
     assert result.status_code == 200
     body = result.json
@@ -221,9 +220,9 @@ def test_processed_order_reaches_completed_with_its_times(
 
 
 def test_matching_if_none_match_answers_304(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     etag = client.simulate_get("/orders/o-1").headers["etag"]
     for tag in (etag, f"W/{etag}", '"1", ' + etag, "*"):
         result = client.simulate_get("/orders/o-1", headers={"If-None-Match": tag})
@@ -233,18 +232,18 @@ def test_matching_if_none_match_answers_304(
 
 
 def test_stale_if_none_match_answers_the_current_order(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     result = client.simulate_get("/orders/o-1", headers={"If-None-Match": '"1"'})
     assert result.status_code == 200
     assert result.json["status"] == "Completed"
 
 
 def test_version_parameter_shows_the_order_as_it_was(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     expected = {1: "Pending", 2: "Processing", 3: "Completed"}
     for version, status in expected.items():
         result = client.simulate_get("/orders/o-1", params={"version": str(version)})
@@ -256,18 +255,18 @@ def test_version_parameter_shows_the_order_as_it_was(
 
 
 def test_version_beyond_the_stream_is_not_found(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     body = assert_problem(client.simulate_get("/orders/o-1", params={"version": "4"}), 404)
     assert "version 4" in body["detail"]
 
 
 @pytest.mark.parametrize("version", ["0", "-1", "x", "1.5", "", "2147483648"])
 def test_bad_version_parameter_is_a_bad_request(
-    client: falcon.testing.TestClient, runtime: Runtime, version: str
+    client: falcon.testing.TestClient, node: Node, version: str
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     result = client.simulate_get("/orders/o-1", query_string=f"version={version}")
     assert_problem(result, 400, "version")
 
@@ -290,10 +289,10 @@ def test_unknown_order_is_a_not_found_problem(client: falcon.testing.TestClient,
 
 
 def test_history_lists_every_event_of_the_order(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
     post(client, ORDER, headers={"X-Request-ID": "req-7"})
-    assert runtime.worker.wait_idle(IDLE)
+    assert node.core.worker.wait_idle(IDLE)
     result = client.simulate_get("/orders/o-1/events")
     assert result.status_code == 200
     body = result.json
@@ -324,12 +323,12 @@ def test_history_lists_every_event_of_the_order(
 
 
 def test_event_feed_pages_through_the_whole_log(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
     for n in range(5):
         assert post(client, order(order_id=f"o-{n}")).status_code == 201
-    assert runtime.worker.wait_idle(IDLE)
-    head = runtime.store.head()
+    assert node.core.worker.wait_idle(IDLE)
+    head = node.core.store.head()
     assert head == 15
     seen: list[dict[str, Any]] = []
     after = 0
@@ -353,11 +352,11 @@ def test_event_feed_pages_through_the_whole_log(
 
 
 def test_event_feed_defaults_to_the_start_of_the_log(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
     empty = client.simulate_get("/events").json
     assert empty == {"events": [], "next_after": 0, "head": 0}
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     body = client.simulate_get("/events").json
     assert [e["position"] for e in body["events"]] == [1, 2, 3]
     assert body["next_after"] == body["head"] == 3
@@ -366,9 +365,9 @@ def test_event_feed_defaults_to_the_start_of_the_log(
 
 @pytest.mark.parametrize("limit", ["1", "1000"])
 def test_event_feed_accepts_limits_at_the_bounds(
-    client: falcon.testing.TestClient, runtime: Runtime, limit: str
+    client: falcon.testing.TestClient, node: Node, limit: str
 ) -> None:
-    place_and_finish(client, runtime)
+    place_and_finish(client, node)
     body = client.simulate_get("/events", params={"limit": limit}).json
     assert len(body["events"]) == min(int(limit), 3)
 
@@ -387,14 +386,14 @@ def test_event_feed_refuses_bad_paging_parameters(
 
 
 def test_metrics_count_orders_and_add_up(
-    client: falcon.testing.TestClient, runtime: Runtime
+    client: falcon.testing.TestClient, node: Node
 ) -> None:
     empty = client.simulate_get("/metrics").json
     assert empty["total_orders"] == 0
     assert empty["average_processing_time_seconds"] is None
     for n in range(3):
         assert post(client, order(order_id=f"o-{n}")).status_code == 201
-    assert runtime.worker.wait_idle(IDLE)
+    assert node.core.worker.wait_idle(IDLE)
     result = client.simulate_get("/metrics")
     assert result.status_code == 200
     body = result.json
@@ -402,7 +401,7 @@ def test_metrics_count_orders_and_add_up(
     assert body["orders_processed"] == 3
     assert body["status_counts"] == {"Pending": 0, "Processing": 0, "Completed": 3}
     assert sum(body["status_counts"].values()) == body["total_orders"]
-    assert body["position"] == runtime.store.head() == 9
+    assert body["position"] == node.core.store.head() == 9
     assert 0 <= body["average_processing_time_seconds"] <= body["average_end_to_end_seconds"]
     percentiles = body["processing_time_percentiles_seconds"]
     assert set(percentiles) == {"p50", "p95", "p99"}
@@ -415,17 +414,18 @@ def test_health_is_ok(client: falcon.testing.TestClient) -> None:
     assert result.json == {"status": "ok"}
 
 
-def test_ready_until_the_worker_stops(client: falcon.testing.TestClient, runtime: Runtime) -> None:
+def test_ready_until_the_worker_stops(client: falcon.testing.TestClient, node: Node) -> None:
     ready = client.simulate_get("/readyz")
     assert ready.status_code == 200
     assert ready.json["status"] == "ready"
     assert ready.json["database"] is True
-    assert ready.json["workers"] is True
-    runtime.worker.stop()
+    assert ready.json["writer"] is True
+    assert ready.json["worker"] is True
+    node.core.worker.stop()
     stopped = client.simulate_get("/readyz")
     assert stopped.status_code == 503
     assert stopped.json["status"] == "not ready"
-    assert stopped.json["workers"] is False
+    assert stopped.json["worker"] is False
 
 
 # -- bad input: the right 4xx, problem+json, and nothing written -------------------------------
@@ -497,14 +497,14 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.fixture
-def settled(client: falcon.testing.TestClient, runtime: Runtime) -> Iterator[int]:
+def settled(client: falcon.testing.TestClient, node: Node) -> Iterator[int]:
     """A log with one finished order, so 'nothing written' is checked against a non-empty log."""
-    place_and_finish(client, runtime, order_id="existing")
-    head = runtime.store.head()
+    place_and_finish(client, node, order_id="existing")
+    head = node.core.store.head()
     assert head == 3
     yield head
-    assert runtime.worker.wait_idle(IDLE)
-    assert runtime.store.head() == head, "a refused request wrote to the log"
+    assert node.core.worker.wait_idle(IDLE)
+    assert node.core.store.head() == head, "a refused request wrote to the log"
 
 
 @pytest.mark.parametrize(
@@ -537,27 +537,27 @@ def test_wrong_content_type_is_unsupported_and_writes_nothing(
 
 
 def test_body_over_the_size_limit_is_too_large_and_writes_nothing(
-    client: falcon.testing.TestClient, runtime: Runtime, settled: int
+    client: falcon.testing.TestClient, node: Node, settled: int
 ) -> None:
-    limit = runtime.settings.max_body_bytes
+    limit = node.settings.max_body_bytes
     raw = orjson.dumps(ORDER)
     assert_problem(post(client, raw=raw + b" " * (limit + 1 - len(raw))), 413)
 
 
 def test_declared_length_over_the_limit_is_refused_before_reading(
-    client: falcon.testing.TestClient, runtime: Runtime, settled: int
+    client: falcon.testing.TestClient, node: Node, settled: int
 ) -> None:
-    declared = str(runtime.settings.max_body_bytes + 1)
+    declared = str(node.settings.max_body_bytes + 1)
     result = post(client, ORDER, headers={"Content-Length": declared})
     assert_problem(result, 413)
 
 
 def test_body_without_a_content_length_writes_nothing(
-    client: falcon.testing.TestClient, runtime: Runtime, settled: int
+    client: falcon.testing.TestClient, node: Node, settled: int
 ) -> None:
     """Chunked: a WSGI app sees no Content-Length. Waitress de-chunks and sets one (and
     refuses bodies past its own cap), so a bare WSGI request without it reads as empty."""
-    raw = b" " * (runtime.settings.max_body_bytes * 2) + orjson.dumps(ORDER)
+    raw = b" " * (node.settings.max_body_bytes * 2) + orjson.dumps(ORDER)
     result = client.simulate_post(
         "/orders",
         body=raw,
@@ -627,16 +627,16 @@ ORDER_BODIES = st.fixed_dictionaries(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_any_json_body_is_answered_without_a_server_error(
-    client: falcon.testing.TestClient, runtime: Runtime, body: Any
+    client: falcon.testing.TestClient, node: Node, body: Any
 ) -> None:
-    assert runtime.worker.wait_idle(IDLE)
-    head = runtime.store.head()
+    assert node.core.worker.wait_idle(IDLE)
+    head = node.core.store.head()
     result = post(client, body)
     assert result.status_code in (200, 201, 409, 422), result.text
     if result.status_code >= 400:
         assert_problem(result, result.status_code)
-        assert runtime.worker.wait_idle(IDLE)
-        assert runtime.store.head() == head
+        assert node.core.worker.wait_idle(IDLE)
+        assert node.core.store.head() == head
     else:
         amount = Decimal(result.json["total_amount"])
         assert amount == amount.quantize(Decimal("0.01")) >= 0
@@ -645,12 +645,12 @@ def test_any_json_body_is_answered_without_a_server_error(
 
 
 @pytest.fixture
-def unreachable_database(runtime: Runtime) -> Iterator[None]:
+def unreachable_database(node: Node) -> Iterator[None]:
     """Point the real pool at a database that cannot be opened, as in an outage."""
-    db = runtime.db
+    db = node.core.db
     original = db.database
     db.close_all()
-    if runtime.store.backend == "sqlite":
+    if node.core.store.backend == "sqlite":
         db.database = "/nonexistent-orderlog-dir/orderlog.db"
     else:
         db.database = "orderlog_no_such_database"
@@ -659,7 +659,7 @@ def unreachable_database(runtime: Runtime) -> Iterator[None]:
 
 
 def test_unreachable_database_is_503_while_health_stays_ok(
-    client: falcon.testing.TestClient, runtime: Runtime, unreachable_database: None
+    client: falcon.testing.TestClient, node: Node, unreachable_database: None
 ) -> None:
     assert client.simulate_get("/healthz").status_code == 200
     ready = client.simulate_get("/readyz")

@@ -13,11 +13,11 @@ from decimal import Decimal
 
 import pytest
 
+from api.node import Node
 from orderlog.errors import ConcurrencyError
 from orderlog.events import OrderProcessingStarted, RecordedEvent
 from orderlog.order import PlaceOrder, Status
 from orderlog.policy import incarnation_of, worker_id_for
-from orderlog.runtime import Runtime
 from orderlog.service import OrderService
 from orderlog.store import EventStore
 from orderlog.worker import Worker
@@ -374,11 +374,11 @@ def test_wait_idle_times_out_while_busy_and_returns_once_the_work_is_done(
     assert types(service, "o1")[-1] == "OrderCompleted"
 
 
-def test_an_order_placed_through_the_runtime_is_completed(runtime: Runtime) -> None:
+def test_an_order_placed_through_the_runtime_is_completed(node: Node) -> None:
     command = PlaceOrder("rt-1", "u1", ("a", "b"), Decimal("2"))
-    runtime.service.place_order(command, {"node": runtime.settings.node})
+    node.core.service.place_order(command, {"node": node.settings.node})
 
-    assert runtime.worker.wait_idle(30)
-    state = runtime.service.state("rt-1")
+    assert node.core.worker.wait_idle(30)
+    state = node.core.service.state("rt-1")
     assert state.status is Status.COMPLETED
     assert state.attempt == 1

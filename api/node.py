@@ -1,0 +1,73 @@
+"""One orderlog node, composed: the one place that builds it and orders its start and stop.
+
+Start: bind the listening socket first (a port in use fails before anything
+touches the log), then open the store, then recover and start the worker, then
+answer. Stop: stop accepting connections, let the worker complete what is due,
+store the projections' checkpoints, close the store. ``serve`` runs exactly this,
+and the tests build the same Node (without binding a socket) to run the same
+steps in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from api.app import create_app
+from api.http_server import HttpServer, make_server
+from orderlog.config import Settings
+from orderlog.core import Core
+from orderlog.database import redact
+from projections.projector import MetricsProjector
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.core = Core(settings)
+        self.projector = MetricsProjector(self.core.store)
+        self.app: falcon.App = create_app(self.core, self.projector)
+        self.http: HttpServer | None = None
+
+    def start(self, *, bind: bool = True) -> Node:
+        """Bind (unless ``bind`` is False: in-process tests), then open the log, then
+        recover and start the worker."""
+        if bind:
+            self.http = make_server(self.app, self.settings)
+        try:
+            self.core.open_store()
+            self.core.start_worker()
+        except BaseException:
+            if self.http is not None:
+                self.http.close()
+            raise
+        log.info(
+            "node %s on %s (%s backend)",
+            self.settings.node,
+            redact(self.settings.database_url),
+            self.core.store.backend,
+        )
+        return self
+
+    def serve(self) -> None:
+        """Answer requests until a signal handler raises SystemExit."""
+        if self.http is None:
+            raise RuntimeError("serve() needs a node started with bind=True")
+        self.http.run()
+
+    def stop(self) -> bool:
+        """Stop accepting, drain the worker, save the projections, close the store.
+
+        Returns False if orders were left Processing for the next start.
+        """
+        if self.http is not None:
+            self.http.close()
+            self.http = None
+        finished = self.core.stop_worker()
+        self.projector.save()
+        self.core.close_store()
+        log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
+        return finished

@@ -34,7 +34,7 @@ from bench.report import median, ratio, target
 from bench.servers import ROOT, Client, start_orderlog
 from orderlog.database import open_database, parse_url
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.store import EVENT_COLUMNS, AppendRequest, EventStore, utc_now
+from orderlog.store import COLUMNS, AppendRequest, EventStore, utc_now
 
 ORDERS_PER_ROUND = 100  # orders placed per commit, as a busy worker's batches hold them
 _NODE = "bench-node"
@@ -127,7 +127,7 @@ def _child_raw(url: str) -> dict[str, Any]:
     loads = orjson.loads
     began = time.perf_counter()
     conn = sqlite3.connect(parse_url(url).database)
-    cursor = conn.execute(f"SELECT {', '.join(EVENT_COLUMNS)} FROM events ORDER BY position")
+    cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY position")
     count = 0
     while True:
         rows = cursor.fetchmany(5000)

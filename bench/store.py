@@ -21,7 +21,7 @@ from bench.report import ratio, target
 from bench.servers import scratch_database
 from orderlog.database import backend_of, open_database, parse_url
 from orderlog.events import OrderPlaced
-from orderlog.store import EVENT_COLUMNS, EventStore, encode, format_time, utc_now
+from orderlog.store import COLUMNS, EventStore, encode, format_time, utc_now
 
 RAW_TRANSACTION = 1000
 METADATA = {"node": "bench"}
@@ -95,8 +95,8 @@ def _raw_inserts_per_second(url: str, appends: int) -> dict[str, Any]:
     connect, param = _raw_connection(url)
     conn = connect()
     run = uuid.uuid4().hex[:8]
-    placeholders = ", ".join([param] * len(EVENT_COLUMNS))
-    sql = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({placeholders})"
+    placeholders = ", ".join([param] * len(COLUMNS))
+    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({placeholders})"
     began = time.perf_counter()
     done = 0
     while done < appends:

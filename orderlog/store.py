@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
 # The log's columns, in the order every row is written and read.
-EVENT_COLUMNS = ("position", "stream_id", "version", "type", "data", "metadata", "recorded_at")
-_COLUMN_LIST = ", ".join(EVENT_COLUMNS)
+COLUMNS = ("position", "stream_id", "version", "type", "data", "metadata", "recorded_at")
+_COLUMN_LIST = ", ".join(COLUMNS)
 # Rows per multi-row INSERT: few statements per batch, far below every backend's
 # limit on parameters (SQLite's is 32,766).
 _ROWS_PER_INSERT = 500
@@ -461,10 +461,10 @@ class EventStore:
                 versions[stream_id] = current
             # Few large statements, not one per row: each statement releases and
             # retakes the GIL, and under load every retake may wait its turn.
-            step = _ROWS_PER_INSERT * len(EVENT_COLUMNS)
+            step = _ROWS_PER_INSERT * len(COLUMNS)
             for start in range(0, len(params), step):
                 chunk = params[start : start + step]
-                cursor.execute(self._insert_sql(len(chunk) // len(EVENT_COLUMNS)), chunk)
+                cursor.execute(self._insert_sql(len(chunk) // len(COLUMNS)), chunk)
         for request, first_position in accepted:
             request.result = (first_position, now)
 
@@ -479,7 +479,7 @@ class EventStore:
     def _insert_sql(self, rows: int) -> str:
         sql = self._inserts.get(rows)
         if sql is None:
-            one = "(" + ", ".join([self._param] * len(EVENT_COLUMNS)) + ")"
+            one = "(" + ", ".join([self._param] * len(COLUMNS)) + ")"
             sql = self._inserts[rows] = f"INSERT INTO events ({_COLUMN_LIST}) VALUES " + ", ".join(
                 [one] * rows
             )

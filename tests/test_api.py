@@ -219,9 +219,7 @@ def test_processed_order_reaches_completed_with_its_times(
     assert result.headers["etag"] == '"3"'
 
 
-def test_matching_if_none_match_answers_304(
-    client: falcon.testing.TestClient, node: Node
-) -> None:
+def test_matching_if_none_match_answers_304(client: falcon.testing.TestClient, node: Node) -> None:
     place_and_finish(client, node)
     etag = client.simulate_get("/orders/o-1").headers["etag"]
     for tag in (etag, f"W/{etag}", '"1", ' + etag, "*"):
@@ -385,9 +383,7 @@ def test_event_feed_refuses_bad_paging_parameters(
 # -- metrics and health ----------------------------------------------------------------------
 
 
-def test_metrics_count_orders_and_add_up(
-    client: falcon.testing.TestClient, node: Node
-) -> None:
+def test_metrics_count_orders_and_add_up(client: falcon.testing.TestClient, node: Node) -> None:
     empty = client.simulate_get("/metrics").json
     assert empty["total_orders"] == 0
     assert empty["average_processing_time_seconds"] is None
@@ -510,7 +506,7 @@ def settled(client: falcon.testing.TestClient, node: Node) -> Iterator[int]:
 @pytest.mark.parametrize(
     ("raw", "status", "field"), [case[1:] for case in BAD_BODIES], ids=[c[0] for c in BAD_BODIES]
 )
-def test_unusable_body_is_refused_and_writes_nothing(
+def test_unusable_body_is_refused_and_leaves_the_log_untouched(
     client: falcon.testing.TestClient, settled: int, raw: bytes, status: int, field: str | None
 ) -> None:
     assert_problem(post(client, raw=raw), status, field)
@@ -519,7 +515,7 @@ def test_unusable_body_is_refused_and_writes_nothing(
 @pytest.mark.parametrize(
     ("body", "field"), [case[1:] for case in BAD_FIELDS], ids=[c[0] for c in BAD_FIELDS]
 )
-def test_invalid_field_is_refused_naming_it_and_writes_nothing(
+def test_invalid_field_is_refused_naming_it_and_leaves_the_log_untouched(
     client: falcon.testing.TestClient, settled: int, body: dict[str, Any], field: str
 ) -> None:
     problem = assert_problem(post(client, body), 422, field)
@@ -530,13 +526,13 @@ def test_invalid_field_is_refused_naming_it_and_writes_nothing(
     "content_type",
     [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
 )
-def test_wrong_content_type_is_unsupported_and_writes_nothing(
+def test_wrong_content_type_is_unsupported_and_leaves_the_log_untouched(
     client: falcon.testing.TestClient, settled: int, content_type: str | None
 ) -> None:
     assert_problem(post(client, ORDER, content_type=content_type), 415)
 
 
-def test_body_over_the_size_limit_is_too_large_and_writes_nothing(
+def test_body_over_the_size_limit_is_too_large_and_leaves_the_log_untouched(
     client: falcon.testing.TestClient, node: Node, settled: int
 ) -> None:
     limit = node.settings.max_body_bytes
@@ -552,7 +548,7 @@ def test_declared_length_over_the_limit_is_refused_before_reading(
     assert_problem(result, 413)
 
 
-def test_body_without_a_content_length_writes_nothing(
+def test_body_without_a_content_length_leaves_the_log_untouched(
     client: falcon.testing.TestClient, node: Node, settled: int
 ) -> None:
     """Chunked: a WSGI app sees no Content-Length. Waitress de-chunks and sets one (and
@@ -580,7 +576,7 @@ def test_body_without_a_content_length_writes_nothing(
         ("PATCH", "/metrics", 405),
     ],
 )
-def test_unknown_route_or_method_is_a_problem_and_writes_nothing(
+def test_unknown_route_or_method_is_a_problem_and_leaves_the_log_untouched(
     client: falcon.testing.TestClient, settled: int, method: str, path: str, status: int
 ) -> None:
     result = client.simulate_request(

@@ -206,7 +206,7 @@ def assert_blocked(url: str, call: Background) -> None:
 # -- readers tailing the feed -------------------------------------------------------
 
 
-def test_a_reader_tailing_the_feed_sees_every_event_once_in_order_while_ten_writers_append(
+def test_a_reader_tailing_the_feed_sees_every_event_once_in_order_while_ten_threads_append(
     store: EventStore, database_url: str
 ) -> None:
     writers, appends_each = 10, 30

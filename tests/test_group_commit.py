@@ -57,7 +57,7 @@ def test_requests_waiting_together_are_committed_in_one_batch(gate: threading.Ev
     assert sorted(batches[1]) == [1, 2, 3, 4, 5]
 
 
-def test_a_failed_commit_fails_its_batch_and_the_writer_carries_on() -> None:
+def test_a_failed_commit_fails_its_batch_and_the_committer_carries_on() -> None:
     calls = 0
 
     def commit(batch: list[Request]) -> None:
@@ -77,7 +77,7 @@ def test_a_failed_commit_fails_its_batch_and_the_writer_carries_on() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_callers_are_answered_and_never_hang_when_the_writer_dies() -> None:
+def test_callers_are_answered_and_never_hang_when_the_committer_thread_dies() -> None:
     def commit(batch: list[Request]) -> None:
         raise SystemExit("writer killed")
 

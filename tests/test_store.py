@@ -33,7 +33,7 @@ def test_append_assigns_versions_and_positions_in_order(store: EventStore) -> No
     assert store.head() == 3
 
 
-def test_version_clash_raises_and_writes_nothing(store: EventStore) -> None:
+def test_version_clash_raises_and_leaves_the_log_untouched(store: EventStore) -> None:
     store.append("o1", [placed("o1")], 0)
     with pytest.raises(ConcurrencyError) as caught:
         store.append("o1", [OrderProcessingStarted("o1", 1, "w"), OrderCompleted("o1", 1)], 0)

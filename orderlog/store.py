@@ -1,4 +1,4 @@
-"""The event store: the only code that reads or writes the events table.
+"""The event store: the only code in the packages that reads or writes the events table.
 
 A stored event is (position, stream_id, version, type, data, metadata, recorded_at).
 Unique (stream_id, version) makes a lost race a ConcurrencyError; database triggers
@@ -23,7 +23,6 @@ import orjson
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from orderlog.database import backend_of
 from orderlog.errors import ConcurrencyError, OrderlogError, StoreUnavailableError
 from orderlog.events import Event, RecordedEvent, event_data, event_type
 from orderlog.group_commit import GroupCommitter, Request
@@ -636,10 +635,3 @@ def _backend_of_database(db: peewee.Database) -> str:
     raise ValueError(f"unsupported database {type(db).__name__}")
 
 
-def open_store(url: str, **options: Any) -> EventStore:
-    """Convenience for scripts: open the database at ``url`` and the store on it."""
-    from orderlog.database import open_database
-
-    backend_of(url)
-    db = open_database(url, synchronous=options.pop("synchronous", "FULL"))
-    return EventStore(db, **options).open()

@@ -23,10 +23,11 @@ from orderlog.events import (
     RecordedEvent,
     event_data,
 )
-from orderlog.store import EventStore, open_store
+from orderlog.store import EventStore
 from projections import metrics, order_view, quantile
 from projections.projector import NAME, MetricsProjector
 from projections.rebuild import rebuild
+from tests.support import make_store
 
 EVENT_CLASSES = (OrderPlaced, OrderProcessingStarted, OrderCompleted)
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -347,7 +348,7 @@ def test_rebuild_on_a_real_store_equals_the_folds(
     actions: list[tuple[int, str, int]], data: st.DataObject, tmp_path_factory: Any
 ) -> None:
     directory = tmp_path_factory.mktemp("rebuild")
-    store = open_store(f"sqlite:///{directory / 'orderlog.db'}", group_commit=False)
+    store = make_store(f"sqlite:///{directory / 'orderlog.db'}", group_commit=False)
     try:
         append_history(store, build_history(actions))
         events = store.read_all(0, 10_000)

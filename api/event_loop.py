@@ -20,7 +20,6 @@ import collections
 import contextlib
 import select
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from waitress import wasyncore
@@ -40,7 +39,8 @@ class EventLoop:
         # pops are atomic, so none is lost between a drain and the next poll.
         self._touched: collections.deque[int] = collections.deque()
         self._always: list[Any] = []  # dispatchers asked on every turn
-        self._serving = threading.local()
+        # The connection each request thread is serving (set by the channel).
+        self.serving = threading.local()
         self._stopped = False
 
     # -- the socket map reports here ---------------------------------------------
@@ -64,18 +64,9 @@ class EventLoop:
         if fd is not None:
             self._touched.append(fd)
 
-    @contextlib.contextmanager
-    def serving(self, channel: Any) -> Iterator[None]:
-        """Mark the channel a request thread is serving, for ``touch_served``."""
-        self._serving.channel = channel
-        try:
-            yield
-        finally:
-            self._serving.channel = None
-
     def touch_served(self) -> None:
         """Called by a request thread just before it wakes the loop."""
-        channel = getattr(self._serving, "channel", None)
+        channel = getattr(self.serving, "channel", None)
         if channel is not None:
             self.touch(channel)
 

@@ -29,8 +29,12 @@ class _Channel(HTTPChannel):
     def service(self) -> None:
         # A request thread serves this connection: when it wakes the loop, the loop
         # must look at this connection again (its answer is ready, or it may read).
-        with self.server.loop.serving(self):
+        serving = self.server.loop.serving
+        serving.channel = self
+        try:
             super().service()
+        finally:
+            serving.channel = None
 
 
 class _Listener(TcpWSGIServer):

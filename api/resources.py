@@ -5,7 +5,7 @@ Falcon shares a resource across threads, so none keeps per-request state.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +41,7 @@ def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any
 
 def request_id(req: falcon.Request) -> str:
     given = req.get_header("X-Request-ID")
-    return given if given and len(given) <= 128 else str(uuid.uuid4())
+    return given if given and len(given) <= 128 else os.urandom(16).hex()
 
 
 def read_json(req: falcon.Request, limit: int) -> Any:

@@ -97,27 +97,18 @@ class GroupCommitter:
     def submit(self, payload: Any) -> Any:
         """Commit ``payload`` with whatever else waits; return its result or raise its error."""
         request = Request(payload)
-        self.submit_many([request])
-        if request.error is not None:
-            raise request.error
-        return request.result
-
-    def submit_many(self, requests: list[Request]) -> None:
-        """Commit several requests with whatever else waits; each gets its result or error.
-
-        They are queued together, so they share a batch unless it is full.
-        """
         with self._lock:
             if not self._accepting or self._thread is None:
                 raise StoreUnavailableError("the event store is closed")
             writer = self._thread
-            for request in requests:
-                self._queue.put(request)
-        for request in requests:
-            while not request.wait(1.0):
-                # Never wait on a writer that is gone: it will not answer.
-                if not writer.is_alive():
-                    raise StoreUnavailableError("the event store's writer has stopped")
+            self._queue.put(request)
+        while not request.wait(1.0):
+            # Never wait on a writer that is gone: it will not answer.
+            if not writer.is_alive():
+                raise StoreUnavailableError("the event store's writer has stopped")
+        if request.error is not None:
+            raise request.error
+        return request.result
 
     def _run(self) -> None:
         if self._on_start:

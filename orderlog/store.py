@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -190,18 +189,28 @@ class AppendRequest(NamedTuple):
     metadata: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True)
 class _Append:
-    """What the writer commits for one caller: encoded events for one stream."""
+    """One stream's encoded events, and (once committed) its first position or its error.
 
-    stream_id: str
-    expected_version: int
-    events: list[EncodedEvent]
+    A caller's appends travel to the writer together, in one request, so a caller
+    with many (the worker) costs the writer one wake-up, not one each.
+    """
 
-    def recorded(self, first_position: int, moment: datetime) -> list[RecordedEvent]:
+    __slots__ = ("error", "events", "expected_version", "first_position", "moment", "stream_id")
+
+    def __init__(self, stream_id: str, expected_version: int, events: list[EncodedEvent]) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.events = events
+        self.first_position = 0
+        self.moment: datetime | None = None  # when it was recorded
+        self.error: OrderlogError | None = None
+
+    def recorded(self) -> list[RecordedEvent]:
+        first, moment = self.first_position, self.moment
         return [
             RecordedEvent(
-                first_position + offset,
+                first + offset,
                 self.stream_id,
                 self.expected_version + offset + 1,
                 event.type,
@@ -360,60 +369,49 @@ class EventStore:
         appends = [
             _Append(r.stream_id, r.expected_version, encode(r.events, r.metadata)) for r in requests
         ]
-        pending = [Request(a) for a in appends if a.events]
+        pending = [a for a in appends if a.events]
         if pending:
-            if self._writer:
-                self._writer.submit_many(pending)
-            else:
-                with self._connection():
-                    self._commit_batch(pending)
-        outcomes: list[list[RecordedEvent] | OrderlogError] = []
-        answers = iter(pending)
-        for append in appends:
-            if not append.events:
-                outcomes.append([])
-                continue
-            request = next(answers)
-            if request.error is not None:
-                error = request.error
-                outcomes.append(
-                    error
-                    if isinstance(error, OrderlogError)
-                    else StoreUnavailableError(f"append failed: {error!r}")
-                )
-            else:
-                first_position, moment = request.result
-                outcomes.append(append.recorded(first_position, moment))
-        return outcomes
+            try:
+                if self._writer:
+                    self._writer.submit(pending)
+                else:
+                    request = Request(pending)
+                    with self._connection():
+                        self._commit_batch([request])
+                    if request.error is not None:
+                        raise request.error
+            except OrderlogError as error:  # the whole batch failed, or the writer is gone
+                for append in pending:
+                    append.error = append.error or error
+        return [a.error if a.error is not None else a.recorded() for a in appends]
 
     def _commit_batch(self, batch: list[Request]) -> None:
-        """Commit a batch in one transaction; each request gets its positions or its error.
+        """Commit every request's appends in one transaction; each append gets its first
+        position and moment, or its error.
 
-        Versions are checked up front under the log lock, so a clash fails only
-        its own request. Should the database still refuse the batch (a writer
-        outside this store), each request is retried alone so neighbours are spared.
+        Versions are checked up front under the log lock, so a clash fails only its
+        own append. Should the database still refuse the batch (a writer outside this
+        store), each append is retried alone so neighbours are spared.
         """
+        appends: list[_Append] = [a for request in batch for a in request.payload]
         try:
-            self._write(batch)
+            self._write(appends)
         except peewee.IntegrityError:
-            if len(batch) == 1:
-                self._fail_clash(batch[0])
-                return
-            for request in batch:
-                request.result = request.error = None
+            for append in appends:
+                append.error = None
                 try:
-                    self._write([request])
+                    self._write([append])
                 except peewee.IntegrityError:
-                    self._fail_clash(request)
+                    self._fail_clash(append)
                 except _DB_ERRORS as exc:
-                    request.error = StoreUnavailableError(f"append failed: {exc}")
+                    append.error = StoreUnavailableError(f"append failed: {exc}")
         except _DB_ERRORS as exc:
             self._reset_connection()
             for request in batch:
-                request.result = None
                 request.error = StoreUnavailableError(f"append failed: {exc}")
 
-    def _write(self, batch: list[Request]) -> None:
+    def _write(self, appends: list[_Append]) -> None:
+        """One transaction: check the versions, insert every append that passes."""
         p = self._param
         with self._transaction() as cursor:
             if self._take_append_lock:
@@ -422,7 +420,7 @@ class EventStore:
             # Read under the lock, so every append before this one has committed: the
             # last position and the batch's streams' versions, in one statement (each
             # statement hands the GIL back and forth, which the writer pays for in turn).
-            streams = list({r.payload.stream_id for r in batch})
+            streams = list({a.stream_id for a in appends})
             cursor.execute(
                 f"SELECT NULL, MAX(position) FROM events UNION ALL "
                 f"SELECT stream_id, MAX(version) FROM events WHERE stream_id IN "
@@ -434,17 +432,14 @@ class EventStore:
             now = self._clock()
             recorded_at = format_time(now)
             params: list[Any] = []
-            accepted: list[tuple[Request, int]] = []
-            for request in batch:
-                append: _Append = request.payload
-                current = versions.get(append.stream_id, 0)
-                if current != append.expected_version:
-                    request.error = ConcurrencyError(
-                        append.stream_id, append.expected_version, current
-                    )
-                    continue
-                accepted.append((request, head + 1))
+            accepted: list[tuple[_Append, int]] = []
+            for append in appends:
                 stream_id = append.stream_id
+                current = versions.get(stream_id, 0)
+                if current != append.expected_version:
+                    append.error = ConcurrencyError(stream_id, append.expected_version, current)
+                    continue
+                accepted.append((append, head + 1))
                 for event in append.events:
                     head += 1
                     current += 1
@@ -464,8 +459,9 @@ class EventStore:
             for start in range(0, len(params), step):
                 chunk = params[start : start + step]
                 cursor.execute(self._insert_sql(len(chunk) // len(COLUMNS)), chunk)
-        for request, first_position in accepted:
-            request.result = (first_position, now)
+        for append, first_position in accepted:
+            append.first_position = first_position
+            append.moment = now
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -484,10 +480,8 @@ class EventStore:
             )
         return sql
 
-    def _fail_clash(self, request: Request) -> None:
-        append: _Append = request.payload
-        request.result = None
-        request.error = ConcurrencyError(
+    def _fail_clash(self, append: _Append) -> None:
+        append.error = ConcurrencyError(
             append.stream_id, append.expected_version, self.stream_version(append.stream_id)
         )
 
@@ -633,5 +627,3 @@ def _backend_of_database(db: peewee.Database) -> str:
     if isinstance(db, peewee.MySQLDatabase):
         return "mysql"
     raise ValueError(f"unsupported database {type(db).__name__}")
-
-

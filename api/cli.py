@@ -15,7 +15,7 @@ import sys
 import orjson
 
 from orderlog.config import Settings, env_name, load_settings, settings_fields, shown_default
-from orderlog.errors import MissingDriverError, StoreUnavailableError, ValidationError
+from orderlog.errors import OrderlogError
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run(settings.database_url, quiet=args.quiet)
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    except (ValidationError, MissingDriverError, StoreUnavailableError) as exc:
-        sys.stderr.write(f"orderlog: {exc}\n")
+    except OrderlogError as exc:  # every failure the core names: one line, no traceback
+        sys.stderr.write(f"orderlog: {' '.join(str(exc).split())}\n")
         return 2
 
 

@@ -10,6 +10,7 @@ in already bound, so a server can bind before anything else starts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 from typing import Any
@@ -23,6 +24,7 @@ from waitress.task import ThreadedTaskDispatcher
 from api.event_loop import EventLoop, LoopMap
 from api.limits import raise_file_limit
 from orderlog.config import Settings
+from orderlog.errors import StartupError
 
 
 class _Channel(HTTPChannel):
@@ -120,8 +122,25 @@ def waitress_settings(settings: Settings) -> dict[str, Any]:
 
 
 def make_server(app: Any, settings: Settings) -> HttpServer:
-    """Bind and prepare to serve ``app``; nothing is answered until ``run``."""
+    """Bind and prepare to serve ``app``; nothing is answered until ``run``.
+
+    Raises StartupError, in one line, when the address cannot be used.
+    """
     raise_file_limit(settings.connection_limit + settings.backlog + 256)
     # One line per request queued behind busy threads costs ~10% throughput under load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    return HttpServer(app, **waitress_settings(settings))
+    address = f"{settings.host}:{settings.port}"
+    try:
+        return HttpServer(app, **waitress_settings(settings))
+    except ValueError:  # waitress could not resolve the host
+        raise StartupError(
+            f"cannot listen on {address}", "--host must be an address or a name this machine knows"
+        ) from None
+    except OSError as exc:
+        hints = {
+            errno.EADDRINUSE: "the port is in use: stop the other server or choose another --port",
+            errno.EADDRNOTAVAIL: "no interface here has that address: check --host",
+            errno.EACCES: "ports below 1024 need privileges: choose another --port",
+        }
+        hint = hints.get(exc.errno or 0, exc.strerror or str(exc))
+        raise StartupError(f"cannot listen on {address}", hint) from None

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orderlog.config import Settings
-from orderlog.database import open_database
+from orderlog.database import explain_failure, open_database
+from orderlog.errors import StoreUnavailableError
 from orderlog.order import OrderState
 from orderlog.service import OrderService
 from orderlog.store import EventStore
@@ -59,8 +60,14 @@ class Core:
     # -- the steps, in the order they are meant to run -------------------------------
 
     def open_store(self) -> None:
-        """Create the schema if needed and start the store's writer."""
-        self.store.open()
+        """Bring the schema up to date and start the store's writer.
+
+        Raises StartupError, in one line with a hint, when the database cannot be used.
+        """
+        try:
+            self.store.open()
+        except StoreUnavailableError as exc:
+            raise explain_failure(exc.__cause__ or exc, self.settings.database_url) from exc
 
     def start_worker(self) -> None:
         """Recover unfinished orders from the log, then start processing."""

@@ -19,7 +19,7 @@ from playhouse.pool import (
     PooledSqliteDatabase,
 )
 
-from orderlog.errors import FieldError, MissingDriverError, ValidationError
+from orderlog.errors import FieldError, MissingDriverError, StartupError, ValidationError
 
 DRIVERS = {
     "postgres": ("psycopg2", "postgres"),
@@ -119,8 +119,13 @@ def redact(url: str) -> str:
 
 
 def open_database(
-    url: str, *, synchronous: str = "FULL", max_connections: int = 64
+    url: str, *, synchronous: str = "FULL", max_connections: int = 64, must_exist: bool = False
 ) -> peewee.Database:
+    """The pooled database for ``url`` (nothing connects yet).
+
+    A SQLite file may be created, but never its directory: a mistyped path is an
+    error, not a new empty log somewhere. With ``must_exist`` the file must be there.
+    """
     target = parse_url(url)
     if target.backend in DRIVERS:
         module, extra = DRIVERS[target.backend]
@@ -129,7 +134,14 @@ def open_database(
                 f"{target.backend} needs the {module} driver: pip install 'orderlog[{extra}]'"
             )
     if target.backend == "sqlite":
-        Path(target.database).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(target.database)
+        if must_exist and not path.is_file():
+            raise StartupError(f"no SQLite database at {path}", "check the path in --database")
+        if not path.parent.is_dir():
+            raise StartupError(
+                f"the directory of the SQLite database {path} does not exist",
+                "create it, or fix the path in --database",
+            )
         return PooledSqliteDatabase(
             target.database,
             max_connections=max_connections,
@@ -154,3 +166,49 @@ def open_database(
         field_types={"TEXT": "LONGTEXT"},
         **target.driver_params(),
     )
+
+
+def explain_failure(exc: BaseException, url: str) -> StartupError:
+    """A database error met while starting, as one line with a hint (never a traceback)."""
+    target = parse_url(url)
+    text = " ".join(str(exc).split())  # drivers' messages may span lines
+    lowered = text.lower()
+    if target.backend == "sqlite":
+        where = f"the SQLite database {target.database}"
+        if "readonly" in lowered or "read-only" in lowered:
+            return StartupError(
+                f"{where} is read-only", "give orderlog write access to the file and its directory"
+            )
+        if "not a database" in lowered:
+            return StartupError(
+                f"{target.database} is not a SQLite database",
+                "point --database at an orderlog database, or at a new file",
+            )
+        if "unable to open" in lowered:
+            return StartupError(
+                f"cannot open {where}", "check the path and that its directory is writable"
+            )
+        return StartupError(f"cannot use {where}", text)
+    server = f"{target.host or 'localhost'}:{target.port or _DEFAULT_PORTS[target.backend]}"
+    name = {"postgres": "PostgreSQL", "mysql": "MySQL/MariaDB"}[target.backend]
+    if "does not exist" in lowered or "unknown database" in lowered:
+        create = (
+            f"createdb -h {target.host or 'localhost'} -U {target.user or 'postgres'} "
+            f"{target.database}"
+            if target.backend == "postgres"
+            else f"mariadb -h {target.host or 'localhost'} -e 'CREATE DATABASE {target.database}'"
+        )
+        return StartupError(
+            f"{name} database {target.database!r} does not exist on {server}",
+            f"create it: {create}",
+        )
+    if "authentication" in lowered or "access denied" in lowered or "password" in lowered:
+        return StartupError(
+            f"{name} at {server} refused the user {target.user!r}",
+            "check the user and password in --database",
+        )
+    if "connect" in lowered or "connection refused" in lowered or "could not translate" in lowered:
+        return StartupError(
+            f"cannot reach {name} at {server}", "is the server running? check --database"
+        )
+    return StartupError(f"cannot use {name} database {target.database!r} on {server}", text)

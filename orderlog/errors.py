@@ -65,3 +65,16 @@ class StoreUnavailableError(OrderlogError):
 
 class MissingDriverError(OrderlogError):
     """The database URL needs a driver that is not installed."""
+
+
+class StartupError(OrderlogError):
+    """What keeps orderlog from starting, in one line: what went wrong, and a hint."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        self.what = what
+        self.hint = hint
+        super().__init__(f"{what} ({hint})")
+
+
+class SchemaError(StartupError):
+    """The database's schema is one this code cannot work with."""

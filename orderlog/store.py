@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -22,6 +21,7 @@ import orjson
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
+from orderlog import schema
 from orderlog.errors import ConcurrencyError, OrderlogError, StoreUnavailableError
 from orderlog.events import Event, RecordedEvent, event_data, event_type
 from orderlog.group_commit import GroupCommitter, Request
@@ -40,97 +40,11 @@ _dumps = orjson.dumps
 _TAKE_APPEND_LOCK = "SELECT id FROM append_lock WHERE id = 1 FOR UPDATE"
 
 
-class _Base(peewee.Model):
-    class Meta:
-        legacy_table_names = False
-
-
-class EventRow(_Base):
-    position = peewee.BigIntegerField(primary_key=True)
-    stream_id = peewee.CharField(max_length=64)
-    version = peewee.IntegerField()
-    type = peewee.CharField(max_length=64)
-    data = peewee.TextField()
-    metadata = peewee.TextField()
-    recorded_at = peewee.CharField(max_length=32)
-
-    class Meta:
-        table_name = "events"
-        indexes = ((("stream_id", "version"), True),)
-
-
-class AppendLock(_Base):
-    """One row, locked by every append until it commits: positions are handed out in turn."""
-
-    id = peewee.IntegerField(primary_key=True)
-
-    class Meta:
-        table_name = "append_lock"
-
-
-class ProjectionRow(_Base):
-    name = peewee.CharField(max_length=64, primary_key=True)
-    position = peewee.BigIntegerField()
-    state = peewee.TextField()
-
-    class Meta:
-        table_name = "projections"
-
-
-_MODELS = (EventRow, AppendLock, ProjectionRow)
-# Binding models to a database is process-wide, so schema work is done one store at a time.
-_SCHEMA_LOCK = threading.Lock()
 # Statements run on the driver's own cursor raise the driver's errors; this turns
 # them into peewee's (IntegrityError, OperationalError...), as execute_sql does.
 _DRIVER_ERRORS_AS_PEEWEE = peewee.__exception_wrapper__
 # A pool that stays exhausted past its timeout is the database being unavailable too.
 _DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError, MaxConnectionsExceeded)
-
-_APPEND_ONLY = {
-    "sqlite": [
-        (
-            "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "
-            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-        ),
-        (
-            "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events "
-            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-        ),
-    ],
-    "postgres": [
-        (
-            "CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger AS $$ "
-            "BEGIN RAISE EXCEPTION 'events are append-only'; END $$ LANGUAGE plpgsql"
-        ),
-        (
-            "CREATE OR REPLACE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events "
-            "FOR EACH ROW EXECUTE FUNCTION events_append_only()"
-        ),
-        (
-            "CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events "
-            "FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()"
-        ),
-    ],
-    "mysql": [
-        (
-            "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events FOR EACH ROW "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'events are append-only'"
-        ),
-        (
-            "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events FOR EACH ROW "
-            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'events are append-only'"
-        ),
-    ],
-}
-
-# (acquire, release) of a lock held across every node on the same database server.
-_SCHEMA_NODE_LOCK = {
-    "postgres": (
-        "SELECT 1 FROM (SELECT pg_advisory_lock(hashtext('orderlog.schema'))) AS locked",
-        "SELECT pg_advisory_unlock(hashtext('orderlog.schema'))",
-    ),
-    "mysql": ("SELECT GET_LOCK('orderlog.schema', 60)", "SELECT RELEASE_LOCK('orderlog.schema')"),
-}
 
 
 class EncodedEvent(NamedTuple):
@@ -277,46 +191,17 @@ class EventStore:
             self.db.close_all()
 
     def create_schema(self) -> None:
-        """Idempotent: safe to run on every start, by every node at once."""
-        for attempt in range(3):
-            with _SCHEMA_LOCK, self._connection(), self.db.bind_ctx(_MODELS):
-                try:
-                    with self._schema_lock_between_nodes():
-                        self.db.create_tables(_MODELS, safe=True)
-                        for statement in _APPEND_ONLY[self.backend]:
-                            self.db.execute_sql(statement)
-                        if not AppendLock.select().where(AppendLock.id == 1).exists():
-                            AppendLock.insert(id=1).on_conflict_ignore().execute()
-                    return
-                except peewee.IntegrityError:
-                    # Another node created the same object at the same moment: look again.
-                    if attempt == 2:
-                        raise StoreUnavailableError("cannot create the schema") from None
-                except _DB_ERRORS as exc:
-                    raise StoreUnavailableError(f"cannot create the schema: {exc}") from exc
+        """Bring the schema to the latest version: safe on every start, by every node at once.
 
-    @contextlib.contextmanager
-    def _schema_lock_between_nodes(self) -> Iterator[None]:
-        """Hold a server-wide lock while creating the schema: nodes start one at a time.
-
-        Without it nodes starting together fail: PostgreSQL's CREATE OR REPLACE
-        FUNCTION/TRIGGER raise "tuple concurrently updated", and MySQL has no
-        CREATE INDEX IF NOT EXISTS, so peewee's check-then-create races. SQLite's
-        write lock already serialises DDL. Both locks are per session, so a node
-        that dies holding one releases it with its connection.
+        Then prove the log can be written (a read-only file or user would otherwise
+        start, and fail every order).
         """
-        statements = _SCHEMA_NODE_LOCK.get(self.backend)
-        if statements is None:
-            yield
-            return
-        acquire, release = statements
-        if self.db.execute_sql(acquire).fetchone()[0] != 1:
-            raise StoreUnavailableError("timed out waiting for another node to create the schema")
         try:
-            yield
-        finally:
-            with contextlib.suppress(_DB_ERRORS):
-                self.db.execute_sql(release).fetchone()
+            schema.migrate(self.db, self.backend)
+            with self._connection(), self._transaction() as cursor:
+                cursor.execute("UPDATE append_lock SET id = 1 WHERE id = 1")
+        except _DB_ERRORS as exc:
+            raise StoreUnavailableError(f"cannot create the schema: {exc}") from exc
 
     def ping(self) -> bool:
         try:

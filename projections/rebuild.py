@@ -17,8 +17,10 @@ from typing import Any, TextIO
 
 import orjson
 
+from orderlog import schema
 from orderlog.config import load_settings
-from orderlog.database import open_database
+from orderlog.database import explain_failure, open_database, redact
+from orderlog.errors import OrderlogError, StartupError, StoreUnavailableError
 from orderlog.store import EventStore
 from projections import metrics
 from projections.projector import NAME
@@ -81,9 +83,22 @@ def progress_printer(stream: TextIO = sys.stderr) -> Progress:
 
 
 def run(database_url: str, *, quiet: bool = False) -> dict[str, Any]:
+    """Rebuild the projections of an existing log. It never creates a database: a path or
+    URL with no orderlog log behind it is a StartupError, as is one it cannot use."""
     settings = load_settings(overrides={"database_url": database_url})
-    db = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
-    store = EventStore(db, group_commit=False).open()
+    db = open_database(
+        settings.database_url, synchronous=settings.sqlite_synchronous, must_exist=True
+    )
+    try:
+        if schema.current_version(db) == 0:
+            raise StartupError(
+                f"no orderlog log in {redact(settings.database_url)}",
+                "check --database: rebuild never creates one",
+            )
+        store = EventStore(db, group_commit=False).open()
+    except StoreUnavailableError as exc:
+        db.close_all()
+        raise explain_failure(exc.__cause__ or exc, settings.database_url) from exc
     try:
         return rebuild(store, progress=None if quiet else progress_printer())
     finally:
@@ -95,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default=None, help="database URL (default: settings)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     args = parser.parse_args(argv)
-    url = args.database or load_settings().database_url
-    report = run(url, quiet=args.quiet)
+    try:
+        url = args.database or load_settings().database_url
+        report = run(url, quiet=args.quiet)
+    except OrderlogError as exc:
+        sys.stderr.write(f"rebuild: {' '.join(str(exc).split())}\n")
+        return 2
     sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
 

@@ -26,7 +26,7 @@ SERVER_BACKENDS = {
     "mysql": "ORDERLOG_TEST_MYSQL_URL",
 }
 BACKENDS = ["sqlite", *SERVER_BACKENDS]
-_TABLES = ("events", "append_lock", "projections")
+_TABLES = ("events", "append_lock", "projections", "tokens", "order_status", "schema_migrations")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import pytest
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from orderlog.database import backend_of, open_database, redact
-from orderlog.errors import MissingDriverError, ValidationError
+from orderlog.errors import MissingDriverError, StartupError, ValidationError
 from orderlog.events import OrderPlaced
 from orderlog.store import EventStore
 from tests.support import ROOT, make_store, raw_connection, raw_fetch
@@ -86,8 +86,16 @@ def test_open_database_runs_sqlite_in_wal_mode_with_a_busy_timeout(sqlite_url: s
         db.close_all()
 
 
-def test_open_database_creates_the_sqlite_file_s_directory(tmp_path: Any) -> None:
+def test_open_database_never_creates_the_sqlite_file_s_directory(tmp_path: Any) -> None:
     path = tmp_path / "nested" / "deeper" / "log.db"
+    with pytest.raises(StartupError) as caught:
+        open_database(f"sqlite:///{path}")
+    assert "does not exist" in str(caught.value)
+    assert not (tmp_path / "nested").exists()
+
+
+def test_open_database_creates_the_file_in_a_directory_that_exists(tmp_path: Any) -> None:
+    path = tmp_path / "log.db"
     db = open_database(f"sqlite:///{path}")
     try:
         with db.connection_context():

@@ -1,0 +1,280 @@
+"""The database schema and its numbered migrations, applied at start under one lock.
+
+The log itself (``events``, append-only by triggers), the lock row appends take,
+the projections' checkpoints, and what later versions added: API tokens and the
+order-status read model. A database records the migrations applied to it in
+``schema_migrations``; a database from before versions existed holds the first
+version's tables and is recorded as version 1. A server meeting a schema newer
+than it knows refuses to start rather than guess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import peewee
+
+from orderlog.errors import SchemaError, StoreUnavailableError
+
+
+class _Base(peewee.Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class EventRow(_Base):
+    position = peewee.BigIntegerField(primary_key=True)
+    stream_id = peewee.CharField(max_length=64)
+    version = peewee.IntegerField()
+    type = peewee.CharField(max_length=64)
+    data = peewee.TextField()
+    metadata = peewee.TextField()
+    recorded_at = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "events"
+        indexes = ((("stream_id", "version"), True),)
+
+
+class AppendLock(_Base):
+    """One row, locked by every append until it commits: positions are handed out in turn."""
+
+    id = peewee.IntegerField(primary_key=True)
+
+    class Meta:
+        table_name = "append_lock"
+
+
+class ProjectionRow(_Base):
+    name = peewee.CharField(max_length=64, primary_key=True)
+    position = peewee.BigIntegerField()
+    state = peewee.TextField()
+
+    class Meta:
+        table_name = "projections"
+
+
+class TokenRow(_Base):
+    """An API token: configuration, not history. Never written as events."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    secret_sha256 = peewee.CharField(max_length=64, unique=True)
+    scopes = peewee.CharField(max_length=255)
+    created_at = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "tokens"
+
+
+class OrderStatusRow(_Base):
+    """One order as the log last showed it: the order-status read model."""
+
+    order_id = peewee.CharField(max_length=64, primary_key=True)
+    user_key = peewee.CharField(max_length=64)  # the user id's text form: 42 and "42" alike
+    status = peewee.CharField(max_length=16)
+    placed = peewee.TextField()  # the OrderPlaced fields as JSON, for the order view
+    attempts = peewee.IntegerField()
+    node = peewee.CharField(max_length=255, null=True)  # accepting (Pending) or claiming node
+    worker_id = peewee.CharField(max_length=255, null=True)
+    placed_at = peewee.CharField(max_length=32)
+    started_at = peewee.CharField(max_length=32, null=True)
+    completed_at = peewee.CharField(max_length=32, null=True)
+    version = peewee.IntegerField()
+    position = peewee.BigIntegerField()  # of the order's last event
+    placed_position = peewee.BigIntegerField(unique=True)  # the listing's order and cursor
+
+    class Meta:
+        table_name = "order_status"
+        indexes = (
+            (("status", "placed_position"), False),
+            (("user_key", "placed_position"), False),
+        )
+
+
+class SchemaMigration(_Base):
+    version = peewee.IntegerField(primary_key=True)
+    description = peewee.CharField(max_length=255)
+    applied_at = peewee.CharField(max_length=32)
+
+    class Meta:
+        table_name = "schema_migrations"
+
+
+_APPEND_ONLY = {
+    "sqlite": [
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        ),
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+        ),
+    ],
+    "postgres": [
+        (
+            "CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'events are append-only'; END $$ LANGUAGE plpgsql"
+        ),
+        (
+            "CREATE OR REPLACE TRIGGER events_no_change BEFORE UPDATE OR DELETE ON events "
+            "FOR EACH ROW EXECUTE FUNCTION events_append_only()"
+        ),
+        (
+            "CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events "
+            "FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()"
+        ),
+    ],
+    "mysql": [
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'events are append-only'"
+        ),
+        (
+            "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events FOR EACH ROW "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'events are append-only'"
+        ),
+    ],
+}
+
+# (acquire, release) of a lock held across every node on the same database server.
+_NODE_LOCK = {
+    "postgres": (
+        "SELECT 1 FROM (SELECT pg_advisory_lock(hashtext('orderlog.schema'))) AS locked",
+        "SELECT pg_advisory_unlock(hashtext('orderlog.schema'))",
+    ),
+    "mysql": ("SELECT GET_LOCK('orderlog.schema', 60)", "SELECT RELEASE_LOCK('orderlog.schema')"),
+}
+
+_ALL_MODELS = (EventRow, AppendLock, ProjectionRow, TokenRow, OrderStatusRow, SchemaMigration)
+# Binding models to a database is process-wide, so schema work is done one at a time.
+_PROCESS_LOCK = threading.Lock()
+_DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[peewee.Database, str], None]
+
+    def run(self, db: peewee.Database, backend: str) -> None:
+        """Apply this migration alone (``migrate`` records it; this does not)."""
+        with _connection(db), db.bind_ctx(_ALL_MODELS):
+            self.apply(db, backend)
+
+
+def _the_log(db: peewee.Database, backend: str) -> None:
+    db.create_tables((EventRow, AppendLock, ProjectionRow), safe=True)
+    for statement in _APPEND_ONLY[backend]:
+        db.execute_sql(statement)
+    if not AppendLock.select().where(AppendLock.id == 1).exists():
+        AppendLock.insert(id=1).on_conflict_ignore().execute()
+
+
+def _tokens(db: peewee.Database, backend: str) -> None:
+    db.create_tables((TokenRow,), safe=True)
+
+
+def _order_status(db: peewee.Database, backend: str) -> None:
+    db.create_tables((OrderStatusRow,), safe=True)
+
+
+MIGRATIONS = (
+    Migration(1, "the log: events, append_lock, projections", _the_log),
+    Migration(2, "API tokens", _tokens),
+    Migration(3, "order-status read model", _order_status),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def migrate(db: peewee.Database, backend: str) -> int:
+    """Bring the database to the latest schema; returns the version it was at.
+
+    Idempotent and safe for every node to run at once: they take turns under a
+    lock held on the database server (SQLite's write lock serialises DDL already).
+    Raises SchemaError for a schema newer than this code knows.
+    """
+    for attempt in range(3):
+        with _PROCESS_LOCK, _connection(db), db.bind_ctx(_ALL_MODELS):
+            try:
+                with _lock_between_nodes(db, backend):
+                    found = _version(db, record=True)
+                    if found > LATEST:
+                        raise SchemaError(
+                            f"the database's schema is version {found}, newer than this "
+                            f"orderlog knows ({LATEST})",
+                            "upgrade orderlog, or point it at another database",
+                        )
+                    for migration in MIGRATIONS[found:]:
+                        with db.atomic():
+                            migration.apply(db, backend)
+                            SchemaMigration.insert(
+                                version=migration.version,
+                                description=migration.description,
+                                applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                            ).on_conflict_ignore().execute()
+                    return found
+            except peewee.IntegrityError:
+                # Another node created the same object at the same moment: look again.
+                if attempt == 2:
+                    raise StoreUnavailableError("cannot create the schema") from None
+    raise StoreUnavailableError("cannot create the schema")
+
+
+def current_version(db: peewee.Database) -> int:
+    """The schema version the database is at (0 for one orderlog never used); writes nothing."""
+    try:
+        with _connection(db), db.bind_ctx(_ALL_MODELS):
+            return _version(db, record=False)
+    except _DB_ERRORS as exc:
+        raise StoreUnavailableError(f"cannot read the schema version: {exc}") from exc
+
+
+def _version(db: peewee.Database, record: bool) -> int:
+    if SchemaMigration.table_exists():
+        return SchemaMigration.select(peewee.fn.MAX(SchemaMigration.version)).scalar() or 0
+    # Before schema versions existed, the first version's tables were all there was.
+    found = 1 if EventRow.table_exists() else 0
+    if record:
+        db.create_tables((SchemaMigration,), safe=True)
+        if found:
+            SchemaMigration.insert(
+                version=1, description=MIGRATIONS[0].description, applied_at="before versions"
+            ).on_conflict_ignore().execute()
+    return found
+
+
+def _connection(db: peewee.Database) -> contextlib.AbstractContextManager[object]:
+    return contextlib.nullcontext() if not db.is_closed() else db.connection_context()
+
+
+@contextlib.contextmanager
+def _lock_between_nodes(db: peewee.Database, backend: str) -> Iterator[None]:
+    """Hold a server-wide lock while migrating: nodes start one at a time.
+
+    Without it nodes starting together fail: PostgreSQL's CREATE OR REPLACE
+    FUNCTION/TRIGGER raise "tuple concurrently updated", and MySQL has no CREATE
+    INDEX IF NOT EXISTS, so peewee's check-then-create races. Both locks are per
+    session, so a node that dies holding one releases it with its connection.
+    """
+    statements = _NODE_LOCK.get(backend)
+    if statements is None:
+        # SQLite: hold the write lock from the start. Reading the version first and
+        # upgrading to a write later fails at once (no busy wait) if another process
+        # wrote in between.
+        with db.atomic("IMMEDIATE"):
+            yield
+        return
+    acquire, release = statements
+    if db.execute_sql(acquire).fetchone()[0] != 1:
+        raise StoreUnavailableError("timed out waiting for another node to migrate the schema")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(*_DB_ERRORS):
+            db.execute_sql(release).fetchone()

@@ -1,0 +1,128 @@
+"""Schema versions: a new database gets every migration, an old one is upgraded in place,
+and a schema newer than the code is refused with one line."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from api.node import Node
+from orderlog import schema
+from orderlog.database import open_database
+from orderlog.errors import SchemaError
+from orderlog.events import OrderPlaced
+from orderlog.order import PlaceOrder
+from orderlog.store import EventStore
+from tests.support import ROOT, admin_execute, make_store, raw_fetch, settings_for
+
+V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"
+
+
+def tables(url: str) -> set[str]:
+    db = open_database(url)
+    try:
+        with db.connection_context():
+            return set(db.get_tables())
+    finally:
+        db.close_all()
+
+
+def test_a_new_database_gets_every_migration_in_order(database_url: str) -> None:
+    make_store(database_url).close()
+    versions = raw_fetch(database_url, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [v for (v,) in versions] == [m.version for m in schema.MIGRATIONS]
+    assert {"events", "append_lock", "projections", "tokens", "order_status"} <= tables(
+        database_url
+    )
+
+
+def test_migrating_again_changes_nothing(database_url: str) -> None:
+    store = make_store(database_url)
+    store.append("o1", [OrderPlaced("o1", "u", ("a",), "1.00")], 0)
+    store.close()
+    db = open_database(database_url)
+    try:
+        assert schema.migrate(db, EventStore(db).backend) == schema.LATEST
+        assert schema.current_version(db) == schema.LATEST
+    finally:
+        db.close_all()
+    assert raw_fetch(database_url, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
+def test_a_database_of_the_previous_release_is_upgraded_and_its_orders_served(
+    tmp_path: Path,
+) -> None:
+    """The SQLite schema the previous release created (captured from it), with orders in it."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SQLITE.read_text())
+    rows = [
+        (1, "old-1", 1, "OrderPlaced",
+         '{"order_id":"old-1","user_id":7,"item_ids":["a"],"total_amount":"3.50"}',
+         '{"event_id":"e1","node":"gone"}', "2026-11-01T10:00:00.000000Z"),
+    ]  # fmt: skip
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    url = f"sqlite:///{path}"
+
+    node = Node(settings_for(url)).start(bind=False)
+    try:
+        assert node.core.worker.wait_idle(30)  # the old Pending order is picked up
+        assert node.core.service.state("old-1").placed.total_amount == "3.50"
+        node.core.service.place_order(PlaceOrder("new-1", 1, ("b",), Decimal("1")))
+        assert node.core.worker.wait_idle(30)
+    finally:
+        node.stop()
+    versions = [v for (v,) in raw_fetch(url, "SELECT version FROM schema_migrations")]
+    assert sorted(versions) == [m.version for m in schema.MIGRATIONS]
+    types = [t for (t,) in raw_fetch(url, "SELECT type FROM events WHERE stream_id = 'old-1'")]
+    assert types == ["OrderPlaced", "OrderProcessingStarted", "OrderCompleted"]
+
+
+def test_a_first_version_database_on_any_backend_is_upgraded(database_url: str) -> None:
+    """Only the first migration applied and no record of it: what the previous release left."""
+    db = open_database(database_url)
+    backend = EventStore(db).backend
+    try:
+        schema.MIGRATIONS[0].run(db, backend)
+        assert "schema_migrations" not in tables(database_url)
+        assert schema.migrate(db, backend) == 1
+        assert schema.current_version(db) == schema.LATEST
+    finally:
+        db.close_all()
+
+
+def test_a_schema_newer_than_the_code_is_refused(database_url: str, tmp_path: Path) -> None:
+    make_store(database_url).close()
+    future = schema.LATEST + 1
+    admin_execute(
+        database_url,
+        [
+            "INSERT INTO schema_migrations (version, description, applied_at) "
+            f"VALUES ({future}, 'from the future', 'later')"
+        ],
+    )
+    db = open_database(database_url)
+    try:
+        with pytest.raises(SchemaError) as caught:
+            schema.migrate(db, EventStore(db).backend)
+    finally:
+        db.close_all()
+    assert f"version {future}" in str(caught.value)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "serve", "--database", database_url, "--port", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("orderlog: "), done.stderr
+    assert "newer than this orderlog knows" in done.stderr

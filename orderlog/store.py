@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -164,6 +165,9 @@ class EventStore:
         self._param = db.param
         self._clock = clock or utc_now
         self._inserts: dict[int, str] = {}  # multi-row INSERT text by row count
+        # Writers in this process take turns here rather than in SQLite's busy handler,
+        # which sleeps between tries.
+        self._write_lock = threading.Lock()
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
         self._begin = ("IMMEDIATE",) if self.backend == "sqlite" else ()
         self._take_append_lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
@@ -298,7 +302,7 @@ class EventStore:
     def _write(self, appends: list[_Append]) -> None:
         """One transaction: check the versions, insert every append that passes."""
         p = self._param
-        with self._transaction() as cursor:
+        with self._write_lock, self._transaction() as cursor:
             if self._take_append_lock:
                 cursor.execute(self._take_append_lock)
                 cursor.fetchone()
@@ -482,6 +486,26 @@ class EventStore:
                 raise StoreUnavailableError(f"cannot reset projection {name!r}: {exc}") from exc
 
     # -- helpers -----------------------------------------------------------------
+
+    # -- other tables: read models kept beside the log ---------------------------------
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query on a read model's table (``store.param`` is the placeholder)."""
+        return self._query(sql, params)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Any]:
+        """A write transaction on this thread's connection, in turn with the log's writer,
+        for a read model that stores its rows and its checkpoint together."""
+        try:
+            with self._connection(), self._write_lock, self._transaction() as cursor:
+                yield cursor
+        except _DB_ERRORS as exc:
+            raise StoreUnavailableError(f"write failed: {exc}") from exc
+
+    @property
+    def param(self) -> str:
+        return self._param
 
     def _connection(self) -> Any:
         """A connection for this thread: the open one if any, else one from the pool."""

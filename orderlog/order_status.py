@@ -1,0 +1,272 @@
+"""The order-status read model: one row per order, as the log last showed it, persisted.
+
+Each row holds what clients and the worker ask about an order: its status, its
+user, its amount and items, when it was placed, claimed and completed, by whom,
+its version and position. The rows and their checkpoint (a row in
+``projections``) are written in one transaction, so a restart resumes from the
+checkpoint instead of replaying the log, and the worker finds open orders with
+one indexed query. Any number of followers (every node's sweep, a projector, a
+rebuild) may catch up at once: a write lands only if the checkpoint is still
+where the follower read it, and otherwise it reads again from the new one.
+
+``apply`` is the fold, a pure function per order; this module also owns the
+SQL of its table and reaches the database only through the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import orjson
+
+from orderlog.errors import StoreUnavailableError
+from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
+from orderlog.order import Status
+from orderlog.policy import OpenOrder, node_of
+from orderlog.store import EventStore, format_time, parse_time
+
+NAME = "order_status"
+MAX_LIST = 1000
+
+_PLACED = OrderPlaced.__name__
+_STARTED = OrderProcessingStarted.__name__
+_COMPLETED = OrderCompleted.__name__
+_OPEN = (Status.PENDING.value, Status.PROCESSING.value)
+_IN_CHUNK = 500  # ids per IN (...) list: far below every backend's parameter limit
+
+
+class OrderRow(NamedTuple):
+    order_id: str
+    user_key: str  # the user id's text form, so 42 and "42" find the same orders
+    status: str
+    placed: str  # the OrderPlaced fields as the log holds them (JSON)
+    attempts: int
+    node: str | None  # the node that accepted it (Pending) or claimed it (Processing)
+    worker_id: str | None
+    placed_at: str
+    started_at: str | None
+    completed_at: str | None
+    version: int
+    position: int  # of the order's last event
+    placed_position: int  # of its OrderPlaced: the listing's order and cursor
+
+    def view(self) -> dict[str, Any]:
+        """The order as ``GET /orders/{id}`` shows it."""
+        placed = orjson.loads(self.placed)
+        started, completed = self.started_at, self.completed_at
+        seconds = None
+        if started and completed:
+            seconds = (parse_time(completed) - parse_time(started)).total_seconds()
+        return {
+            "order_id": self.order_id,
+            "user_id": placed["user_id"],
+            "item_ids": placed["item_ids"],
+            "total_amount": placed["total_amount"],
+            "status": self.status,
+            "version": self.version,
+            "attempts": self.attempts,
+            "placed_at": self.placed_at,
+            "processing_started_at": started,
+            "completed_at": completed,
+            "processing_time_seconds": seconds,
+        }
+
+
+_COLUMNS = OrderRow._fields
+
+
+def apply(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
+    """The order's row after one more event of its stream (a pure function)."""
+    kind = event.type
+    at = format_time(event.recorded_at)
+    if kind == _PLACED:
+        if row is not None:
+            return row._replace(version=event.version, position=event.position)
+        placed = OrderPlaced(**event.data)  # fields by name: a renamed field fails here
+        return OrderRow(
+            event.stream_id,
+            str(placed.user_id),
+            Status.PENDING.value,
+            event.data_json,
+            0,
+            event.metadata.get("node"),  # the accepting node is context, in the metadata
+            None,
+            at,
+            None,
+            None,
+            event.version,
+            event.position,
+            event.position,
+        )
+    if row is None:
+        return None  # no order without its OrderPlaced
+    if kind == _STARTED:
+        claim = OrderProcessingStarted(**event.data)
+        return row._replace(
+            status=Status.PROCESSING.value,
+            attempts=claim.attempt,
+            node=node_of(claim.worker_id),
+            worker_id=claim.worker_id,
+            started_at=at,
+            version=event.version,
+            position=event.position,
+        )
+    if kind == _COMPLETED:
+        return row._replace(
+            status=Status.COMPLETED.value,
+            completed_at=at,
+            version=event.version,
+            position=event.position,
+        )
+    return row._replace(version=event.version, position=event.position)  # a type unknown here
+
+
+class OrderStatusModel:
+    """The read model over one store: catch up, and answer the questions asked of it."""
+
+    def __init__(self, store: EventStore, *, page: int = 5000) -> None:
+        self.store = store
+        self._page = page
+        self._p = store.param
+
+    # -- keeping it current --------------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        rows = self.store.read(f"SELECT position FROM projections WHERE name = {self._p}", [NAME])
+        return rows[0][0] if rows else 0
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Apply the log's new events to the rows; returns the checkpoint reached.
+
+        Reads and writes a page at a time, each page one short transaction.
+        ``until`` stops once the checkpoint is at or past that position.
+        """
+        while True:
+            start = self.checkpoint()
+            if until is not None and start >= until:
+                return start
+            events = self.store.read_all(start, self._page)
+            if not events:
+                return start
+            ids = list({event.stream_id for event in events})
+            rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(ids)}
+            for event in events:
+                rows[event.stream_id] = apply(rows.get(event.stream_id), event)
+            try:
+                self._save(start, events[-1].position, rows)
+            except _Moved:
+                continue  # another follower wrote this page first: read on from where it left
+
+    def reset(self) -> None:
+        """Forget every row and the checkpoint (for a rebuild from position 0)."""
+        with self.store.writing() as cursor:
+            cursor.execute("DELETE FROM order_status")
+            cursor.execute(f"DELETE FROM projections WHERE name = {self._p}", [NAME])
+
+    def _load(self, ids: Sequence[str]) -> list[OrderRow]:
+        found: list[OrderRow] = []
+        for chunk in _chunks(ids):
+            found += map(
+                OrderRow._make,
+                self.store.read(
+                    f"SELECT {', '.join(_COLUMNS)} FROM order_status WHERE order_id IN "
+                    f"({', '.join([self._p] * len(chunk))})",
+                    chunk,
+                ),
+            )
+        return found
+
+    def _save(self, start: int, end: int, rows: dict[str, OrderRow | None]) -> None:
+        """Rows and checkpoint together, only if nobody moved the checkpoint meanwhile."""
+        p = self._p
+        kept = [row for row in rows.values() if row is not None]
+        with self.store.writing() as cursor:
+            if start == 0:
+                cursor.execute(f"SELECT 1 FROM projections WHERE name = {p}", [NAME])
+                if cursor.fetchone() is None:
+                    cursor.execute(
+                        f"INSERT INTO projections (name, position, state) VALUES ({p}, 0, '')",
+                        [NAME],
+                    )
+            cursor.execute(
+                f"UPDATE projections SET position = {p} WHERE name = {p} AND position = {p}",
+                [end, NAME, start],
+            )
+            if cursor.rowcount != 1:
+                raise _Moved  # another follower got there first: roll back, read again
+            for chunk in _chunks(list(rows)):
+                cursor.execute(
+                    f"DELETE FROM order_status WHERE order_id IN ({', '.join([p] * len(chunk))})",
+                    chunk,
+                )
+            one = "(" + ", ".join([p] * len(_COLUMNS)) + ")"
+            for chunk in _chunks(kept, 200):
+                cursor.execute(
+                    f"INSERT INTO order_status ({', '.join(_COLUMNS)}) VALUES "
+                    + ", ".join([one] * len(chunk)),
+                    [value for row in chunk for value in row],
+                )
+
+    # -- questions ------------------------------------------------------------------------
+
+    def get(self, order_id: str) -> OrderRow | None:
+        rows = self._load([order_id])
+        return rows[0] if rows else None
+
+    def open_orders(self) -> list[OpenOrder]:
+        """Every order not yet Completed, as the worker's sweep needs it."""
+        rows = self.store.read(
+            f"SELECT {', '.join(_COLUMNS)} FROM order_status "
+            f"WHERE status IN ({self._p}, {self._p})",
+            list(_OPEN),
+        )
+        return [_open_order(OrderRow._make(row)) for row in rows]
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        user_key: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[OrderRow]:
+        """Orders oldest first (by the position of their OrderPlaced), after a cursor."""
+        p = self._p
+        where, params = [f"placed_position > {p}"], [after]
+        if status is not None:
+            where.append(f"status = {p}")
+            params.append(status)
+        if user_key is not None:
+            where.append(f"user_key = {p}")
+            params.append(user_key)
+        limit = max(1, min(limit, MAX_LIST))
+        rows = self.store.read(
+            f"SELECT {', '.join(_COLUMNS)} FROM order_status WHERE {' AND '.join(where)} "
+            f"ORDER BY placed_position LIMIT {limit}",
+            params,
+        )
+        return [OrderRow._make(row) for row in rows]
+
+
+class _Moved(StoreUnavailableError):
+    """The checkpoint moved under a follower; it reads again from the new one."""
+
+
+def _open_order(row: OrderRow) -> OpenOrder:
+    status = Status(row.status)
+    since = row.started_at if status is Status.PROCESSING and row.started_at else row.placed_at
+    return OpenOrder(
+        row.order_id,
+        status,
+        row.version,
+        parse_time(since).timestamp(),
+        row.node,
+        row.worker_id,
+        row.attempts,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -65,3 +65,12 @@ class StoreUnavailableError(OrderlogError):
 
 class MissingDriverError(OrderlogError):
     """The database URL needs a driver that is not installed."""
+
+
+class BackupError(OrderlogError):
+    """A backup that could not be taken: what went wrong, and a hint what to do."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        self.what = what
+        self.hint = hint
+        super().__init__(f"{what} ({hint})")

@@ -1,7 +1,9 @@
-"""The ``orderlog`` command: ``serve`` and ``rebuild``.
+"""The ``orderlog`` command: ``serve``, ``rebuild`` and ``backup``.
 
 It is the composition root that wires all three layers, so it lives in the
-outermost one. Every serve flag comes from ``orderlog.config.Settings``, where
+outermost one. Failures the user can fix are one line on stderr,
+``orderlog: <what> (<hint>)`` where there is a hint, and a non-zero exit; no
+traceback. Every serve flag comes from ``orderlog.config.Settings``, where
 its ``ORDERLOG_*`` variable and help text are defined; a ``.env`` file in the
 working directory is read first (real environment variables win).
 """
@@ -41,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild", help="rebuild the projections from the whole log")
     rebuild.add_argument("--database", dest="database_url", default=None, help="database URL")
     rebuild.add_argument("--quiet", action="store_true", help="no progress display")
+    backup = commands.add_parser(
+        "backup",
+        help="copy the SQLite database, consistently, while the server runs",
+        description="Write a consistent copy of the SQLite database to a new file (VACUUM "
+        "INTO), while the server runs. PostgreSQL and MariaDB: use pg_dump / mariadb-dump.",
+    )
+    backup.add_argument("path", help="the new file to write; an existing file is never replaced")
+    backup.add_argument("--database", dest="database_url", default=None, help="database URL")
     return parser
 
 
@@ -68,6 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             from api.server import serve
 
             return serve(settings)
+        if args.command == "backup":
+            from orderlog.backup import backup
+
+            copy = backup(settings.database_url, args.path)
+            sys.stdout.write(
+                f"wrote {copy.target}: a consistent copy of {copy.source}, the log up to "
+                f"position {copy.position} ({copy.size} bytes)\n"
+            )
+            return 0
         from projections.rebuild import run
 
         report = run(settings.database_url, quiet=args.quiet)

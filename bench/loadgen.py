@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,13 +155,16 @@ async def sustained(
     connections: int,
     duration: float,
     timeout: float = 60,
+    stop: threading.Event | None = None,
 ) -> list[Response]:
     """Keep ``connections`` keep-alive sockets busy for ``duration`` seconds.
 
     Each socket sends its next request the moment the last answer arrives (a closed
     loop), so the rate measured is the server's. ``make_request(n)`` builds the n-th
     request, n counting from 0 across all sockets; answers come back in that order.
-    Requests in flight at the end are awaited (within ``timeout``).
+    Requests in flight at the end are awaited (within ``timeout``). Setting ``stop``
+    (from any thread) ends the run early, for a caller that decides when it is
+    over: a run that outlives server restarts, say.
     """
     if connections < 1:
         raise ValueError("connections must be at least 1")
@@ -174,7 +178,7 @@ async def sustained(
     async def worker() -> None:
         conn: _Connection | None = None
         try:
-            while loop.time() < deadline:
+            while loop.time() < deadline and not (stop and stop.is_set()):
                 index = next(counter)
                 reconnecting = conn is None
                 response, conn = await _exchange(conn, target, make_request(index), True, timeout)

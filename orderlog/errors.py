@@ -67,8 +67,8 @@ class MissingDriverError(OrderlogError):
     """The database URL needs a driver that is not installed."""
 
 
-class StartupError(OrderlogError):
-    """What keeps orderlog from starting, in one line: what went wrong, and a hint."""
+class OperatorError(OrderlogError):
+    """What an operator can fix, said in one line: what went wrong, and a hint."""
 
     def __init__(self, what: str, hint: str) -> None:
         self.what = what
@@ -76,5 +76,13 @@ class StartupError(OrderlogError):
         super().__init__(f"{what} ({hint})")
 
 
+class StartupError(OperatorError):
+    """What keeps orderlog from starting."""
+
+
 class SchemaError(StartupError):
     """The database's schema is one this code cannot work with."""
+
+
+class BackupError(OperatorError):
+    """A backup that could not be taken."""

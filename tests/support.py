@@ -1,4 +1,5 @@
-"""What many test modules share: stores and settings, raw database access, and real servers.
+"""What many test modules share: stores and settings, raw database access and its
+integrity checks, real servers, and a load client running in the background.
 
 Test modules import from here, never from each other. Everything here goes
 through the packages' public API; raw driver connections are for checking what
@@ -7,13 +8,17 @@ the database itself holds or refuses, outside peewee and its pool.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
+import random
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from bench import loadgen
 from orderlog.config import Settings, load_settings
 from orderlog.database import open_database, parse_url
 from orderlog.store import EventStore
@@ -109,6 +115,90 @@ def admin_execute(url: str, statements: list[str]) -> None:
         cursor.close()
 
 
+def integrity_problems(url: str) -> list[str]:
+    """What the database's own checks find wrong with it: an empty list when it is sound.
+
+    SQLite: ``PRAGMA integrity_check`` (every page, every index against its table).
+    PostgreSQL: with the ``amcheck`` extension (created here if the server lets us),
+    ``bt_index_check`` with ``heapallindexed`` on every index of the events table (the
+    B-tree is well formed and holds every row) and ``verify_heapam`` on the table.
+    Whether or not amcheck is there: every events index is valid and ready, the
+    unique (stream_id, version) index exists, and counting the rows through each
+    index (the plan is checked to use it) gives the count of a sequential scan.
+    """
+    backend = parse_url(url).backend
+    if backend == "sqlite":
+        rows = raw_fetch(url, "PRAGMA integrity_check")
+        return [] if rows == [("ok",)] else [str(row[0]) for row in rows]
+    if backend == "postgres":
+        with raw_connection(url) as conn:
+            return _postgres_integrity_problems(conn)
+    raise ValueError(f"no integrity check for {backend} here")
+
+
+def _postgres_integrity_problems(conn: Any) -> list[str]:
+    import psycopg2
+
+    problems: list[str] = []
+    cursor = conn.cursor()
+    cursor.execute(
+        "SELECT c.relname, i.indisvalid, i.indisready, i.indisunique, "
+        "(SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a "
+        " WHERE a.attrelid = i.indexrelid) "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid = 'events'::regclass ORDER BY c.relname"
+    )
+    indexes = cursor.fetchall()
+    for name, valid, ready, _, _ in indexes:
+        if not (valid and ready):
+            problems.append(f"index {name} is not valid and ready")
+    if not any(unique and columns == ["stream_id", "version"] for *_, unique, columns in indexes):
+        problems.append("no unique index on events (stream_id, version)")
+
+    try:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        amcheck = True
+    except psycopg2.Error:  # not allowed here: the catalogue and count checks still run
+        amcheck = False
+    if amcheck:
+        for name, *_ in indexes:
+            try:
+                cursor.execute(
+                    "SELECT bt_index_check(index => %s::regclass, heapallindexed => true)", (name,)
+                )
+                cursor.fetchall()
+            except psycopg2.Error as exc:
+                problems.append(f"bt_index_check({name}): {exc}".strip())
+        cursor.execute("SELECT 1 FROM pg_proc WHERE proname = 'verify_heapam'")
+        if cursor.fetchone():
+            cursor.execute("SELECT blkno, offnum, msg FROM verify_heapam('events')")
+            problems += [f"verify_heapam: block {b} item {o}: {m}" for b, o, m in cursor]
+
+    cursor.execute("SET enable_indexscan = off")
+    cursor.execute("SET enable_indexonlyscan = off")
+    cursor.execute("SET enable_bitmapscan = off")
+    cursor.execute("SELECT count(*) FROM events")
+    (by_table,) = cursor.fetchone()
+    cursor.execute("RESET ALL")
+    cursor.execute("SET enable_seqscan = off")
+    cursor.execute("SET enable_bitmapscan = off")
+    for name, *_, columns in indexes:
+        ordered = ", ".join(columns)
+        query = f"SELECT count(*) FROM (SELECT {ordered} FROM events ORDER BY {ordered}) AS rows"
+        cursor.execute("EXPLAIN " + query)
+        plan = " ".join(row[0] for row in cursor.fetchall())
+        if f"using {name} on events" not in plan.lower():
+            problems.append(f"counting through {name} did not use it: {plan}")
+            continue
+        cursor.execute(query)
+        (by_index,) = cursor.fetchone()
+        if by_index != by_table:
+            problems.append(f"{by_index} rows through {name}, {by_table} by sequential scan")
+    cursor.execute("RESET ALL")
+    cursor.close()
+    return problems
+
+
 # -- real servers ------------------------------------------------------------------------
 
 _SERVING = re.compile(r"serving on http://([^\s:]+):(\d+)")
@@ -174,6 +264,32 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def restartable_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port outside the kernel's ephemeral range, for a server restarted on it.
+
+    Port 0 gives a port from that range, which the kernel also hands to outgoing
+    connections: while the server is down, a client reconnecting to it could be given
+    the very same port for its own end (and even connect to itself), and the restart
+    could not bind. The kernel never picks a port outside the range on its own.
+    """
+    low, high = 32768, 60999
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        low, high = (int(part) for part in text.split())
+    except (OSError, ValueError):
+        pass  # not Linux: assume its default range
+    candidates = [*range(max(low - 8192, 10000), low), *range(high + 1, min(high + 8193, 65536))]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port outside the ephemeral range {low}-{high}")
+
+
 def start_server(
     database_url: str,
     log_dir: Path,
@@ -221,3 +337,54 @@ def start_server(
         if process.poll() is not None or time.monotonic() > deadline:
             raise failed("never became ready")
         time.sleep(0.05)  # polling interval of a deadline-bound wait
+
+
+class BackgroundLoad:
+    """``loadgen.sustained`` on its own thread and event loop, until ``stop``.
+
+    It outlives server restarts on the same port: connections refused or cut
+    meanwhile come back as answers with status 0, and the client reconnects.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        make_request: Callable[[int], loadgen.Request],
+        connections: int,
+        timeout: float = 30.0,
+    ) -> None:
+        self._run_args = (host, port, make_request, connections)
+        self._timeout = timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="background-load", daemon=True)
+        self._responses: list[loadgen.Response] = []
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._responses = asyncio.run(
+                loadgen.sustained(
+                    *self._run_args, duration=3600, timeout=self._timeout, stop=self._stop
+                )
+            )
+        except BaseException as exc:  # handed to the test's thread by responses()
+            self._error = exc
+
+    def start(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """End the run: each connection finishes the request it is in, then stops."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=60)
+
+    def responses(self) -> list[loadgen.Response]:
+        """Every answer of a stopped run, in request order: request n is ``make_request(n)``."""
+        if self._thread.is_alive():
+            raise AssertionError("the load client did not stop")
+        if self._error is not None:
+            raise self._error
+        return self._responses

@@ -12,6 +12,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -398,6 +399,35 @@ def test_sustained_keeps_every_socket_busy_until_the_duration_ends() -> None:
     assert [r.body for r in responses] == [f"/{n}".encode() for n in range(len(responses))]
     assert {r.status for r in responses} == {200}
     assert server.connections == 4
+
+
+def test_sustained_ends_early_when_stop_is_set_sending_nothing_after() -> None:
+    stop = threading.Event()
+    sockets = 4
+
+    async def answer(seen: Seen) -> bytes:
+        if len(server.seen) == 50:
+            stop.set()  # as another thread would: the run's duration is an hour
+        return ok(seen.path.encode())
+
+    server = RawServer(answer)
+
+    async def scenario() -> list[loadgen.Response]:
+        async with server:
+            return await loadgen.sustained(
+                "127.0.0.1",
+                server.port,
+                lambda n: ("GET", f"/{n}", None),
+                sockets,
+                duration=3600,
+                stop=stop,
+            )
+
+    responses = asyncio.run(scenario())
+    # Only the requests already sent when stop was set are still answered, one per socket.
+    assert 50 <= len(responses) < 50 + sockets
+    assert len(server.seen) == len(responses)
+    assert {r.status for r in responses} == {200}
 
 
 def test_a_run_wider_than_the_open_file_limit_lifts_the_limit(waitress_app: int) -> None:

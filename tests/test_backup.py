@@ -1,0 +1,269 @@
+"""``orderlog backup``: a consistent copy of the SQLite database, taken while the server runs.
+
+The acceptance scenario runs the real command as its own process against a real
+server under load, then serves the copy with a new server. The refusals (an
+existing file, a missing database or directory, a server database) are checked
+through the command's entry point: one line on stderr, a non-zero exit, nothing
+written.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from api.cli import main
+from bench import loadgen
+from orderlog.backup import backup
+from orderlog.events import OrderPlaced
+from tests.support import (
+    ROOT,
+    BackgroundLoad,
+    ServerProcess,
+    integrity_problems,
+    make_store,
+    raw_connection,
+    raw_fetch,
+    start_server,
+)
+
+NODE = ("--node-id", "backup-node")  # the copy is served as the same node, restored
+FIRST_ORDERS = 500
+ONE_LINE_ERROR = re.compile(r"orderlog: [^\n]+ \([^\n]+\)\n")
+EVENT_COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at"
+
+
+def place(number: int) -> loadgen.Request:
+    body = {"order_id": f"b-{number:06d}", "user_id": 3, "item_ids": ["i1"], "total_amount": "9.99"}
+    return ("POST", "/orders", orjson.dumps(body))
+
+
+def log_rows(url: str) -> list[tuple[Any, ...]]:
+    return raw_fetch(url, f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position")
+
+
+def store_with_orders(url: str, count: int) -> None:
+    store = make_store(url, group_commit=False)
+    try:
+        for n in range(count):
+            store.append(f"o-{n}", [OrderPlaced(f"o-{n}", n, ("i1",), "1.00")], 0)
+    finally:
+        store.close()
+
+
+def head(server: ServerProcess) -> int:
+    status, _, body = server.request("GET", "/events?after=0&limit=1")
+    assert status == 200, body
+    return body["head"]
+
+
+def total_orders(server: ServerProcess) -> int:
+    status, _, body = server.request("GET", "/metrics")
+    assert status == 200, body
+    return body["total_orders"]
+
+
+def all_done(server: ServerProcess) -> bool:
+    status, _, body = server.request("GET", "/metrics")
+    counts = body["status_counts"] if status == 200 else {}
+    return bool(counts) and counts["Pending"] == counts["Processing"] == 0
+
+
+def run_backup(*args: str) -> tuple[int, str, str]:
+    """``python -m api backup`` as its own process: (exit status, stdout, stderr)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "api", "backup", *args],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+@pytest.mark.slow
+def test_a_backup_taken_under_load_serves_every_order_acknowledged_before_it(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    copy = tmp_path / "backups" / "copy.db"
+    copy.parent.mkdir()
+    copy_url = f"sqlite:///{copy}"
+    server = start_server(sqlite_url, tmp_path / "original", *NODE, "--processing-delay", "0.05")
+    load = BackgroundLoad(server.host, server.port, lambda n: place(FIRST_ORDERS + n), 8)
+    try:
+        with raw_connection(sqlite_url) as reader:
+            # A reader that stays open (as a long rebuild or a client paging /events
+            # would) keeps every later commit in the WAL: no checkpoint moves it into
+            # the database file past the reader's snapshot. So when the backup runs, the
+            # orders live in the WAL alone, and a copy of the file by itself misses them.
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM events").fetchone()
+            first = loadgen.run(
+                server.host, server.port, [place(n) for n in range(FIRST_ORDERS)], 50
+            )
+            assert [r.status for r in first] == [201] * FIRST_ORDERS
+            load.start()
+            server.wait_until(lambda s: total_orders(s) > FIRST_ORDERS + 100)
+            # Every order acknowledged by now has its OrderPlaced at or before this position.
+            before_backup = head(server)
+
+            returncode, stdout, stderr = run_backup(str(copy), "--database", sqlite_url)
+
+        after_backup = total_orders(server)
+        server.wait_until(lambda s: total_orders(s) > after_backup + 100)  # still taking orders
+        load.stop()
+        answers = load.responses()
+        server.wait_until(all_done)
+    finally:
+        load.stop()
+        exit_status = server.terminate()
+    assert exit_status == 0, server.log()
+
+    assert (returncode, stderr) == (0, ""), stderr
+    copied = log_rows(copy_url)
+    copied_head = copied[-1][0]
+    assert stdout == (
+        f"wrote {copy}: a consistent copy of {tmp_path / 'orderlog.db'}, "
+        f"the log up to position {copied_head} ({copy.stat().st_size} bytes)\n"
+    )
+    assert not Path(f"{copy}-wal").exists()  # one self-contained file
+    assert integrity_problems(copy_url) == []
+    # The copy is the log as one commit left it: exactly the original's first events.
+    original = log_rows(sqlite_url)
+    assert before_backup <= copied_head < len(original)
+    assert copied == original[:copied_head]
+
+    placed_at = {row[1]: row[0] for row in original if row[3] == "OrderPlaced"}
+    acknowledged = [f"b-{n:06d}" for n in range(FIRST_ORDERS)] + [
+        f"b-{FIRST_ORDERS + n:06d}" for n, r in enumerate(answers) if r.status == 201
+    ]
+    acknowledged_before = [o for o in acknowledged if placed_at[o] <= before_backup]
+    assert len(acknowledged_before) > FIRST_ORDERS  # the load's orders too, not only the first
+    history_at_backup: dict[str, list[dict[str, Any]]] = {}
+    for position, stream_id, version, kind, data, metadata, _ in copied:
+        history_at_backup.setdefault(stream_id, []).append(
+            {"position": position, "version": version, "type": kind, "data": orjson.loads(data)}
+            | {"event_id": orjson.loads(metadata)["event_id"]}
+        )
+
+    restored = start_server(copy_url, tmp_path / "restored", *NODE, "--processing-delay", "0")
+    try:
+        restored.wait_until(all_done)
+        for order_id in acknowledged_before:
+            status, _, body = restored.request("GET", f"/orders/{order_id}/events")
+            assert status == 200, (order_id, body)
+            served = [
+                {k: e[k] for k in ("position", "version", "type", "data")}
+                | {"event_id": e["metadata"]["event_id"]}
+                for e in body["events"]
+            ]
+            at_backup = history_at_backup[order_id]
+            assert served[: len(at_backup)] == at_backup, order_id
+            types = [e["type"] for e in served]
+            assert types.count("OrderPlaced") == types.count("OrderCompleted") == 1, types
+            assert types[-1] == "OrderCompleted"
+    finally:
+        exit_status = restored.terminate()
+    assert exit_status == 0, restored.log()
+    print(
+        f"backup under load: head {before_backup} when it started, copy up to {copied_head}, "
+        f"original {len(original)} events; {len(acknowledged_before)} orders acknowledged "
+        f"before it, {len(acknowledged)} in all"
+    )
+
+
+def test_backup_copies_the_whole_log_and_reports_its_last_position(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    store_with_orders(sqlite_url, 20)
+    copy = tmp_path / "copy.db"
+
+    written = backup(sqlite_url, copy)
+
+    assert (written.target, written.position, written.size) == (copy, 20, copy.stat().st_size)
+    assert log_rows(f"sqlite:///{copy}") == log_rows(sqlite_url)
+    assert integrity_problems(f"sqlite:///{copy}") == []
+
+
+def test_backup_never_overwrites_a_file(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_with_orders(sqlite_url, 3)
+    existing = tmp_path / "precious.db"
+    existing.write_bytes(b"not to be lost")
+
+    assert main(["backup", str(existing), "--database", sqlite_url]) != 0
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    assert f"{existing} already exists" in err
+    assert existing.read_bytes() == b"not to be lost"
+
+
+def test_backup_of_a_missing_database_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.db"
+
+    assert main(["backup", str(tmp_path / "copy.db"), "--database", f"sqlite:///{missing}"]) != 0
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    assert f"no database at {missing}" in err
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_backup_into_a_missing_directory_says_to_create_it(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_with_orders(sqlite_url, 1)
+
+    assert main(["backup", str(tmp_path / "nowhere" / "copy.db"), "--database", sqlite_url]) != 0
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    assert "nowhere" in err and "create it first" in err
+
+
+def test_backup_of_a_file_without_the_log_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.db"
+    raw_fetch(f"sqlite:///{other}", "CREATE TABLE unrelated (x INTEGER)")
+
+    assert main(["backup", str(tmp_path / "copy.db"), "--database", f"sqlite:///{other}"]) != 0
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    assert "holds no orderlog log" in err
+    assert not (tmp_path / "copy.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "tool"),
+    [
+        ("postgresql://orders:s3cret@db.example:5433/orders", "pg_dump"),
+        ("mysql://root:s3cret@db.example:3306/orders", "mariadb-dump"),
+    ],
+)
+def test_backup_of_a_server_database_points_to_its_own_dump_tool(
+    url: str, tool: str, tmp_path: Path
+) -> None:
+    returncode, stdout, stderr = run_backup(str(tmp_path / "copy.db"), "--database", url)
+
+    assert returncode != 0
+    assert stdout == ""
+    assert ONE_LINE_ERROR.fullmatch(stderr), stderr
+    assert f"use {tool}" in stderr and "db.example" in stderr and "orders" in stderr
+    assert "s3cret" not in stderr
+    assert not (tmp_path / "copy.db").exists()

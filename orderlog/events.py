@@ -88,6 +88,7 @@ class RecordedEvent(NamedTuple):
     recorded_at: datetime
     data_json: str
     metadata_json: str
+    recorded_at_text: str = ""  # as the log holds it (UTC, microseconds, "Z")
 
     @property
     def data(self) -> dict[str, Any]:
@@ -121,6 +122,7 @@ class RecordedEvent(NamedTuple):
             recorded_at,
             orjson.dumps(data).decode(),
             orjson.dumps(metadata).decode(),
+            recorded_at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z",
         )
 
 

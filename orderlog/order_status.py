@@ -79,7 +79,7 @@ _COLUMNS = OrderRow._fields
 def apply(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
     """The order's row after one more event of its stream (a pure function)."""
     kind = event.type
-    at = format_time(event.recorded_at)
+    at = event.recorded_at_text or format_time(event.recorded_at)
     if kind == _PLACED:
         if row is not None:
             return row._replace(version=event.version, position=event.position)

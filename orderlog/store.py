@@ -111,7 +111,15 @@ class _Append:
     with many (the worker) costs the writer one wake-up, not one each.
     """
 
-    __slots__ = ("error", "events", "expected_version", "first_position", "moment", "stream_id")
+    __slots__ = (
+        "error",
+        "events",
+        "expected_version",
+        "first_position",
+        "moment",
+        "moment_text",
+        "stream_id",
+    )
 
     def __init__(self, stream_id: str, expected_version: int, events: list[EncodedEvent]) -> None:
         self.stream_id = stream_id
@@ -119,6 +127,7 @@ class _Append:
         self.events = events
         self.first_position = 0
         self.moment: datetime | None = None  # when it was recorded
+        self.moment_text = ""  # the same, as the log holds it
         self.error: OrderlogError | None = None
 
     def recorded(self) -> list[RecordedEvent]:
@@ -132,6 +141,7 @@ class _Append:
                 moment,
                 event.data_json,
                 event.metadata_json,
+                self.moment_text,
             )
             for offset, event in enumerate(self.events)
         ]
@@ -351,6 +361,7 @@ class EventStore:
         for append, first_position in accepted:
             append.first_position = first_position
             append.moment = now
+            append.moment_text = recorded_at
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -524,7 +535,14 @@ class EventStore:
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:
     position, stream_id, version, type_name, data, metadata, recorded_at = row
     return RecordedEvent(
-        position, stream_id, version, type_name, parse_time(recorded_at), data, metadata
+        position,
+        stream_id,
+        version,
+        type_name,
+        parse_time(recorded_at),
+        data,
+        metadata,
+        recorded_at,
     )
 
 

@@ -1,8 +1,9 @@
-"""Rebuild the metrics projection from the whole log: ``python -m projections.rebuild``.
+"""Rebuild the projections from the whole log: ``python -m projections.rebuild``.
 
-Resets the stored projection, replays the log from position 0 in pages (constant
-memory), stores the result with its checkpoint and prints the metrics. Progress
-(events done of the head, events per second) goes to stderr.
+The metrics: reset the stored state, replay the log from position 0 in pages
+(constant memory), store the result with its checkpoint. The order-status read
+model: forget its rows and checkpoint, then catch up from position 0. Prints the
+metrics; progress (events done of the head, events per second) goes to stderr.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from orderlog import schema
 from orderlog.config import load_settings
 from orderlog.database import explain_failure, open_database, redact
 from orderlog.errors import OrderlogError, StartupError, StoreUnavailableError
+from orderlog.order_status import OrderStatusModel
 from orderlog.store import EventStore
 from projections import metrics
 from projections.projector import NAME
@@ -72,11 +74,33 @@ def _rebuild(store: EventStore, page: int, progress: Progress | None) -> dict[st
     return metrics.report(state, position)
 
 
-def progress_printer(stream: TextIO = sys.stderr) -> Progress:
+def rebuild_order_status(
+    store: EventStore, *, page: int = 20000, progress: Progress | None = None
+) -> int:
+    """Forget the order-status rows and catch up from position 0; returns the position.
+
+    While it runs, a server on the same log answers from the rows built so far.
+    """
+    model = OrderStatusModel(store, page=page)
+    model.reset()
+    head = store.head()
+    started = time.perf_counter()
+    position = 0
+    with _cycle_collector_paused():
+        while position < head:
+            position = model.catch_up(until=min(position + page, head))
+            if progress:
+                progress(position, max(head, position), time.perf_counter() - started)
+        return model.catch_up()  # and whatever was appended meanwhile
+
+
+def progress_printer(what: str = "metrics", stream: TextIO = sys.stderr) -> Progress:
     def show(done: int, head: int, seconds: float) -> None:
         rate = done / seconds if seconds > 0 else 0.0
         end = "\n" if done >= head else ""
-        stream.write(f"\rrebuilt {done:,} / {head:,} events  ({rate:,.0f} events/s)   {end}")
+        stream.write(
+            f"\rrebuilt {what}: {done:,} / {head:,} events  ({rate:,.0f} events/s)   {end}"
+        )
         stream.flush()
 
     return show
@@ -100,7 +124,9 @@ def run(database_url: str, *, quiet: bool = False) -> dict[str, Any]:
         db.close_all()
         raise explain_failure(exc.__cause__ or exc, settings.database_url) from exc
     try:
-        return rebuild(store, progress=None if quiet else progress_printer())
+        report = rebuild(store, progress=None if quiet else progress_printer())
+        rebuild_order_status(store, progress=None if quiet else progress_printer("order status"))
+        return report
     finally:
         store.close()
 

@@ -1,0 +1,170 @@
+"""The order-status read model: its fold, and its rows kept with their checkpoint.
+
+The fold is checked with plain events; the persisted model against a real store on
+every backend, with small pages, several followers at once, and a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
+from orderlog.order import Status
+from orderlog.order_status import OrderStatusModel, apply
+from orderlog.policy import worker_id_for
+from orderlog.store import EventStore
+from tests.support import make_store
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def recorded(position: int, version: int, event: object, node: str = "n1") -> RecordedEvent:
+    from orderlog.events import event_data
+
+    return RecordedEvent.of(
+        position, event.order_id, version, type(event).__name__,  # type: ignore[attr-defined]
+        event_data(event), {"event_id": f"e{position}", "node": node},  # type: ignore[arg-type]
+        T0 + timedelta(seconds=position),
+    )  # fmt: skip
+
+
+def test_the_fold_follows_an_order_through_its_life() -> None:
+    worker = worker_id_for("n2", "abc")
+    row = apply(None, recorded(1, 1, OrderPlaced("o1", 42, ("a", "b"), "9.50")))
+    assert row is not None
+    assert (row.status, row.user_key, row.node, row.attempts) == ("Pending", "42", "n1", 0)
+    assert row.placed_position == row.position == 1
+    row = apply(row, recorded(5, 2, OrderProcessingStarted("o1", 1, worker)))
+    assert row is not None
+    assert (row.status, row.node, row.worker_id, row.attempts) == ("Processing", "n2", worker, 1)
+    row = apply(row, recorded(9, 3, OrderCompleted("o1", 1)))
+    assert row is not None
+    view = row.view()
+    assert view["status"] == "Completed" and view["version"] == 3
+    assert view["user_id"] == 42 and view["item_ids"] == ["a", "b"]
+    assert view["total_amount"] == "9.50"
+    assert view["processing_time_seconds"] == 4.0
+    assert row.placed_position == 1 and row.position == 9
+
+
+def test_events_of_an_order_never_placed_make_no_row() -> None:
+    assert apply(None, recorded(1, 1, OrderCompleted("ghost", 1))) is None
+
+
+def test_a_string_and_an_integer_user_id_share_the_text_form() -> None:
+    as_int = apply(None, recorded(1, 1, OrderPlaced("a", 42, ("x",), "1.00")))
+    as_text = apply(None, recorded(2, 1, OrderPlaced("b", "42", ("x",), "1.00")))
+    assert as_int is not None and as_text is not None
+    assert as_int.user_key == as_text.user_key == "42"
+    assert as_int.view()["user_id"] == 42 and as_text.view()["user_id"] == "42"
+
+
+histories = st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=30)
+
+
+def write(store: EventStore, reached: list[int]) -> dict[str, str]:
+    """Orders interleaved in the log, each as far as ``reached`` says; their final status."""
+    steps = {
+        f"o{n}": [
+            OrderPlaced(f"o{n}", n, ("a",), "1.00"),
+            OrderProcessingStarted(f"o{n}", 1, worker_id_for("n", "i")),
+            OrderCompleted(f"o{n}", 1),
+        ][:upto]
+        for n, upto in enumerate(reached)
+    }
+    version = dict.fromkeys(steps, 0)
+    while any(steps.values()):
+        for order_id, events in steps.items():
+            if events:
+                store.append(order_id, [events.pop(0)], version[order_id], {"node": "n"})
+                version[order_id] += 1
+    names = {1: "Pending", 2: "Processing", 3: "Completed"}
+    return {f"o{n}": names[upto] for n, upto in enumerate(reached)}
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(reached=histories, page=st.integers(min_value=1, max_value=7))
+def test_catching_up_in_pages_gives_every_order_its_status(
+    tmp_path_factory: object, reached: list[int], page: int
+) -> None:
+    path = Path(tmp_path_factory.mktemp("status")) / "log.db"  # type: ignore[attr-defined]
+    store = make_store(f"sqlite:///{path}", group_commit=False)
+    try:
+        expected = write(store, reached)
+        model = OrderStatusModel(store, page=page)
+        assert model.catch_up() == store.head() == model.checkpoint()
+        assert {row.order_id: row.status for row in model.list(limit=1000)} == expected
+        open_ = {order.order_id: order.status for order in model.open_orders()}
+        assert open_ == {
+            order_id: Status(status)
+            for order_id, status in expected.items()
+            if status != "Completed"
+        }
+    finally:
+        store.close()
+
+
+def test_followers_catching_up_at_once_agree_and_never_double_write(database_url: str) -> None:
+    store = make_store(database_url, group_commit=False)
+    try:
+        expected = write(store, [1, 2, 3] * 40)
+        models = [OrderStatusModel(store, page=7) for _ in range(4)]
+        barrier = threading.Barrier(len(models))
+        errors: list[BaseException] = []
+
+        def follow(model: OrderStatusModel) -> None:
+            barrier.wait()
+            try:
+                model.catch_up()
+            except BaseException as exc:  # handed back below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=follow, args=(m,)) for m in models]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert models[0].checkpoint() == store.head()
+        rows = models[0].list(limit=1000)
+        assert len(rows) == len(expected)  # one row per order, however many wrote
+        assert {row.order_id: row.status for row in rows} == expected
+    finally:
+        store.close()
+
+
+def test_a_restarted_follower_resumes_from_the_checkpoint(database_url: str) -> None:
+    store = make_store(database_url, group_commit=False)
+    try:
+        write(store, [2, 2])
+        assert OrderStatusModel(store).catch_up() == 4
+        store.append("o0", [OrderCompleted("o0", 1)], 2)
+        again = OrderStatusModel(store)  # a new process, as after a restart
+        assert again.checkpoint() == 4
+        assert again.catch_up() == 5
+        assert [o.order_id for o in again.open_orders()] == ["o1"]
+    finally:
+        store.close()
+
+
+def test_listing_filters_by_status_and_user_and_pages_oldest_first(database_url: str) -> None:
+    store = make_store(database_url, group_commit=False)
+    try:
+        write(store, [1, 3, 1, 3, 1])  # users 0..4
+        model = OrderStatusModel(store)
+        model.catch_up()
+        pending = model.list(status="Pending", limit=2)
+        assert [r.order_id for r in pending] == ["o0", "o2"]
+        rest = model.list(status="Pending", after=pending[-1].placed_position, limit=2)
+        assert [r.order_id for r in rest] == ["o4"]
+        assert [r.order_id for r in model.list(user_key="3")] == ["o3"]
+        assert model.list(user_key="3", status="Pending") == []
+    finally:
+        store.close()

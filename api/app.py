@@ -20,11 +20,33 @@ from orderlog.core import Core
 from projections.projector import MetricsProjector
 
 
+class HttpRules:
+    """What HTTP asks of every request and answer, in one place.
+
+    An HTTP/1.1 request must name its Host (RFC 9112 §3.2): one without is refused,
+    as a proxy routing by Host would. OPTIONS answers 204 with Allow, no body and
+    no content type.
+    """
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        env = req.env
+        if env.get("SERVER_PROTOCOL") == "HTTP/1.1" and not env.get("HTTP_HOST"):
+            raise problem.bad_request("missing-host", "an HTTP/1.1 request must send Host")
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
+    ) -> None:
+        if req.method == "OPTIONS" and succeeded and resp.status_code == 200:
+            resp.status = falcon.HTTP_204
+            resp.content_type = None
+            resp.content_length = None
+
+
 def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses."""
     # No connection per request: the store borrows one from the pool for each read,
     # and appends go through its writer, so a POST never touches the pool at all.
-    app = falcon.App()
+    app = falcon.App(middleware=[HttpRules()])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json

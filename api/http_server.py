@@ -19,7 +19,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from api.event_loop import EventLoop, LoopMap
 from api.limits import raise_file_limit
@@ -27,7 +27,35 @@ from orderlog.config import Settings
 from orderlog.errors import StartupError
 
 
+class _Task(WSGITask):
+    """Waitress's task, keeping HTTP/1.1 connections open after bodiless answers.
+
+    Waitress closes any HTTP/1.1 connection whose answer has no Content-Length,
+    including 204 and 304, which carry no body and so need none: that broke
+    conditional polling (If-None-Match, 304) on keep-alive connections.
+    """
+
+    _bodiless = False
+
+    def build_response_header(self) -> bytes:
+        self._bodiless = (
+            self.version == "1.1"
+            and not self.has_body
+            and self.request.headers.get("CONNECTION", "").lower() != "close"
+        )
+        try:
+            return super().build_response_header()  # type: ignore[no-any-return]
+        finally:
+            self._bodiless = False
+
+    def set_close_on_finish(self) -> None:
+        if not self._bodiless:  # nothing to delimit: no reason to close
+            super().set_close_on_finish()
+
+
 class _Channel(HTTPChannel):
+    task_class = _Task
+
     def service(self) -> None:
         # A request thread serves this connection: when it wakes the loop, the loop
         # must look at this connection again (its answer is ready, or it may read).

@@ -25,6 +25,22 @@ from orderlog.errors import (
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+MAX_ERRORS = 20  # a problem lists at most this many; errors_omitted says how many more
+# The service's own types for errors Falcon raises itself (routing, methods, headers).
+_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    411: "length-required",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+    431: "headers-too-large",
+    503: "unavailable",
+}
 
 
 class Problem(falcon.HTTPError):
@@ -47,14 +63,21 @@ class Problem(falcon.HTTPError):
 
     def to_problem(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": f"urn:orderlog:problem:{self.slug}",
+            "type": problem_type(self.slug),
             "title": self.title,
             "status": self.status_code,
             "detail": self.description,
         }
         if self.errors:
-            body["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+            listed = list(dict.fromkeys((e.field, e.message) for e in self.errors))  # no twins
+            body["errors"] = [{"field": f, "message": m} for f, m in listed[:MAX_ERRORS]]
+            if len(listed) > MAX_ERRORS:
+                body["errors_omitted"] = len(listed) - MAX_ERRORS
         return body
+
+
+def problem_type(slug: str) -> str:
+    return f"urn:orderlog:problem:{slug}"
 
 
 def invalid(errors: list[FieldError], detail: str = "The request has invalid fields.") -> Problem:
@@ -70,7 +93,7 @@ def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPErr
         body = error.to_problem()
     else:
         body = {
-            "type": "about:blank",
+            "type": problem_type(_SLUGS.get(error.status_code, "http-error")),
             "title": error.title,
             "status": error.status_code,
             "detail": error.description or error.title,
@@ -82,8 +105,11 @@ def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPErr
 
 def _handler(status: int, slug: str, title: str):  # type: ignore[no-untyped-def]
     def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
-        errors = error.errors if isinstance(error, ValidationError) else None
-        raise Problem(status, slug, title, str(error), errors)
+        if isinstance(error, ValidationError):
+            count = len({e.field for e in error.errors})
+            detail = "1 field is invalid" if count == 1 else f"{count} fields are invalid"
+            raise Problem(status, slug, title, detail, error.errors)
+        raise Problem(status, slug, title, str(error))
 
     return handle
 

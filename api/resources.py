@@ -5,24 +5,20 @@ Falcon shares a resource across threads, so none keeps per-request state.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import falcon
-import orjson
 
-from api.problem import Problem, bad_request
+from api.inputs import query_int, read_json, request_id
 from orderlog.core import Readiness as CoreReadiness
-from orderlog.errors import FieldError, OrderNotFoundError
+from orderlog.errors import OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
 from orderlog.order import PlaceOrder
 from orderlog.service import OrderService
 from orderlog.store import MAX_PAGE, EventStore, format_time
 from projections import order_view
 from projections.projector import MetricsProjector
-
-JSON_TYPES = ("application/json",)
 
 
 def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any]:
@@ -32,64 +28,11 @@ def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any
         "type": event.type,
         "data": event.data,
         "metadata": event.metadata,
-        "recorded_at": format_time(event.recorded_at),
+        "recorded_at": event.recorded_at_text or format_time(event.recorded_at),
     }
     if with_stream:
         body["stream_id"] = event.stream_id
     return body
-
-
-def request_id(req: falcon.Request) -> str:
-    given = req.get_header("X-Request-ID")
-    return given if given and len(given) <= 128 else os.urandom(16).hex()
-
-
-def read_json(req: falcon.Request, limit: int) -> Any:
-    """The request body as JSON, refusing wrong types, oversize bodies and bad syntax."""
-    media_type = (req.content_type or "").split(";")[0].strip().lower()
-    if media_type not in JSON_TYPES and not media_type.endswith("+json"):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            f"send the order as application/json, not {media_type or 'no content type'}",
-        )
-    if req.content_length is not None and req.content_length > limit:
-        raise _too_large(limit)
-    raw = req.bounded_stream.read(limit + 1)
-    if len(raw) > limit:
-        raise _too_large(limit)
-    if not raw.strip():
-        raise bad_request("malformed-json", "the request body is empty")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request("malformed-json", f"the body is not valid JSON: {exc}") from None
-
-
-def _too_large(limit: int) -> Problem:
-    return Problem(413, "payload-too-large", "Payload too large", f"the body exceeds {limit} bytes")
-
-
-def int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = req.get_param(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(
-            "invalid-parameter",
-            f"{name} must be an integer",
-            [FieldError(name, f"{raw[:40]!r} is not an integer")],
-        ) from None
-    if not low <= value <= high:
-        raise bad_request(
-            "invalid-parameter",
-            f"{name} is out of range",
-            [FieldError(name, f"must be between {low} and {high}")],
-        )
-    return value
 
 
 class OrderCollection:
@@ -114,10 +57,12 @@ class OrderResource:
         self._service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, order_id: str) -> None:
-        version = int_param(req, "version", 0, 1, 2**31 - 1) or None
+        version = query_int(req, "version", 0, 1, 2**31 - 1) or None
         events = self._service.history(order_id, version)
         if version is not None and events[-1].version < version:
-            raise OrderNotFoundError(order_id, f"order {order_id!r} has no version {version}")
+            raise OrderNotFoundError(
+                order_id, f"order {shown(order_id)!r} has no version {version}"
+            )
         view = order_view.fold(events)
         etag = f'"{view.version}"'
         resp.etag = etag
@@ -125,6 +70,8 @@ class OrderResource:
             resp.status = falcon.HTTP_304
             return
         resp.media = view.to_dict()
+
+    on_head = on_get
 
 
 class OrderHistory:
@@ -139,14 +86,16 @@ class OrderHistory:
             "events": [event_dict(e) for e in events],
         }
 
+    on_head = on_get
+
 
 class EventFeed:
     def __init__(self, store: EventStore) -> None:
         self._store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        after = int_param(req, "after", 0, 0, 2**63 - 1)
-        limit = int_param(req, "limit", 100, 1, MAX_PAGE)
+        after = query_int(req, "after", 0, 0, 2**63 - 1)
+        limit = query_int(req, "limit", 100, 1, MAX_PAGE)
         head = self._store.head()  # read first: every event up to it is already visible
         events = self._store.read_all(after, limit)
         resp.media = {
@@ -154,6 +103,8 @@ class EventFeed:
             "next_after": events[-1].position if events else after,
             "head": max(head, events[-1].position if events else 0),
         }
+
+    on_head = on_get
 
 
 class Metrics:
@@ -163,10 +114,14 @@ class Metrics:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self._projector.report()
 
+    on_head = on_get
+
 
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
+
+    on_head = on_get
 
 
 class Readiness:
@@ -183,3 +138,5 @@ class Readiness:
             "writer": state.writer,
             "worker": state.worker,
         }
+
+    on_head = on_get

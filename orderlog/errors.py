@@ -13,6 +13,12 @@ class OrderlogError(Exception):
     """Base of every error the core raises on purpose."""
 
 
+def shown(value: str, limit: int = 64) -> str:
+    """A client's value echoed back in an error: cut short when long, so an answer never
+    grows with what was sent."""
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One problem with one input field, named so a client can fix it."""
@@ -26,7 +32,9 @@ class ValidationError(OrderlogError):
 
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
-        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        said = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        super().__init__(said + more)
 
 
 class OrderNotFoundError(OrderlogError):
@@ -34,7 +42,7 @@ class OrderNotFoundError(OrderlogError):
 
     def __init__(self, order_id: str, detail: str | None = None) -> None:
         self.order_id = order_id
-        super().__init__(detail or f"order {order_id!r} does not exist")
+        super().__init__(detail or f"order {shown(order_id)!r} does not exist")
 
 
 class ConcurrencyError(OrderlogError):
@@ -52,7 +60,7 @@ class OrderConflictError(OrderlogError):
 
     def __init__(self, order_id: str) -> None:
         self.order_id = order_id
-        super().__init__(f"order {order_id!r} already exists with different content")
+        super().__init__(f"order {shown(order_id)!r} already exists with different content")
 
 
 class InvalidTransitionError(OrderlogError):

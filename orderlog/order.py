@@ -7,11 +7,12 @@ benchmarks) gets the same checks before anything is written.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +21,7 @@ from orderlog.errors import (
     InvalidTransitionError,
     OrderConflictError,
     ValidationError,
+    shown,
 )
 from orderlog.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
 
@@ -32,8 +34,10 @@ MAX_INT_ID = 2**63 - 1
 CENT = Decimal("0.01")
 # \Z, not $: $ also matches before a trailing newline.
 ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
-# Plain ASCII decimal notation: Decimal() alone would also take "1_000" and non-ASCII digits.
-DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# Plain ASCII decimal notation, no whitespace, no sign but a leading "-" (which then
+# fails as negative): Decimal() alone would also take " 1", "+1", "1_000" and
+# digits of other scripts.
+DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
 
 
@@ -56,7 +60,9 @@ class PlaceOrder:
         if not isinstance(payload, Mapping):
             raise ValidationError([FieldError("body", "must be a JSON object")])
         errors: list[FieldError] = [
-            FieldError(name, "unknown field") for name in payload if name not in PLACE_ORDER_FIELDS
+            FieldError(shown(str(name)), "unknown field")
+            for name in payload
+            if name not in PLACE_ORDER_FIELDS
         ]
         for name in PLACE_ORDER_FIELDS[1:]:
             if name not in payload:
@@ -106,6 +112,12 @@ def _check_id(name: str, value: Any, errors: list[FieldError]) -> None:
         errors.append(FieldError(name, "must be a string or an integer"))
     elif isinstance(value, str) and not 1 <= len(value) <= MAX_ID_LENGTH:
         errors.append(FieldError(name, f"must be 1 to {MAX_ID_LENGTH} characters"))
+    elif isinstance(value, str) and not value.isprintable():
+        # Control characters rewrite terminals and logs; format characters such as
+        # bidi overrides make one id look like another.
+        errors.append(FieldError(name, "must hold only printable characters"))
+    elif isinstance(value, str) and not value.strip():
+        errors.append(FieldError(name, "must not be blank"))
     elif isinstance(value, int) and not 0 <= value <= MAX_INT_ID:
         errors.append(FieldError(name, f"must be between 0 and {MAX_INT_ID}"))
 
@@ -127,31 +139,31 @@ def _check_items(value: Any, errors: list[FieldError]) -> None:
 def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
     """An exact, non-negative amount with at most two decimal places.
 
-    A JSON number arrives as a float; its shortest repr is the literal the client
-    wrote for every amount within MAX_AMOUNT, so Decimal(repr) recovers it exactly.
+    A JSON number arrives as the Decimal of the digits the client wrote (the HTTP
+    layer keeps them), a string must be plain ASCII decimal notation. A float (from
+    other callers) is read through its shortest repr, which is the literal written
+    for every amount within MAX_AMOUNT.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
         errors.append(FieldError("total_amount", "must be a number or a decimal string"))
         return None
-    text = repr(value) if isinstance(value, float) else str(value).strip()
-    if isinstance(value, str) and not DECIMAL_TEXT.fullmatch(text):
-        errors.append(FieldError("total_amount", f"{text[:40]!r} is not a decimal number"))
+    if isinstance(value, str) and not DECIMAL_TEXT.fullmatch(value):
+        errors.append(FieldError("total_amount", f"{shown(value, 40)!r} is not a decimal number"))
         return None
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        errors.append(FieldError("total_amount", f"{text[:40]!r} is not a decimal number"))
+    if isinstance(value, float) and not math.isfinite(value):
+        errors.append(FieldError("total_amount", "must be a finite number"))
         return None
+    amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     if not amount.is_finite():
         errors.append(FieldError("total_amount", "must be a finite number"))
-    elif amount < 0:
+    elif amount.is_signed():  # "-0" and "-0.00" too: a sign is never part of a price
         errors.append(FieldError("total_amount", "must not be negative"))
     elif amount > MAX_AMOUNT:
         errors.append(FieldError("total_amount", f"must not exceed {MAX_AMOUNT}"))
     elif amount != amount.quantize(CENT):
         errors.append(FieldError("total_amount", "must have at most 2 decimal places"))
     else:
-        return abs(amount.quantize(CENT))  # abs: "-0" is zero, never a stored "-0.00"
+        return amount.quantize(CENT)
     return None
 
 

@@ -436,7 +436,60 @@ BAD_BODIES: list[tuple[str, bytes, int, str | None]] = [
     ("blank-body", b"  \n ", 400, None),
     ("not-utf8", b'{"user_id": "\xff\xfe"}', 400, None),
     ("nan-literal", b'{"user_id": 1, "item_ids": ["a"], "total_amount": NaN}', 400, None),
-    ("number-1e400", b'{"user_id": 1, "item_ids": ["a"], "total_amount": 1e400}', 400, None),
+    (
+        "number-1e400",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": 1e400}',
+        422,
+        "total_amount",
+    ),
+    (
+        "number-10000-digits",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": ' + b"9" * 10_000 + b"}",
+        422,
+        "total_amount",
+    ),
+    (
+        "number-minus-zero",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": -0}',
+        422,
+        "total_amount",
+    ),
+    (
+        "number-minus-zero-float",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": -0.0}',
+        422,
+        "total_amount",
+    ),
+    (
+        "number-tiny",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": 1e-400}',
+        422,
+        "total_amount",
+    ),
+    (
+        "number-too-precise",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": 1.0000000000000001}',
+        422,
+        "total_amount",
+    ),
+    (
+        "duplicate-key",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": "1", "total_amount": "999"}',
+        400,
+        "total_amount",
+    ),
+    (
+        "duplicate-key-spaced",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount" :"1", "total_amount": "999"}',
+        400,
+        "total_amount",
+    ),
+    (
+        "duplicate-unknown-key",
+        b'{"user_id": 1, "item_ids": ["a"], "total_amount": "1", "x": 1, "x": 2}',
+        400,
+        "x",
+    ),
     ("deep-nesting", b"[" * 5000 + b"]" * 5000, 400, None),
     ("json-array", b"[]", 422, "body"),
     ("json-string", b'"order"', 422, "body"),
@@ -461,6 +514,19 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("user_id-null", order(user_id=None), "user_id"),
     ("user_id-empty", order(user_id=""), "user_id"),
     ("user_id-negative", order(user_id=-1), "user_id"),
+    ("user_id-nul", order(user_id="a\u0000b"), "user_id"),
+    ("user_id-escape", order(user_id="\u001b[31m"), "user_id"),
+    ("user_id-bidi", order(user_id="\u202eevil"), "user_id"),
+    ("user_id-blank", order(user_id="   "), "user_id"),
+    ("item-bidi", order(item_ids=["ok", "\u202eevil"]), "item_ids[1]"),
+    ("item-control", order(item_ids=["a\nb"]), "item_ids[0]"),
+    ("item-blank", order(item_ids=[" "]), "item_ids[0]"),
+    ("amount-leading-space", order(total_amount=" 1.00"), "total_amount"),
+    ("amount-trailing-space", order(total_amount="1.00 "), "total_amount"),
+    ("amount-plus", order(total_amount="+1.00"), "total_amount"),
+    ("amount-minus-zero", order(total_amount="-0.00"), "total_amount"),
+    ("amount-underscore", order(total_amount="1_000"), "total_amount"),
+    ("amount-arabic-digits", order(total_amount="\u0661\u0662"), "total_amount"),
     ("item_ids-string", order(item_ids="sku-1"), "item_ids"),
     ("item_ids-object", order(item_ids={"a": 1}), "item_ids"),
     ("item_ids-empty", order(item_ids=[]), "item_ids"),
@@ -667,3 +733,114 @@ def test_unreachable_database_is_503_while_health_stays_ok(
         body = assert_problem(client.simulate_get(path), 503)
         assert body["type"] == "urn:orderlog:problem:store-unavailable"
     assert_problem(post(client, ORDER), 503)
+
+
+# -- HTTP semantics and answers that never grow with the input --------------------------
+
+GET_ROUTES = ["/orders/o-1", "/orders/o-1/events", "/events", "/metrics", "/healthz", "/readyz"]
+
+
+@pytest.mark.parametrize("path", GET_ROUTES)
+def test_head_answers_wherever_get_does_with_the_same_headers_and_no_body(
+    client: falcon.testing.TestClient, node: Node, path: str
+) -> None:
+    place_and_finish(client, node)
+    got = client.simulate_get(path)
+    head = client.simulate_head(path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/orders", {"POST", "OPTIONS"}),
+        ("/orders/o-1", {"GET", "HEAD", "OPTIONS"}),
+        ("/events", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_options_answers_204_with_the_methods_allowed(
+    client: falcon.testing.TestClient, path: str, allowed: set[str]
+) -> None:
+    result = client.simulate_options(path)
+    assert result.status_code == 204
+    assert result.content == b""
+    assert "content-type" not in result.headers
+    assert {m.strip() for m in result.headers["allow"].split(",")} >= allowed - {"OPTIONS"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "slug"),
+    [
+        ("GET", "/nowhere", 404, "not-found"),
+        ("DELETE", "/orders", 405, "method-not-allowed"),
+        ("PUT", "/events", 405, "method-not-allowed"),
+    ],
+)
+def test_routing_errors_are_problems_of_the_service_s_own_types(
+    client: falcon.testing.TestClient, method: str, path: str, status: int, slug: str
+) -> None:
+    problem = assert_problem(client.simulate_request(method, path), status)
+    assert problem["type"] == f"urn:orderlog:problem:{slug}"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["after=1_0", "after=%D9%A1", "after=%201", "after=1%20", "after=0x10", "limit=+5"],
+)
+def test_query_integers_are_ascii_digits_only(
+    client: falcon.testing.TestClient, query: str
+) -> None:
+    name = query.split("=")[0]
+    assert_problem(client.simulate_get("/events", query_string=query), 400, name)
+
+
+def test_a_repeated_query_parameter_is_refused(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/events", query_string="after=1&after=2")
+    problem = assert_problem(result, 400, "after")
+    assert problem["type"] == "urn:orderlog:problem:repeated-parameter"
+
+
+@pytest.mark.parametrize("charset", ["latin-1", "iso-8859-1", "utf-16", "ascii"])
+def test_a_body_in_another_charset_is_unsupported(
+    client: falcon.testing.TestClient, settled: int, charset: str
+) -> None:
+    result = post(client, ORDER, content_type=f"application/json; charset={charset}")
+    assert_problem(result, 415)
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "UTF-8", '"utf-8"', "utf8"])
+def test_a_body_declared_utf8_is_read(client: falcon.testing.TestClient, charset: str) -> None:
+    result = post(client, ORDER, content_type=f"application/json; charset={charset}")
+    assert result.status_code == 201, result.text
+
+
+def test_a_huge_order_id_is_not_echoed_whole(client: falcon.testing.TestClient) -> None:
+    huge = "x" * 200_000
+    result = client.simulate_get(f"/orders/{huge}")
+    assert_problem(result, 404)
+    assert len(result.content) < 2_000
+
+
+def test_thousands_of_unknown_fields_give_a_short_problem_without_twins(
+    client: falcon.testing.TestClient, settled: int
+) -> None:
+    # Short names and values: 6,000 fields just fit the default body limit.
+    body = {**ORDER, **{f"{n:x}": 0 for n in range(6000)}}
+    result = post(client, body)
+    problem = assert_problem(result, 422)
+    listed = [(e["field"], e["message"]) for e in problem["errors"]]
+    assert len(listed) == len(set(listed)) == 20
+    assert problem["errors_omitted"] == 5980
+    assert len(result.content) < 8_000
+
+
+def test_an_amount_written_as_a_number_is_booked_as_written(
+    client: falcon.testing.TestClient,
+) -> None:
+    raw = b'{"order_id": "n-1", "user_id": 1, "item_ids": ["a"], "total_amount": 1234567890123.45}'
+    result = post(client, raw=raw)
+    assert result.status_code == 201, result.text
+    assert result.json["total_amount"] == "1234567890123.45"

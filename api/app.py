@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import falcon
 import falcon.media
 import orjson
 
-from api import problem
+from api import logs, problem
+from api.inputs import request_id
 from api.resources import (
     EventFeed,
     Health,
@@ -42,11 +45,38 @@ class HttpRules:
             resp.content_length = None
 
 
+class RequestLog:
+    """Every request gets an id (the client's X-Request-ID if usable, else a fresh one),
+    echoed in the answer and put on every log record while it is handled; every
+    request leaves one access line."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        req.context.request_id = request_id(req)
+        req.context.log_token = logs.REQUEST_ID.set(req.context.request_id)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
+    ) -> None:
+        rid = req.context.get("request_id")
+        if rid is None:  # the request failed before this middleware saw it
+            return
+        resp.set_header("X-Request-ID", rid)
+        logs.access(
+            req.method,
+            req.uri_template or "(no route)",
+            resp.status_code,
+            time.perf_counter() - req.context.started,
+            rid,
+        )
+        logs.REQUEST_ID.reset(req.context.log_token)
+
+
 def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses."""
     # No connection per request: the store borrows one from the pool for each read,
     # and appends go through its writer, so a POST never touches the pool at all.
-    app = falcon.App(middleware=[HttpRules()])
+    app = falcon.App(middleware=[RequestLog(), HttpRules()])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json

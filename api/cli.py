@@ -11,11 +11,11 @@ working directory is read first (real environment variables win).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import orjson
 
+from api import logs
 from orderlog.config import Settings, env_name, load_settings, settings_fields, shown_default
 from orderlog.errors import OrderlogError
 
@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         settings = load_settings(overrides=overrides)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        logs.configure(settings.log_level, settings.log_format)
         if args.command == "serve":
             from api.server import serve
 

@@ -179,5 +179,3 @@ def request_id(req: falcon.Request) -> str:
     if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.strip():
         return given
     return os.urandom(16).hex()
-
-

@@ -10,7 +10,7 @@ from typing import Any
 
 import falcon
 
-from api.inputs import query_int, read_json, request_id
+from api.inputs import query_int, read_json
 from orderlog.core import Readiness as CoreReadiness
 from orderlog.errors import OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
@@ -43,7 +43,7 @@ class OrderCollection:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         command = PlaceOrder.from_payload(read_json(req, self._limit))
-        metadata = {"correlation_id": request_id(req), "node": self._node}
+        metadata = {"correlation_id": req.context.request_id, "node": self._node}
         events, created = self._service.place_order(command, metadata)
         view = order_view.fold(events)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200

@@ -77,7 +77,10 @@ class Settings:
     shutdown_timeout: float = _opt(
         10.0, "--shutdown-timeout", "seconds to finish orders in hand on SIGTERM/SIGINT"
     )
-    log_level: str = _opt("INFO", "--log-level", "DEBUG, INFO, WARNING or ERROR")
+    log_level: str = _opt(
+        "INFO", "--log-level", "DEBUG, INFO (with a line per request), WARNING or ERROR"
+    )
+    log_format: str = _opt("text", "--log-format", "text, or json for one JSON object per line")
 
     @property
     def node(self) -> str:
@@ -226,6 +229,8 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         bad("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA")
     if s.cpu.strip().lower() not in {"auto", "none"} and not s.cpu.strip().isdigit():
         bad("cpu", "must be auto, none or a CPU number")
+    if s.log_format not in {"text", "json"}:
+        bad("log_format", "must be text or json")
     if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
     if problems:

@@ -844,3 +844,58 @@ def test_an_amount_written_as_a_number_is_booked_as_written(
     result = post(client, raw=raw)
     assert result.status_code == 201, result.text
     assert result.json["total_amount"] == "1234567890123.45"
+
+
+# -- request ids and logs ---------------------------------------------------------------
+
+
+def test_a_usable_request_id_is_echoed_and_stored_with_the_order(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    result = post(client, ORDER, headers={"X-Request-ID": "req-42 from the gateway"})
+    assert result.headers["x-request-id"] == "req-42 from the gateway"
+    (placed,) = node.core.store.read_stream("o-1")
+    assert placed.metadata["correlation_id"] == "req-42 from the gateway"
+
+
+@pytest.mark.parametrize("given", [None, "x" * 129, "bad\u0000id", "\u202ehidden", "   "])
+def test_an_unusable_or_missing_request_id_is_replaced_by_a_fresh_one(
+    client: falcon.testing.TestClient, given: str | None
+) -> None:
+    headers = {"X-Request-ID": given} if given is not None else {}
+    first = client.simulate_get("/healthz", headers=headers).headers["x-request-id"]
+    second = client.simulate_get("/healthz", headers=headers).headers["x-request-id"]
+    assert first != given and first != second
+    assert len(first) == 32 and all(c in "0123456789abcdef" for c in first)
+
+
+def test_errors_carry_the_request_id_too(client: falcon.testing.TestClient) -> None:
+    result = client.simulate_get("/nowhere", headers={"X-Request-ID": "lost-1"})
+    assert result.status_code == 404
+    assert result.headers["x-request-id"] == "lost-1"
+
+
+def test_json_logs_give_one_access_line_per_request_and_the_id_on_every_record(
+    client: falcon.testing.TestClient,
+    node: Node,
+    unreachable_database: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from api import logs
+
+    logs.configure("INFO", "json")
+    try:
+        post(client, ORDER, headers={"X-Request-ID": "outage-7"})
+        client.simulate_get("/orders/o-9", headers={"X-Request-ID": "read-8"})
+    finally:
+        logs.configure("WARNING", "text")
+    records = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    access = [r for r in records if r["logger"] == "orderlog.access"]
+    assert [(r["method"], r["route"], r["status"], r["request_id"]) for r in access] == [
+        ("POST", "/orders", 503, "outage-7"),
+        ("GET", "/orders/{order_id}", 503, "read-8"),
+    ]
+    assert all(r["duration_ms"] >= 0 for r in access)
+    # The store's warning about the outage was logged while the POST was handled.
+    warnings = [r for r in records if r["level"] == "WARNING" and r["request_id"] == "outage-7"]
+    assert warnings and "POST /orders" in warnings[0]["message"]

@@ -9,6 +9,7 @@ import falcon.media
 import orjson
 
 from api import logs, problem
+from api.auth import Authentication
 from api.inputs import request_id
 from api.resources import (
     EventFeed,
@@ -76,7 +77,7 @@ def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses."""
     # No connection per request: the store borrows one from the pool for each read,
     # and appends go through its writer, so a POST never touches the pool at all.
-    app = falcon.App(middleware=[RequestLog(), HttpRules()])
+    app = falcon.App(middleware=[RequestLog(), HttpRules(), Authentication(core.tokens)])
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import orjson
 
 from api import logs
 from orderlog.config import Settings, env_name, load_settings, settings_fields, shown_default
 from orderlog.errors import OrderlogError
+from orderlog.tokens import SCOPES
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +53,82 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("path", help="the new file to write; an existing file is never replaced")
     backup.add_argument("--database", dest="database_url", default=None, help="database URL")
+    token = commands.add_parser(
+        "token",
+        help="API tokens: create, list, revoke",
+        description="API tokens, stored hashed in the database (shared by every node; not "
+        "events, never rebuilt). Scopes: " + ", ".join(SCOPES) + ".",
+    )
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--database", dest="database_url", default=None, help="database URL")
+    tokens = token.add_subparsers(dest="token_command", required=True)
+    create = tokens.add_parser(
+        "create", parents=[where], help="create a token and print its secret, once"
+    )
+    create.add_argument("--name", required=True, help="the token's name (1-64 characters)")
+    create.add_argument("--scopes", required=True, help="comma-separated: " + ",".join(SCOPES))
+    create.add_argument(
+        "--secret-file",
+        help="take the secret from this file instead of making one (for provisioning "
+        "containers and scripts); the secret is then not printed",
+    )
+    create.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing if a token of that name exists (provisioning on every start)",
+    )
+    tokens.add_parser(
+        "list", parents=[where], help="list the tokens' names, scopes and dates (never secrets)"
+    )
+    revoke = tokens.add_parser("revoke", parents=[where], help="revoke a token by name")
+    revoke.add_argument("name")
     return parser
+
+
+def _token(args: argparse.Namespace, database_url: str) -> int:
+    from orderlog.database import explain_failure, open_database
+    from orderlog.errors import StoreUnavailableError
+    from orderlog.store import EventStore
+    from orderlog.tokens import TokenStore, parse_scopes
+
+    store = EventStore(open_database(database_url), group_commit=False)
+    try:
+        store.open()
+    except StoreUnavailableError as exc:
+        raise explain_failure(exc.__cause__ or exc, database_url) from exc
+    try:
+        tokens = TokenStore(store)
+        if args.token_command == "create":
+            scopes = parse_scopes(args.scopes)
+            if args.if_missing and tokens.get(args.name) is not None:
+                sys.stdout.write(f"token {args.name!r} exists: left as it is\n")
+                return 0
+            given = None
+            if args.secret_file:
+                given = Path(args.secret_file).read_text().strip()
+            secret = tokens.create(args.name, scopes, given)
+            if given is None:
+                sys.stdout.write(f"{secret}\n")
+                sys.stderr.write(
+                    f"token {args.name!r} created with {','.join(sorted(scopes))}: "
+                    "the secret above is shown this once\n"
+                )
+            else:
+                sys.stdout.write(f"token {args.name!r} created from {args.secret_file}\n")
+            return 0
+        if args.token_command == "list":
+            for token in tokens.list():
+                sys.stdout.write(
+                    f"{token.name}\t{','.join(sorted(token.scopes))}\t{token.created_at}\n"
+                )
+            return 0
+        if not tokens.revoke(args.name):
+            sys.stderr.write(f"orderlog: no token named {args.name!r}\n")
+            return 2
+        sys.stdout.write(f"token {args.name!r} revoked\n")
+        return 0
+    finally:
+        store.close()
 
 
 def _load_dotenv() -> None:
@@ -75,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             from api.server import serve
 
             return serve(settings)
+        if args.command == "token":
+            return _token(args, settings.database_url)
         if args.command == "backup":
             from orderlog.backup import backup
 

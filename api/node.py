@@ -15,10 +15,12 @@ import logging
 import falcon
 
 from api.app import create_app
+from api.auth import is_loopback
 from api.http_server import HttpServer, make_server
 from orderlog.config import Settings
 from orderlog.core import Core
 from orderlog.database import redact
+from orderlog.errors import StartupError
 from projections.projector import MetricsProjector
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,12 @@ class Node:
             self.http = make_server(self.app, self.settings)
         try:
             self.core.open_store()
+            self._refuse_an_open_api_off_loopback()
             self.core.start_worker()
         except BaseException:
             if self.http is not None:
                 self.http.close()
+            self.core.close_store()
             raise
         log.info(
             "node %s on %s (%s backend)",
@@ -51,6 +55,18 @@ class Node:
             self.core.store.backend,
         )
         return self
+
+    def _refuse_an_open_api_off_loopback(self) -> None:
+        settings = self.settings
+        if self.http is None or settings.allow_anonymous or is_loopback(settings.host):
+            return
+        if not self.core.tokens.any():
+            raise StartupError(
+                f"no API token exists and {settings.host} is not a loopback address: anyone "
+                "who can reach it could place and read orders",
+                "create one first: orderlog token create --name NAME --scopes admin; "
+                "or pass --allow-anonymous",
+            )
 
     def serve(self) -> None:
         """Answer requests until a signal handler raises SystemExit."""

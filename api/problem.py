@@ -54,12 +54,14 @@ class Problem(falcon.HTTPError):
         detail: str,
         errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
             falcon.code_to_http_status(status), title=title, description=detail, headers=headers
         )
         self.slug = slug
         self.errors = errors
+        self.extra = extra or {}
 
     def to_problem(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -67,6 +69,7 @@ class Problem(falcon.HTTPError):
             "title": self.title,
             "status": self.status_code,
             "detail": self.description,
+            **self.extra,
         }
         if self.errors:
             listed = list(dict.fromkeys((e.field, e.message) for e in self.errors))  # no twins

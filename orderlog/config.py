@@ -77,6 +77,12 @@ class Settings:
     shutdown_timeout: float = _opt(
         10.0, "--shutdown-timeout", "seconds to finish orders in hand on SIGTERM/SIGINT"
     )
+    allow_anonymous: bool = _opt(
+        False,
+        "--allow-anonymous",
+        "serve without API tokens on an address other than loopback (with no token in the "
+        "database the API is open to anyone who can reach it)",
+    )
     log_level: str = _opt(
         "INFO", "--log-level", "DEBUG, INFO (with a line per request), WARNING or ERROR"
     )

@@ -15,6 +15,7 @@ from orderlog.errors import StoreUnavailableError
 from orderlog.order import OrderState
 from orderlog.service import OrderService
 from orderlog.store import EventStore
+from orderlog.tokens import TokenStore
 from orderlog.worker import Worker
 
 
@@ -44,6 +45,7 @@ class Core:
             self.db, group_commit=settings.group_commit, max_batch=settings.max_batch
         )
         self.service = OrderService(self.store, on_placed=self._notify)
+        self.tokens = TokenStore(self.store)
         self.worker = Worker(
             self.service,
             max_in_work=settings.max_in_work,

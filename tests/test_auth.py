@@ -1,0 +1,186 @@
+"""Bearer tokens with scopes: every route's scope, the token commands, and when auth is on.
+
+The app is the real one around a real store; tokens are made through the same
+TokenStore the ``orderlog token`` command uses, and the command itself is run as
+a subprocess where what the user sees is the point.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import falcon
+import falcon.inspect
+import falcon.testing
+import pytest
+
+from api.auth import ROUTE_SCOPES, required_scope
+from api.node import Node
+from orderlog.tokens import SCOPES, digest
+from tests.support import raw_fetch, start_server
+
+ORDER = {"order_id": "a-1", "user_id": 1, "item_ids": ["x"], "total_amount": "2.50"}
+# (method, path, body) for each mapped route and method
+CALLS = {
+    ("/orders", "POST"): ("POST", "/orders", ORDER),
+    ("/orders/{order_id}", "GET"): ("GET", "/orders/a-1", None),
+    ("/orders/{order_id}/events", "GET"): ("GET", "/orders/a-1/events", None),
+    ("/events", "GET"): ("GET", "/events", None),
+    ("/metrics", "GET"): ("GET", "/metrics", None),
+    ("/healthz", "GET"): ("GET", "/healthz", None),
+    ("/readyz", "GET"): ("GET", "/readyz", None),
+}
+
+
+@pytest.fixture
+def client(node: Node) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(node.app)
+
+
+def call(
+    client: falcon.testing.TestClient, route: tuple[str, str], secret: str | None
+) -> falcon.testing.Result:
+    method, path, body = CALLS[route]
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    return client.simulate_request(method, path, json=body, headers=headers)
+
+
+def test_every_route_of_the_app_has_a_scope_in_the_table(node: Node) -> None:
+    served = {
+        (route.path, method.method)
+        for route in falcon.inspect.inspect_routes(node.app)
+        for method in route.methods
+        if method.method not in ("OPTIONS", "HEAD") and not method.internal
+    }
+    assert served == set(ROUTE_SCOPES) == set(CALLS)
+
+
+@pytest.mark.parametrize("route", sorted(r for r, s in ROUTE_SCOPES.items() if s))
+def test_each_route_needs_its_scope(
+    client: falcon.testing.TestClient, node: Node, route: tuple[str, str]
+) -> None:
+    scope = ROUTE_SCOPES[route]
+    assert scope is not None
+    others = [s for s in SCOPES if s not in (scope, "admin")]
+    lacking = node.core.tokens.create("lacking", others)
+    holding = node.core.tokens.create("holding", [scope])
+    admin = node.core.tokens.create("root", ["admin"])
+
+    missing = call(client, route, None)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert missing.json["scope"] == scope
+    unknown = call(client, route, "olt_not-a-token-anyone-made-0000")
+    assert unknown.status_code == 401
+    assert 'error="invalid_token"' in unknown.headers["www-authenticate"]
+    forbidden = call(client, route, lacking)
+    assert forbidden.status_code == 403
+    assert forbidden.headers["content-type"] == "application/problem+json"
+    assert forbidden.json["scope"] == scope and scope in forbidden.json["detail"]
+    assert call(client, route, holding).status_code not in (401, 403)
+    assert call(client, route, admin).status_code not in (401, 403)
+
+
+@pytest.mark.parametrize("route", [("/healthz", "GET"), ("/readyz", "GET")])
+def test_health_and_readiness_stay_open_with_auth_on(
+    client: falcon.testing.TestClient, node: Node, route: tuple[str, str]
+) -> None:
+    node.core.tokens.create("someone", ["orders:read"])
+    assert call(client, route, None).status_code == 200
+
+
+def test_with_no_token_the_api_is_open(client: falcon.testing.TestClient) -> None:
+    assert call(client, ("/orders", "POST"), None).status_code == 201
+    assert call(client, ("/metrics", "GET"), None).status_code == 200
+
+
+def test_a_revoked_token_stops_working(client: falcon.testing.TestClient, node: Node) -> None:
+    secret = node.core.tokens.create("short-lived", ["metrics:read"])
+    node.core.tokens.create("keeper", ["admin"])  # auth stays on after the revoke
+    assert call(client, ("/metrics", "GET"), secret).status_code == 200
+    assert node.core.tokens.revoke("short-lived")
+    assert call(client, ("/metrics", "GET"), secret).status_code == 401
+
+
+def test_a_route_nobody_mapped_is_closed_not_open() -> None:
+    assert required_scope("/some/new/route", "GET") == "admin"
+    assert required_scope("/orders/{order_id}", "HEAD") == "orders:read"
+    assert required_scope("/orders", "OPTIONS") is None
+
+
+def orderlog(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_token_commands_show_the_secret_once_and_store_only_its_hash(
+    database_url: str, tmp_path: Path
+) -> None:
+    made = orderlog(
+        "token", "create", "--name", "ci", "--scopes", "orders:write,orders:read",
+        "--database", database_url, cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("olt_") and len(secret) > 30
+    stored = raw_fetch(database_url, "SELECT name, secret_sha256, scopes FROM tokens")
+    assert stored == [("ci", digest(secret), "orders:read,orders:write")]
+    assert secret not in str(raw_fetch(database_url, "SELECT * FROM tokens"))
+
+    listed = orderlog("token", "list", "--database", database_url, cwd=tmp_path)
+    assert (
+        listed.stdout.startswith("ci\torders:read,orders:write\t") and secret not in listed.stdout
+    )
+    assert (
+        orderlog("token", "revoke", "ci", "--database", database_url, cwd=tmp_path).returncode == 0
+    )
+    assert raw_fetch(database_url, "SELECT COUNT(*) FROM tokens") == [(0,)]
+    again = orderlog("token", "revoke", "ci", "--database", database_url, cwd=tmp_path)
+    assert again.returncode != 0 and again.stderr.count("\n") == 1
+
+
+def test_a_token_is_provisioned_from_a_file_once(database_url: str, tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("provisioned-secret-of-enough-length\n")
+    args = (
+        "token", "create", "--name", "deploy", "--scopes", "admin",
+        "--secret-file", str(secret_file), "--if-missing", "--database", database_url,
+    )  # fmt: skip
+    first = orderlog(*args, cwd=tmp_path)
+    second = orderlog(*args, cwd=tmp_path)  # as a container does on every start
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "provisioned-secret" not in first.stdout + second.stdout
+    assert raw_fetch(database_url, "SELECT name, secret_sha256 FROM tokens") == [
+        ("deploy", digest("provisioned-secret-of-enough-length"))
+    ]
+
+
+def test_serving_off_loopback_with_no_token_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    done = orderlog(
+        "serve", "--database", sqlite_url, "--host", "0.0.0.0", "--port", "0", cwd=tmp_path
+    )
+    assert done.returncode != 0
+    assert done.stderr.startswith("orderlog: no API token exists") and done.stderr.count("\n") == 1
+    assert "--allow-anonymous" in done.stderr
+
+
+def test_serving_off_loopback_is_allowed_with_a_token_or_allow_anonymous(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    open_server = start_server(sqlite_url, tmp_path, "--host", "0.0.0.0", "--allow-anonymous")
+    open_server.terminate()
+    made = orderlog(
+        "token", "create", "--name", "a", "--scopes", "admin", "--database", sqlite_url,
+        cwd=tmp_path,
+    )  # fmt: skip
+    secret = made.stdout.strip()
+    guarded = start_server(sqlite_url, tmp_path, "--host", "0.0.0.0")
+    try:
+        assert guarded.request("GET", "/metrics")[0] == 401
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert guarded.request("GET", "/metrics", headers=auth)[0] == 200
+    finally:
+        guarded.terminate()

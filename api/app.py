@@ -83,7 +83,12 @@ def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
     problem.install(app)
     settings = core.settings
-    app.add_route("/orders", OrderCollection(core.service, settings.node, settings.max_body_bytes))
+    app.add_route(
+        "/orders",
+        OrderCollection(
+            core.service, settings.node, settings.max_body_bytes, settings.idempotency_ttl
+        ),
+    )
     app.add_route("/orders/{order_id}", OrderResource(core.service))
     app.add_route("/orders/{order_id}/events", OrderHistory(core.service))
     app.add_route("/events", EventFeed(core.store))

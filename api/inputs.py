@@ -27,6 +27,7 @@ import orjson
 from api.problem import Problem, bad_request
 from orderlog.errors import FieldError
 from orderlog.errors import shown as echo
+from orderlog.order import MAX_IDEMPOTENCY_KEY
 
 JSON_TYPES = ("application/json",)
 UTF8 = ("utf-8", "utf8")
@@ -171,6 +172,25 @@ def single_param(req: falcon.Request, name: str) -> str | None:
             [FieldError(name, "must be given at most once")],
         )
     return value
+
+
+def idempotency_key(req: falcon.Request) -> str | None:
+    """The Idempotency-Key header, if any: printable, not blank, at most 255 characters."""
+    key = req.get_header("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.strip():
+        raise bad_request(
+            "invalid-idempotency-key",
+            "the Idempotency-Key header is unusable",
+            [
+                FieldError(
+                    "Idempotency-Key",
+                    f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters, not blank",
+                )
+            ],
+        )
+    return key
 
 
 def request_id(req: falcon.Request) -> str:

@@ -10,13 +10,14 @@ from typing import Any
 
 import falcon
 
-from api.inputs import query_int, read_json
+from api.inputs import idempotency_key, query_int, read_json
+from api.problem import Problem
 from orderlog.core import Readiness as CoreReadiness
-from orderlog.errors import OrderNotFoundError, shown
+from orderlog.errors import OrderConflictError, OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
-from orderlog.order import PlaceOrder
+from orderlog.order import PlaceOrder, idempotent_order_id
 from orderlog.service import OrderService
-from orderlog.store import MAX_PAGE, EventStore, format_time
+from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
 from projections import order_view
 from projections.projector import MetricsProjector
 
@@ -36,15 +37,49 @@ def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any
 
 
 class OrderCollection:
-    def __init__(self, service: OrderService, node: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, service: OrderService, node: str, max_body_bytes: int, idempotency_ttl: float
+    ) -> None:
         self._service = service
         self._node = node
         self._limit = max_body_bytes
+        self._ttl = idempotency_ttl
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        command = PlaceOrder.from_payload(read_json(req, self._limit))
+        payload = read_json(req, self._limit)
+        key = idempotency_key(req)
+        keyed = key is not None and isinstance(payload, dict) and "order_id" not in payload
+        if keyed:
+            client = req.context.get("token") or ""
+            payload = {**payload, "order_id": idempotent_order_id(key, client)}  # type: ignore[arg-type]
+        command = PlaceOrder.from_payload(payload)
         metadata = {"correlation_id": req.context.request_id, "node": self._node}
-        events, created = self._service.place_order(command, metadata)
+        if key is not None:
+            metadata["idempotency_key"] = key
+        try:
+            events, created = self._service.place_order(command, metadata)
+        except OrderConflictError:
+            if keyed:
+                raise Problem(
+                    409,
+                    "idempotency-key-reused",
+                    "Idempotency key reused",
+                    "this Idempotency-Key was first used with a different order",
+                ) from None
+            raise
+        if keyed and not created:
+            # A retry: the first answer again, as it was (the order as first placed).
+            age = (utc_now() - events[0].recorded_at).total_seconds()
+            if age > self._ttl:
+                raise Problem(
+                    422,
+                    "idempotency-key-expired",
+                    "Idempotency key expired",
+                    f"this Idempotency-Key was first used {age:.0f} s ago, more than "
+                    f"{self._ttl:.0f} s: send the order with a new key",
+                )
+            events, created = events[:1], True
+            resp.set_header("Idempotent-Replayed", "true")
         view = order_view.fold(events)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/orders/{command.order_id}"

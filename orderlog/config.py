@@ -77,6 +77,12 @@ class Settings:
     shutdown_timeout: float = _opt(
         10.0, "--shutdown-timeout", "seconds to finish orders in hand on SIGTERM/SIGINT"
     )
+    idempotency_ttl: float = _opt(
+        86400.0,
+        "--idempotency-ttl",
+        "seconds an Idempotency-Key is honoured; a later retry with it is refused, never "
+        "a second order",
+    )
     allow_anonymous: bool = _opt(
         False,
         "--allow-anonymous",
@@ -224,7 +230,13 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
     ):
         if getattr(s, name) < 1:
             bad(name, "must be at least 1")
-    for name in ("processing_delay", "claim_timeout", "pending_grace", "shutdown_timeout"):
+    for name in (
+        "processing_delay",
+        "claim_timeout",
+        "pending_grace",
+        "shutdown_timeout",
+        "idempotency_ttl",
+    ):
         if getattr(s, name) < 0:
             bad(name, "must not be negative")
     if s.sweep_interval <= 0:

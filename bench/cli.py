@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--no-wrk", dest="wrk", action="store_false", help="skip the wrk cross-check of the client"
     )
+    common.add_argument(
+        "--auth",
+        action="store_true",
+        help="with API tokens on: a token is made before the server starts and every "
+        "request carries it (the bare app is measured as always)",
+    )
 
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,13 +130,16 @@ class Bench:
     @contextlib.contextmanager
     def orderlog_server(self) -> Iterator[Any]:
         """The server under test: the one at --url, or a fresh one on a fresh database."""
-        from bench.servers import scratch_database, server_from_url, start_orderlog
+        from bench.servers import make_token, scratch_database, server_from_url, start_orderlog
 
         if self.args.url:
             yield server_from_url(self.args.url)
             return
         with scratch_database(self.database_url, self.workdir, "serve") as url:
+            secret = make_token(url, self.workdir) if self.args.auth else None
             server = start_orderlog(url, self.workdir, self.placement, *self.server_flags)
+            if secret:
+                server.headers = {"Authorization": f"Bearer {secret}"}
             try:
                 yield server
             finally:
@@ -225,14 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": args.command,
         "target": args.url or "orderlog serve started by the bench",
         "server_settings": "defaults" if not args.server_flags else " ".join(args.server_flags),
+        "auth": "a token on every request" if args.auth else "off (no token exists)",
         "processing_delay": Settings().processing_delay,
         "database": redact(args.database or "sqlite:///<temporary directory>/bench.db"),
         "runs": [],
     }
     if not args.json:
         _say(f"python -m bench {args.command}: orderlog serve with {out['server_settings']} "
-             f"(processing delay {out['processing_delay']} s); database {out['database']}; "
-             f"server: {out['target']}")  # fmt: skip
+             f"(processing delay {out['processing_delay']} s, auth {out['auth']}); "
+             f"database {out['database']}; server: {out['target']}")  # fmt: skip
     for pinned in PLACEMENTS[args.placement]:
         workdir = Path(tempfile.mkdtemp(prefix="orderlog-bench-"))
         placement = place(pinned)

@@ -104,7 +104,7 @@ def _burst(
     server: Server, order_ids: list[str], connections: int, timeout: float
 ) -> tuple[list[loadgen.Response], float, float]:
     """Every order at once, each on a fresh socket: (responses, wall seconds, client CPU)."""
-    requests = [("POST", "/orders", order_body(order_id)) for order_id in order_ids]
+    requests = [("POST", "/orders", order_body(order_id), server.headers) for order_id in order_ids]
     return _measured(
         lambda: loadgen.run(
             server.host, server.port, requests, connections, keep_alive=False, timeout=timeout
@@ -143,7 +143,7 @@ def run_burst(
     ``bare`` (the same burst against the bare app) and ``few`` (this burst over a few
     sockets) add the ratios the targets are stated in.
     """
-    client = Client(server.host, server.port)
+    client = Client.to(server)
     run = uuid.uuid4().hex[:8]
     ids = [f"burst-{run}-{n}" for n in range(orders)]
     try:
@@ -234,8 +234,8 @@ def run_burst(
 
 
 def _sustain(server: Server, connections: int, duration: float, prefix: str) -> dict[str, Any]:
-    def make_request(n: int) -> tuple[str, str, bytes]:
-        return ("POST", "/orders", order_body(f"{prefix}-{n}"))
+    def make_request(n: int) -> loadgen.Request:
+        return ("POST", "/orders", order_body(f"{prefix}-{n}"), server.headers)
 
     responses, wall, client_cpu = _measured(
         lambda: asyncio.run(
@@ -303,7 +303,7 @@ def measure_bare(
 def run_sustained(
     orderlog: Server, base: dict[str, Any], connections: int, duration: float
 ) -> dict[str, Any]:
-    client = Client(orderlog.host, orderlog.port)
+    client = Client.to(orderlog)
     try:
         completed_before = _completed(client)
         app = _sustain(orderlog, connections, duration, f"sus-{uuid.uuid4().hex[:8]}")

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     flags: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, so the server drains its writer and stores its projection."""
@@ -120,6 +121,19 @@ def start_orderlog(
     return launch(args, workdir, placement, "/readyz", timeout)
 
 
+def make_token(database_url: str, workdir: Path) -> str:
+    """An admin token made with ``orderlog token create``, as an operator would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "token", "create", "--name", "bench", "--scopes",
+         "admin", "--database", database_url],
+        cwd=str(workdir), capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"could not make a token: {done.stderr}")
+    return done.stdout.strip()
+
+
 def start_bare(workdir: Path, placement: Placement, *extra: str) -> Server:
     """The bare Falcon app (bench.bare) with orderlog's default waitress settings."""
     args = ["-m", "bench.bare", "--port", "0", *extra]
@@ -134,14 +148,21 @@ def server_from_url(url: str) -> Server:
 class Client:
     """One keep-alive connection for sequential requests (latency probes, paging)."""
 
-    def __init__(self, host: str, port: int, timeout: float = 60.0) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float = 60.0, headers: dict[str, str] | None = None
+    ) -> None:
         self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._headers = headers or {}
+
+    @classmethod
+    def to(cls, server: Server) -> Client:
+        return cls(server.host, server.port, headers=server.headers)
 
     def get(self, path: str) -> tuple[int, Any, float]:
         """(status, decoded JSON or None, seconds)."""
         started = time.perf_counter()
         try:
-            self._conn.request("GET", path)
+            self._conn.request("GET", path, headers=self._headers)
             response = self._conn.getresponse()
             raw = response.read()
         except (http.client.HTTPException, OSError):

@@ -80,3 +80,11 @@ def test_rebuild_replays_the_whole_generated_log_on_both_sides() -> None:
     assert result["events"] == 5000
     for side in ("raw", "rebuild"):
         assert result[side]["events"] == 5000
+
+
+def test_with_auth_on_every_order_carries_the_token_and_is_accepted() -> None:
+    report = bench("burst", "--orders", "20", "--few-connections", "0", "--auth")
+    assert report["auth"] == "a token on every request"
+    (run,) = report["runs"]
+    result = run["results"]["burst"]
+    assert (result["accepted"], result["lost"], result["duplicated"]) == (20, 0, 0)

@@ -80,3 +80,17 @@ def test_rebuild_replays_the_whole_generated_log_on_both_sides() -> None:
     assert result["events"] == 5000
     for side in ("raw", "rebuild"):
         assert result[side]["events"] == 5000
+
+
+def test_attack_probes_with_and_without_the_attack_and_accounts_for_every_probe() -> None:
+    (run,) = bench(
+        "attack", "--attack-connections", "50", "--attack-duration", "1", "--trickle-every", "0.2"
+    )["runs"]
+    result = run["results"]["attack"]
+    assert result["attack"]["attacker"]["held"] == 50  # the attack was on while probing
+    for phase in ("quiet", "under_attack"):
+        for endpoint in ("healthz", "orders"):
+            figures = result[phase][endpoint]
+            assert figures["requests"] > 0
+            assert figures["answered"] + figures["failed"] == figures["requests"]
+    assert result["quiet"]["orders"]["failed"] == 0

@@ -46,6 +46,18 @@ class Settings:
     channel_timeout: int = _opt(
         60, "--channel-timeout", "seconds before an idle HTTP connection is closed"
     )
+    header_timeout: float = _opt(
+        10.0,
+        "--header-timeout",
+        "seconds a request's headers may take to arrive, counted from the request's first "
+        "byte (from the connection's opening for its first request), however steadily they "
+        "trickle in; then the connection is closed",
+    )
+    max_connections_per_client: int = _opt(
+        1200,
+        "--max-connections-per-client",
+        "most open HTTP connections from one client address; more are closed as they are accepted",
+    )
     cpu: str = _opt(
         "auto",
         "--cpu",
@@ -210,16 +222,23 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         "connection_limit",
         "backlog",
         "channel_timeout",
+        "max_connections_per_client",
         "max_body_bytes",
         "max_batch",
     ):
         if getattr(s, name) < 1:
             bad(name, "must be at least 1")
-    for name in ("processing_delay", "claim_timeout", "pending_grace", "shutdown_timeout"):
+    for name in (
+        "processing_delay",
+        "claim_timeout",
+        "pending_grace",
+        "shutdown_timeout",
+    ):
         if getattr(s, name) < 0:
             bad(name, "must not be negative")
-    if s.sweep_interval <= 0:
-        bad("sweep_interval", "must be positive")
+    for name in ("sweep_interval", "header_timeout"):
+        if getattr(s, name) <= 0:
+            bad(name, "must be positive")
     if not 0 <= s.port <= 65535:
         bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

@@ -158,6 +158,13 @@ def test_every_bad_value_is_reported_at_once() -> None:
         ("ORDERLOG_PORT", "--port", "port", "-1"),
         ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "SOMETIMES"),
         ("ORDERLOG_LOG_LEVEL", "--log-level", "log_level", "verbose"),
+        ("ORDERLOG_HEADER_TIMEOUT", "--header-timeout", "header_timeout", "0"),
+        (
+            "ORDERLOG_MAX_CONNECTIONS_PER_CLIENT",
+            "--max-connections-per-client",
+            "max_connections_per_client",
+            "0",
+        ),
     ],
 )
 def test_out_of_range_value_names_where_it_came_from(
@@ -176,6 +183,7 @@ def test_out_of_range_value_names_where_it_came_from(
         ("sqlite_synchronous", "full"),
         ("log_level", "debug"),
         ("log_level", "WARNING"),
+        ("max_connections_per_client", "1"),
     ],
 )
 def test_values_at_the_edge_of_their_range_are_accepted(name: str, value: str) -> None:

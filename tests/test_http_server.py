@@ -1,7 +1,9 @@
-"""Waitress on orderlog's event loop: every connection is served, however many are open.
+"""Waitress on orderlog's event loop: every connection is served, however many are open,
+and no client holds more than its share: header deadlines, a per-address cap, shedding.
 
 The server runs in this process on port 0, in a thread, with a tiny WSGI app, so
-the tests can see its socket map; clients are real sockets.
+the tests can see its socket map; clients are real sockets, from other loopback
+addresses (Linux routes all of 127/8 to lo) where a test needs several clients.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from typing import Any
 
 import pytest
 
-from api.http_server import HttpServer
-from tests.support import wait_for
+from api.http_server import ConnectionLimits, HttpServer
+from tests.support import DEADLINE, wait_for
+
+HOLD = threading.Event()  # GET /hold waits for it: a request kept in the app
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    if environ["PATH_INFO"] == "/hold":
+        HOLD.wait(DEADLINE)
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else environ["PATH_INFO"].encode()
     start_response("200 OK", [("Content-Length", str(len(body)))])
@@ -31,15 +37,34 @@ def server(request: pytest.FixtureRequest) -> Iterator[HttpServer]:
     server = HttpServer(app, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    HOLD.clear()
     yield server
+    HOLD.set()
     server.stop()
     thread.join(10)
     assert not thread.is_alive()
     server.close()
 
 
-def connect(server: HttpServer) -> socket.socket:
-    return socket.create_connection(server.addresses[0], timeout=30)
+def connect(server: HttpServer, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(server.addresses[0], timeout=30, source_address=(source, 0))
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Wait (within the socket's timeout) for the server to close: EOF or a reset."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def answered(sock: socket.socket, path: str) -> bool:
+    """Send GET ``path``; True if its answer came back, False if the server had closed."""
+    try:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return read_answer(sock.makefile("rb")) == path.encode()
+    except (ConnectionResetError, BrokenPipeError, AssertionError):
+        return False
 
 
 def read_answer(reader: Any) -> bytes:
@@ -100,3 +125,86 @@ def test_an_idle_connection_is_closed_after_the_channel_timeout(server: HttpServ
         assert read_answer(sock.makefile("rb")) == b"/first"
         sock.settimeout(30)
         assert sock.recv(1) == b""  # the server closed it: EOF, not a timeout
+
+
+def limited(**limits: Any) -> Any:
+    """Parametrize the server fixture with connection limits (and waitress adjustments)."""
+    adjustments = limits.pop("adjustments", {})
+    return pytest.mark.parametrize(
+        "server", [{"limits": ConnectionLimits(**limits), **adjustments}], indirect=True
+    )
+
+
+@limited(header_timeout=1.0, adjustments={"cleanup_interval": 1})
+def test_a_silent_new_connection_is_closed_at_the_header_deadline(server: HttpServer) -> None:
+    with connect(server) as sock:
+        assert closed_by_server(sock)
+
+
+@limited(header_timeout=1.0, adjustments={"cleanup_interval": 1})
+def test_headers_trickling_in_byte_by_byte_are_cut_off_at_the_deadline(
+    server: HttpServer,
+) -> None:
+    # Each byte would restart waitress's idle timeout; the header deadline does not restart.
+    with connect(server) as keep_alive, connect(server, "127.0.0.2") as slow:
+        assert answered(keep_alive, "/first")
+        slow.settimeout(0.1)  # the trickle's pace: one byte per wait for the server's close
+        head = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 10_000
+        cut_off = False
+        for byte in (head[n : n + 1] for n in range(len(head))):
+            try:
+                slow.send(byte)
+                cut_off = closed_by_server(slow)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+            if cut_off:
+                break
+        assert cut_off
+        # Idle between requests is not waiting for headers: the older connection still works.
+        assert answered(keep_alive, "/second")
+
+
+@limited(per_client=5)
+def test_connections_over_the_per_client_cap_are_closed_and_other_clients_are_served(
+    server: HttpServer,
+) -> None:
+    crowd = [connect(server, "127.0.0.2") for _ in range(8)]
+    try:
+        served = [answered(sock, f"/c{n}") for n, sock in enumerate(crowd)]
+        assert served.count(True) == 5
+        with connect(server, "127.0.0.3") as other:
+            assert answered(other, "/other")
+    finally:
+        for sock in crowd:
+            sock.close()
+
+
+@limited(adjustments={"connection_limit": 50})
+def test_near_the_connection_limit_the_longest_idle_are_shed_for_newcomers(
+    server: HttpServer,
+) -> None:
+    # One request held in the app: a connection with work in hand is never shed.
+    busy = connect(server, "127.0.0.9")
+    busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle: list[socket.socket] = []
+    try:
+        # Keep-alive clients from many addresses, each answered and then silent: no
+        # per-address cap or deadline applies, only the total limit (listener and
+        # trigger count too, as waitress counts them).
+        for n in range(60):
+            sock = connect(server, f"127.0.1.{n % 20 + 1}")
+            idle.append(sock)
+            assert answered(sock, f"/idle{n}")
+        with connect(server, "127.0.0.10") as newcomer:
+            assert answered(newcomer, "/newcomer")
+        assert len(server.map) < 50
+        HOLD.set()
+        assert read_answer(busy.makefile("rb")) == b"/hold"
+        oldest_first = [closed_by_server(sock) for sock in idle[:5]]
+        assert all(oldest_first)
+    finally:
+        busy.close()
+        for sock in idle:
+            sock.close()

@@ -10,7 +10,9 @@ with two hooks so the loop knows what changed) and what one client may hold:
   trickle in: waitress's own idle timeout restarts with every byte, so a client
   sending one byte every few seconds would hold its connection forever;
 - one client address may hold at most ``per_client`` connections; more are
-  closed as they are accepted;
+  closed as they are accepted. A trusted reverse proxy's connections are exempt:
+  it speaks for many clients, and its clients are bounded per forwarded address
+  by ``api.forwarded`` instead;
 - when open connections near ``connection_limit``, those waiting on their client
   (idle between requests, or still sending one) are closed, longest-waiting
   first, so a newcomer finds room. Connections with a request in the app or an
@@ -54,6 +56,7 @@ class ConnectionLimits:
 
     header_timeout: float = 10.0
     per_client: int = 1200
+    trusted_proxy: str = ""  # its connections are exempt from per_client
 
 
 class _Guard:
@@ -75,7 +78,8 @@ class _Guard:
         self.next_report = time.monotonic() + REPORT_EVERY
 
     def admits(self, client: str) -> bool:
-        if self.clients[client] < self.limits.per_client:
+        limits = self.limits
+        if client == limits.trusted_proxy or self.clients[client] < limits.per_client:
             return True
         self.counts["refused over the per-client cap"] += 1
         return False
@@ -276,8 +280,15 @@ def waitress_settings(settings: Settings) -> dict[str, Any]:
         "asyncore_use_poll": True,
         "max_request_body_size": max(settings.max_body_bytes * 4, 1 << 20),
         "ident": "orderlog",
+        # Forwarded headers from anyone but the trusted proxy are dropped, never believed.
         "clear_untrusted_proxy_headers": True,
     }
+    if settings.trusted_proxy:
+        adjustments.update(
+            trusted_proxy=settings.trusted_proxy,
+            trusted_proxy_count=1,
+            trusted_proxy_headers="x-forwarded-for x-forwarded-proto",
+        )
     return adjustments
 
 
@@ -285,6 +296,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     return ConnectionLimits(
         header_timeout=settings.header_timeout,
         per_client=settings.max_connections_per_client,
+        trusted_proxy=settings.trusted_proxy,
     )
 
 

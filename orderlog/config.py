@@ -7,6 +7,7 @@ command line, ``.env.example`` and the README are all derived from this one tabl
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import socket
@@ -56,7 +57,23 @@ class Settings:
     max_connections_per_client: int = _opt(
         1200,
         "--max-connections-per-client",
-        "most open HTTP connections from one client address; more are closed as they are accepted",
+        "most open HTTP connections from one client address; more are closed as they are "
+        "accepted (the trusted proxy's own connections are exempt)",
+    )
+    trusted_proxy: str = _opt(
+        "",
+        "--trusted-proxy",
+        "IP address of the reverse proxy in front (as the connection comes from it): its "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, its connections are exempt from "
+        "--max-connections-per-client and each client it forwards is held to "
+        "--max-requests-per-client; empty: believe no forwarded header",
+        shown="none",
+    )
+    max_requests_per_client: int = _opt(
+        8,
+        "--max-requests-per-client",
+        "most requests from one client forwarded by the trusted proxy that the app works on "
+        "at once (of --threads); more are answered 429",
     )
     cpu: str = _opt(
         "auto",
@@ -223,6 +240,7 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         "backlog",
         "channel_timeout",
         "max_connections_per_client",
+        "max_requests_per_client",
         "max_body_bytes",
         "max_batch",
     ):
@@ -239,6 +257,11 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
     for name in ("sweep_interval", "header_timeout"):
         if getattr(s, name) <= 0:
             bad(name, "must be positive")
+    if s.trusted_proxy:
+        try:
+            ipaddress.ip_address(s.trusted_proxy)
+        except ValueError:
+            bad("trusted_proxy", "must be one IP address (or empty: no proxy is trusted)")
     if not 0 <= s.port <= 65535:
         bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

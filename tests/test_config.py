@@ -165,6 +165,14 @@ def test_every_bad_value_is_reported_at_once() -> None:
             "max_connections_per_client",
             "0",
         ),
+        ("ORDERLOG_TRUSTED_PROXY", "--trusted-proxy", "trusted_proxy", "nginx"),
+        ("ORDERLOG_TRUSTED_PROXY", "--trusted-proxy", "trusted_proxy", "*"),
+        (
+            "ORDERLOG_MAX_REQUESTS_PER_CLIENT",
+            "--max-requests-per-client",
+            "max_requests_per_client",
+            "0",
+        ),
     ],
 )
 def test_out_of_range_value_names_where_it_came_from(
@@ -183,6 +191,8 @@ def test_out_of_range_value_names_where_it_came_from(
         ("sqlite_synchronous", "full"),
         ("log_level", "debug"),
         ("log_level", "WARNING"),
+        ("trusted_proxy", "10.0.0.2"),
+        ("trusted_proxy", "::1"),
         ("max_connections_per_client", "1"),
     ],
 )

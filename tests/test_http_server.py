@@ -181,6 +181,18 @@ def test_connections_over_the_per_client_cap_are_closed_and_other_clients_are_se
             sock.close()
 
 
+@limited(per_client=2, trusted_proxy="127.0.0.2")
+def test_the_trusted_proxy_is_exempt_from_the_per_client_cap(server: HttpServer) -> None:
+    proxy = [connect(server, "127.0.0.2") for _ in range(6)]
+    crowd = [connect(server, "127.0.0.3") for _ in range(4)]
+    try:
+        assert all(answered(sock, f"/p{n}") for n, sock in enumerate(proxy))
+        assert [answered(sock, f"/c{n}") for n, sock in enumerate(crowd)].count(True) == 2
+    finally:
+        for sock in proxy + crowd:
+            sock.close()
+
+
 @limited(adjustments={"connection_limit": 50})
 def test_near_the_connection_limit_the_longest_idle_are_shed_for_newcomers(
     server: HttpServer,

@@ -20,8 +20,13 @@ with two hooks so the loop knows what changed) and what one client may hold:
 
 The deadlines are checked once a second (waitress's ``cleanup_interval``), in one
 pass over the connections; between checks the loop's turns stay O(events).
-Listening sockets may be handed in already bound, so a server can bind before
-anything else starts.
+
+Stopping answers what clients already sent (``HttpServer.drain``): the listening
+sockets close, requests received are served (or, once the drain timeout is up
+and they still wait for a thread, answered 503 with Retry-After, nothing done),
+every answer says ``Connection: close``, and idle connections are closed once
+they had a moment to send a last request. Listening sockets may be handed in
+already bound, so a server can bind before anything else starts.
 """
 
 from __future__ import annotations
@@ -29,12 +34,16 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import select
 import socket
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
@@ -43,11 +52,17 @@ from waitress.task import ThreadedTaskDispatcher
 
 from api.event_loop import EventLoop, LoopMap
 from api.limits import raise_file_limit
+from api.problem import PROBLEM_JSON, Problem
 from orderlog.config import Settings
 
 log = logging.getLogger(__name__)
 
 REPORT_EVERY = 10.0  # seconds between log lines about connections refused, timed out or shed
+# While draining: how long a connection idle at the start (or since its last answer) may
+# still send a request. A kept-alive client sends its next one at once; waiting this
+# long spares it a connection closed under a request already on its way.
+IDLE_GRACE = 1.0
+DRAIN_GRACE = 2.0  # after the drain timeout: for the 503s and the last answers to go out
 
 
 @dataclass(frozen=True)
@@ -62,8 +77,8 @@ class ConnectionLimits:
 class _Guard:
     """The limits' state, shared by a server's listeners and read by its connections.
 
-    Touched by the main thread only: accepting, closing and the once-a-second
-    check all run there.
+    Changed by the main thread only: accepting, closing, the once-a-second check and
+    the drain all run there (request threads only read ``draining``).
     """
 
     def __init__(self, limits: ConnectionLimits, connection_limit: int) -> None:
@@ -74,6 +89,7 @@ class _Guard:
         self.shed_at = max(1, connection_limit - headroom)
         self.shed_to = max(0, min(self.shed_at - 1, connection_limit - 2 * headroom))
         self.next_shed = 0.0
+        self.draining = False  # every answer says Connection: close
         self.counts: Counter[str] = Counter()  # refused / timed out / shed since the last report
         self.next_report = time.monotonic() + REPORT_EVERY
 
@@ -93,6 +109,37 @@ class _Guard:
             what = ", ".join(f"{n} {why}" for why, n in sorted(self.counts.items()))
             log.warning("connections %s; most connected: %s", what, busiest)
             self.counts.clear()
+
+
+class _DrainGate:
+    """The WSGI app, or a 503 once a drain's timeout is up: requests still waiting for a
+    thread then are answered at once, and the app never runs for them."""
+
+    _BODY = orjson.dumps(
+        Problem(
+            503,
+            "shutting-down",
+            "Service unavailable",
+            "the server is shutting down and did not act on this request; send it again",
+        ).to_problem()
+    )
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.refusing = False
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if self.refusing:
+            start_response(
+                "503 Service Unavailable",
+                [
+                    ("Content-Type", PROBLEM_JSON),
+                    ("Content-Length", str(len(self._BODY))),
+                    ("Retry-After", "1"),
+                ],
+            )
+            return [self._BODY]
+        return self.app(environ, start_response)
 
 
 def _client_of(addr: Any) -> str:
@@ -140,6 +187,10 @@ class _Channel(HTTPChannel):
         # must look at this connection again (its answer is ready, or it may read).
         serving = self.server.loop.serving
         serving.channel = self
+        if self.server.guard.draining:
+            # Tell the client this connection ends with this answer (waitress then
+            # closes it once the answer is sent), so it sends nothing more on it.
+            self.requests[0].headers["CONNECTION"] = "close"
         try:
             super().service()
         finally:
@@ -204,6 +255,20 @@ class _Listener(TcpWSGIServer):
         self.loop.touch_served()
         super().pull_trigger()
 
+    def stop_accepting(self) -> None:
+        """Take in the connections waiting in the backlog (they may have sent a request
+        already), then close the listening socket. The trigger stays: request threads
+        still pull it."""
+        if not self.accepting:
+            return
+        waiting = select.poll()
+        waiting.register(self.socket, select.POLLIN)
+        for _ in range(self.adj.backlog):  # bounded: a failing accept leaves it readable
+            if len(self._map) >= self.adj.connection_limit or not waiting.poll(0):
+                break
+            self.handle_accept()
+        wasyncore.dispatcher.close(self)
+
 
 class HttpServer:
     """One or more listening sockets, their connections and request threads, one loop."""
@@ -222,6 +287,7 @@ class HttpServer:
         self.loop = EventLoop()
         self.map = LoopMap(self.loop)
         self.guard = _Guard(limits or ConnectionLimits(), self.adj.connection_limit)
+        self.gate = _DrainGate(app)
         self.dispatcher = ThreadedTaskDispatcher()
         self.dispatcher.set_thread_count(self.adj.threads)
         self.listeners: list[_Listener] = []
@@ -231,6 +297,7 @@ class HttpServer:
             "loop": self.loop,
             "guard": self.guard,
         }
+        app = self.gate  # what the listeners serve: the app, or 503s late in a drain
         for sock in self.adj.sockets:
             sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
             self.listeners.append(
@@ -243,21 +310,79 @@ class HttpServer:
                 )
         for listener in self.listeners:
             self.loop.always_ask(listener)
+        self._not_running = threading.Event()
+        self._not_running.set()
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
         return [(s.effective_host, s.effective_port) for s in self.listeners]
 
     def run(self) -> None:
-        """Serve until SystemExit or KeyboardInterrupt (a signal handler raises one)."""
-        with contextlib.suppress(SystemExit, KeyboardInterrupt):
-            self.loop.run(self.map, self.adj.asyncore_loop_timeout)
+        """Serve until ``stop`` (or SystemExit or KeyboardInterrupt)."""
+        self._not_running.clear()
+        try:
+            with contextlib.suppress(SystemExit, KeyboardInterrupt):
+                self.loop.run(self.map, self.adj.asyncore_loop_timeout)
+        finally:
+            self._not_running.set()
 
     def stop(self) -> None:
-        """Make ``run`` return soon; safe from any thread."""
+        """Make ``run`` return soon; safe from any thread and from a signal handler."""
         self.loop.stop()
-        if self.listeners:
-            self.listeners[0].pull_trigger()
+
+    def drain(self, timeout: float) -> bool:
+        """End ``run``, stop accepting and answer what clients sent; see the module doc.
+
+        Requests are served as usual for ``timeout`` seconds; then those still waiting
+        for a thread are answered 503. Returns once no connection is left, or False
+        if some still had a request in hand ``DRAIN_GRACE`` after the timeout (a slow
+        request in the app): ``close`` then cuts them off. ``run`` may be running in
+        another thread: it is stopped first, as the loop is this thread's from then on.
+        """
+        self.stop()
+        self._not_running.wait()
+        started = time.monotonic()
+        refuse_at = started + timeout
+        give_up = refuse_at + max(DRAIN_GRACE, IDLE_GRACE)
+        self.guard.draining = True
+        for listener in self.listeners:
+            listener.stop_accepting()
+        log.info("draining %d connections", len(self._channels()))
+        next_sweep = started
+        while True:
+            now = time.monotonic()
+            if now >= next_sweep:  # a pass over the connections at most every 50 ms
+                next_sweep = now + 0.05
+                if now >= refuse_at:
+                    self.gate.refusing = True
+                left = self._close_idle(now, since=started)
+                if not left:
+                    log.info("drained in %.2f s", now - started)
+                    return True
+                if now >= give_up:
+                    log.warning("%d connections still busy after the drain timeout", left)
+                    return False
+            self.loop.turn(self.map, 0.05)
+
+    def _channels(self) -> list[_Channel]:
+        return [c for listener in self.listeners for c in listener.active_channels.values()]
+
+    def _close_idle(self, now: float, since: float) -> int:
+        """Close the connections that sent nothing for ``IDLE_GRACE`` since ``since`` or
+        their last answer, and those past their header deadline; how many are left."""
+        left = 0
+        for channel in self._channels():
+            if channel.waiting():
+                deadline = channel.header_deadline
+                if channel.request is None:  # nothing of a next request has come
+                    if now - max(channel.waiting_since, since) >= IDLE_GRACE:
+                        channel.handle_close()
+                        continue
+                elif deadline is not None and now >= deadline:
+                    channel.handle_close()
+                    continue
+            left += 1
+        return left
 
     def close(self) -> None:
         self.dispatcher.shutdown()

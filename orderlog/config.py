@@ -106,6 +106,12 @@ class Settings:
     shutdown_timeout: float = _opt(
         10.0, "--shutdown-timeout", "seconds to finish orders in hand on SIGTERM/SIGINT"
     )
+    drain_timeout: float = _opt(
+        5.0,
+        "--drain-timeout",
+        "seconds on SIGTERM/SIGINT to answer the requests already received, before the worker "
+        "stops; requests still waiting then are answered 503 with Retry-After",
+    )
     log_level: str = _opt("INFO", "--log-level", "DEBUG, INFO, WARNING or ERROR")
 
     @property
@@ -251,6 +257,7 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         "claim_timeout",
         "pending_grace",
         "shutdown_timeout",
+        "drain_timeout",
     ):
         if getattr(s, name) < 0:
             bad(name, "must not be negative")

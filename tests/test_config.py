@@ -159,6 +159,7 @@ def test_every_bad_value_is_reported_at_once() -> None:
         ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "SOMETIMES"),
         ("ORDERLOG_LOG_LEVEL", "--log-level", "log_level", "verbose"),
         ("ORDERLOG_HEADER_TIMEOUT", "--header-timeout", "header_timeout", "0"),
+        ("ORDERLOG_DRAIN_TIMEOUT", "--drain-timeout", "drain_timeout", "-1"),
         (
             "ORDERLOG_MAX_CONNECTIONS_PER_CLIENT",
             "--max-connections-per-client",
@@ -194,6 +195,7 @@ def test_out_of_range_value_names_where_it_came_from(
         ("trusted_proxy", "10.0.0.2"),
         ("trusted_proxy", "::1"),
         ("max_connections_per_client", "1"),
+        ("drain_timeout", "0"),  # no time to serve: what was received is answered 503
     ],
 )
 def test_values_at_the_edge_of_their_range_are_accepted(name: str, value: str) -> None:

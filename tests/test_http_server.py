@@ -1,5 +1,6 @@
 """Waitress on orderlog's event loop: every connection is served, however many are open,
-and no client holds more than its share: header deadlines, a per-address cap, shedding.
+no client holds more than its share (header deadlines, a per-address cap, shedding),
+and stopping answers what clients already sent.
 
 The server runs in this process on port 0, in a thread, with a tiny WSGI app, so
 the tests can see its socket map; clients are real sockets, from other loopback
@@ -13,16 +14,19 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from api.http_server import ConnectionLimits, HttpServer
 from tests.support import DEADLINE, wait_for
 
 HOLD = threading.Event()  # GET /hold waits for it: a request kept in the app
+HELD = threading.Event()  # set once GET /hold is in the app
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     if environ["PATH_INFO"] == "/hold":
+        HELD.set()
         HOLD.wait(DEADLINE)
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else environ["PATH_INFO"].encode()
@@ -38,6 +42,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[HttpServer]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     HOLD.clear()
+    HELD.clear()
     yield server
     HOLD.set()
     server.stop()
@@ -65,6 +70,16 @@ def answered(sock: socket.socket, path: str) -> bool:
         return read_answer(sock.makefile("rb")) == path.encode()
     except (ConnectionResetError, BrokenPipeError, AssertionError):
         return False
+
+
+def read_whole(reader: Any) -> tuple[bytes, dict[str, str], bytes]:
+    """One answer: its status line, headers (lower-case names) and body."""
+    status = reader.readline().rstrip()
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, reader.read(int(headers["content-length"]))
 
 
 def read_answer(reader: Any) -> bytes:
@@ -220,3 +235,58 @@ def test_near_the_connection_limit_the_longest_idle_are_shed_for_newcomers(
         busy.close()
         for sock in idle:
             sock.close()
+
+
+def drain_in_background(server: HttpServer, timeout: float) -> tuple[threading.Thread, list[bool]]:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(server.drain(timeout)))
+    thread.start()
+    return thread, result
+
+
+@limited(adjustments={"threads": 1})
+def test_a_drain_serves_the_request_in_hand_and_answers_the_waiting_503_then_closes(
+    server: HttpServer,
+) -> None:
+    busy = connect(server)
+    busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert HELD.wait(DEADLINE)
+    waiting = [connect(server) for _ in range(3)]  # queued behind the one busy thread
+    for n, sock in enumerate(waiting):
+        sock.sendall(f"GET /w{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    silent = connect(server)
+    try:
+        drainer, drained = drain_in_background(server, timeout=0.2)
+        wait_for(lambda: server.gate.refusing, what="the drain timeout to pass")
+        with pytest.raises(ConnectionRefusedError):
+            connect(server)  # no longer accepting
+
+        HOLD.set()  # began before the drain: answered as usual, then idle and closed
+        status, headers, body = read_whole(busy.makefile("rb"))
+        assert (status, body) == (b"HTTP/1.1 200 OK", b"/hold")
+        for sock in waiting:
+            status, headers, body = read_whole(sock.makefile("rb"))
+            assert status == b"HTTP/1.1 503 Service Unavailable"
+            assert headers["content-type"] == "application/problem+json"
+            assert headers["retry-after"] == "1" and headers["connection"] == "close"
+            assert orjson.loads(body)["status"] == 503
+            assert closed_by_server(sock)
+        assert closed_by_server(busy) and closed_by_server(silent)
+        drainer.join(DEADLINE)
+        assert drained == [True]
+    finally:
+        for sock in [busy, *waiting, silent]:
+            sock.close()
+
+
+def test_a_request_sent_just_after_the_drain_begins_is_still_answered(server: HttpServer) -> None:
+    with connect(server) as sock:
+        assert answered(sock, "/before")  # then idle, as a kept-alive client is a moment
+        drainer, drained = drain_in_background(server, timeout=5.0)
+        wait_for(lambda: server.guard.draining, what="the drain to begin")
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = read_whole(sock.makefile("rb"))
+        assert (status, body, headers["connection"]) == (b"HTTP/1.1 200 OK", b"/after", "close")
+        assert closed_by_server(sock)
+        drainer.join(DEADLINE)
+        assert drained == [True]

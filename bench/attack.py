@@ -354,6 +354,12 @@ def _tail(responses: list[loadgen.Response], ok: int, timeout: float) -> dict[st
     }
 
 
+def _addresses(sources: list[str]) -> str:
+    if len(sources) <= 2:
+        return " and ".join(sources)
+    return f"{len(sources)} addresses ({sources[0]} to {sources[-1]})"
+
+
 def _shown(tail: dict[str, Any]) -> str:
     def one(value: float | None) -> str:
         return f"> {tail['timeout_s']:g} s (no answer)" if value is None else f"{value:g}"
@@ -396,7 +402,7 @@ def run_attack(
     }
     held = attacker.get("held", "?")
     results["table"] = [
-        ("attack", f"{connections:,} connections from {', '.join(sources)} "
+        ("attack", f"{connections:,} connections from {_addresses(sources)} "
                    f"({' and '.join(kinds)}), one byte every {trickle_every:g} s when slow"),
         ("attacker at the end: held / closed by server",
          f"{held} / {attacker.get('closed_by_server', '?')}"),

@@ -9,6 +9,7 @@ nginx is not installed; with ORDERLOG_TEST_REQUIRE_NGINX=1 (CI) that fails inste
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import re
@@ -95,6 +96,38 @@ class Proxy:
         return self.log_path.read_text(errors="replace")
 
 
+def bound_or_exited(process: subprocess.Popen[bytes], pid_file: Path) -> bool:
+    # nginx writes its pid file once its sockets are bound (a connection could reach
+    # whoever else holds the port).
+    return process.poll() is not None or pid_file.exists()
+
+
+def start_nginx(
+    nginx: str, directory: Path, upstream: int
+) -> tuple[int, subprocess.Popen[bytes], Path]:
+    """nginx on a free port, listening: (port, process, log). Another process may take the
+    port between our check and nginx's bind (other tests run here too): a few tries."""
+    for attempt in range(5):
+        port = free_port()
+        config = templated(directory, port, upstream)
+        (directory / "nginx.pid").unlink(missing_ok=True)
+        log_path = directory / f"nginx-{attempt}.log"
+        with open(log_path, "wb") as out:
+            process = subprocess.Popen(
+                [nginx, "-p", str(directory), "-c", str(config), "-e", "stderr",
+                 "-g", "daemon off;"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        up = functools.partial(bound_or_exited, process, directory / "nginx.pid")
+        wait_for(up, what="nginx to bind or exit")
+        if process.poll() is None:
+            return port, process, log_path
+        log = log_path.read_text(errors="replace")
+        if "Address already in use" not in log:
+            raise AssertionError(f"nginx exited:\n{log}")
+    raise AssertionError("no free port for nginx in 5 tries")
+
+
 @pytest.fixture
 def proxy(sqlite_url: str, tmp_path: Path) -> Iterator[Proxy]:
     nginx = nginx_binary()
@@ -107,29 +140,17 @@ def proxy(sqlite_url: str, tmp_path: Path) -> Iterator[Proxy]:
     node = start_server(
         sqlite_url, tmp_path, "--trusted-proxy", PROXY, "--max-connections-per-client", "2"
     )
-    port = free_port()
-    config = templated(tmp_path, port, node.port)
-    log_path = tmp_path / "nginx.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [nginx, "-p", str(tmp_path), "-c", str(config), "-e", "stderr", "-g", "daemon off;"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    proxy = Proxy(port, node, process, log_path)
-
-    def up() -> bool:
-        assert process.poll() is None, f"nginx exited:\n{proxy.log()}"
-        try:
-            return proxy.request("GET", "/healthz")[0] == 200
-        except OSError:
-            return False
-
+    process: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(up, what="nginx to answer through to the node")
+        port, process, log_path = start_nginx(nginx, tmp_path, node.port)
+        proxy = Proxy(port, node, process, log_path)
+        wait_for(lambda: proxy.request("GET", "/healthz")[0] == 200,
+                 what="nginx to answer through to the node")  # fmt: skip
         yield proxy
     finally:
-        process.terminate()
-        process.wait(DEADLINE)
+        if process is not None:
+            process.terminate()
+            process.wait(DEADLINE)
         assert node.terminate() == 0, node.log()
 
 

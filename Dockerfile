@@ -1,5 +1,8 @@
 # One orderlog node: the REST API and its order worker, on PostgreSQL.
-# Build: docker build -t orderlog .   Run several against one database: docker-compose.yml.
+# Build: docker build -t orderlog .   Run several against one database: docker-compose.yml,
+# where nginx (deploy/nginx.conf) stands in front and the node listens on an internal network
+# only. It listens on 0.0.0.0 inside its container: publish it directly only where no proxy
+# can stand in front (it then bounds each client itself; see the README, "Deployment").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -10,6 +10,7 @@ import orjson
 
 from api import logs, problem
 from api.auth import Authentication
+from api.forwarded import ForwardedClientLimit
 from api.inputs import request_id
 from api.resources import (
     EventFeed,
@@ -75,14 +76,20 @@ class RequestLog:
 
 def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses."""
+    settings = core.settings
+    # Only behind a trusted proxy do requests name their client (see api.forwarded).
+    middleware = (
+        [ForwardedClientLimit(settings.max_requests_per_client)] if settings.trusted_proxy else []
+    )
     # No connection per request: the store borrows one from the pool for each read,
     # and appends go through its writer, so a POST never touches the pool at all.
-    app = falcon.App(middleware=[RequestLog(), HttpRules(), Authentication(core.tokens)])
+    app = falcon.App(
+        middleware=[RequestLog(), HttpRules(), *middleware, Authentication(core.tokens)]
+    )
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
     problem.install(app)
-    settings = core.settings
     app.add_route(
         "/orders",
         OrderCollection(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import select
 import threading
 from typing import Any
@@ -42,6 +43,10 @@ class EventLoop:
         # The connection each request thread is serving (set by the channel).
         self.serving = threading.local()
         self._stopped = False
+        # A pipe of our own to wake the poll: a byte written to it is safe from any thread
+        # and from a signal handler (waitress's trigger takes a lock the loop may hold).
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_r, select.EPOLLIN)
 
     # -- the socket map reports here ---------------------------------------------
 
@@ -73,13 +78,18 @@ class EventLoop:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, socket_map: dict[int, Any], timeout: float) -> None:
-        self._stopped = False
         while socket_map and not self._stopped:
             self.turn(socket_map, timeout)
 
     def stop(self) -> None:
-        """End ``run`` after its current turn (the caller must wake the loop)."""
+        """End ``run`` at the end of its current turn, or before it starts; safe from any
+        thread and from a signal handler."""
         self._stopped = True
+        self.wake()
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
 
     def turn(self, socket_map: dict[int, Any], timeout: float) -> None:
         touched = self._touched
@@ -95,6 +105,10 @@ class EventLoop:
         except InterruptedError:
             return
         for fd, flags in events:
+            if fd == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+                continue
             dispatcher = socket_map.get(fd)
             if dispatcher is None:
                 continue
@@ -128,6 +142,8 @@ class EventLoop:
 
     def close(self) -> None:
         self._epoll.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
 
 class LoopMap(dict[int, Any]):

@@ -2,8 +2,10 @@
 
 Start: bind the listening socket first (a port in use fails before anything
 touches the log), then open the store, then recover and start the worker, then
-answer. Stop: stop accepting connections, let the worker complete what is due,
-store the projections' checkpoints, close the store. ``serve`` runs exactly this,
+answer. Stop: stop accepting connections and answer the requests already received
+(within ``--drain-timeout``; the store and the worker still run, since those
+requests need them), then let the worker complete what is due, store the
+projections' checkpoints, close the store. ``serve`` runs exactly this,
 and the tests build the same Node (without binding a socket) to run the same
 steps in-process.
 """
@@ -69,17 +71,25 @@ class Node:
             )
 
     def serve(self) -> None:
-        """Answer requests until a signal handler raises SystemExit."""
+        """Answer requests until ``stop_serving``."""
         if self.http is None:
             raise RuntimeError("serve() needs a node started with bind=True")
         self.http.run()
 
+    def stop_serving(self) -> None:
+        """Make ``serve`` return soon; safe from a signal handler and from any thread."""
+        if self.http is not None:
+            self.http.stop()
+
     def stop(self) -> bool:
-        """Stop accepting, drain the worker, save the projections, close the store.
+        """Stop accepting and answer what was received, drain the worker, save the
+        projections, close the store.
 
         Returns False if orders were left Processing for the next start.
         """
         if self.http is not None:
+            if not self.http.drain(self.settings.drain_timeout):
+                log.warning("requests still in the app after --drain-timeout were cut off")
             self.http.close()
             self.http = None
         finished = self.core.stop_worker()

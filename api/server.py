@@ -25,7 +25,9 @@ def serve(settings: Settings) -> int:
     node = Node(settings).start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)  # ends the server's loop; the node's stop follows below
+        # Only end the loop: raising here could cut waitress off in the middle of a
+        # write. node.stop() below then answers what was received, and drains the worker.
+        node.stop_serving()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -1,4 +1,4 @@
-"""``python -m bench``: burst, sustained, store, rebuild and all, with a table or ``--json``.
+"""``python -m bench``: burst, sustained, store, rebuild, attack and all, as a table or ``--json``.
 
 It measures orderlog from outside, as a user runs it: the server is started as
 ``orderlog serve`` with its default settings on a fresh database (or ``--url``
@@ -22,7 +22,7 @@ import orjson
 
 from bench.placement import Placement, place
 
-SUBCOMMANDS = ("burst", "sustained", "store", "rebuild", "all")
+SUBCOMMANDS = ("burst", "sustained", "store", "rebuild", "attack", "all")
 PLACEMENTS = {"unpinned": [False], "pinned": [True], "both": [False, True]}
 
 
@@ -71,11 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(store, appends=20000)
     rebuild = commands.add_parser("rebuild", parents=[common], help="replay a big log vs raw scan")
     _rebuild_options(rebuild, events=1_000_000)
+    attack = commands.add_parser(
+        "attack", parents=[common], help="a normal client's latency while another hoards sockets"
+    )
+    _attack_options(attack, duration=15.0)
     every = commands.add_parser("all", parents=[common], help="all of them, modest sizes")
     _burst_options(every, orders=1000)
     _sustained_options(every, duration=5.0)
     _store_options(every, appends=5000)
     _rebuild_options(every, events=200_000)
+    _attack_options(every, duration=5.0)
     return parser
 
 
@@ -115,6 +120,38 @@ def _rebuild_options(parser: argparse.ArgumentParser, events: int) -> None:
         "--small-events", type=int, default=1000, help="events in the small log (latency baseline)"
     )
     parser.add_argument("--samples", type=int, default=200, help="requests per latency median")
+
+
+def _attack_options(parser: argparse.ArgumentParser, duration: float) -> None:
+    parser.add_argument(
+        "--attack-connections", type=int, default=2500, help="connections the attacker holds"
+    )
+    parser.add_argument(
+        "--attack-source",
+        dest="attack_sources",
+        action="append",
+        default=None,
+        metavar="ADDRESS",
+        help="local address the attacker connects from (repeat for several; default 127.0.0.2)",
+    )
+    parser.add_argument(
+        "--attack-kind",
+        dest="attack_kinds",
+        action="append",
+        default=None,
+        choices=("idle", "slow", "keep-alive"),
+        help="how connections are held, in turn (repeat; default: idle and slow)",
+    )
+    parser.add_argument(
+        "--trickle-every", type=float, default=5.0, help="seconds between a slow client's bytes"
+    )
+    parser.add_argument(
+        "--attack-duration", type=float, default=duration, help="seconds of probing per phase"
+    )
+    parser.add_argument(
+        "--probe-timeout", type=float, default=10.0, help="seconds a probe waits for its answer"
+    )
+    parser.add_argument("--probe-clients", type=int, default=2, help="concurrent probing clients")
 
 
 class Bench:
@@ -211,6 +248,24 @@ class Bench:
         report["table"].insert(0, ("store and baseline run on", where))
         return report
 
+    def attack(self) -> dict[str, Any]:
+        from bench.attack import run_attack
+
+        args = self.args
+        with self.orderlog_server() as server:
+            report = run_attack(
+                server,
+                args.attack_connections,
+                args.attack_sources or ["127.0.0.2"],
+                args.attack_kinds or ["idle", "slow"],
+                args.attack_duration,
+                args.probe_timeout,
+                args.probe_clients,
+                args.trickle_every,
+                settle=2.0,
+            )
+        return _with_server_placement(report, server)
+
     def rebuild(self) -> dict[str, Any]:
         from bench.rebuild import run_rebuild
         from orderlog.database import backend_of
@@ -226,7 +281,8 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-bench (or all) under each placement asked for and print the report."""
     args = build_parser().parse_args(argv)
-    names = ["store", "rebuild", "burst", "sustained"] if args.command == "all" else [args.command]
+    everything = ["store", "rebuild", "burst", "sustained", "attack"]
+    names = everything if args.command == "all" else [args.command]
     from orderlog.config import Settings
     from orderlog.database import redact
 

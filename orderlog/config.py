@@ -7,6 +7,7 @@ command line, ``.env.example`` and the README are all derived from this one tabl
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import socket
@@ -46,6 +47,34 @@ class Settings:
     channel_timeout: int = _opt(
         60, "--channel-timeout", "seconds before an idle HTTP connection is closed"
     )
+    header_timeout: float = _opt(
+        10.0,
+        "--header-timeout",
+        "seconds a request's headers may take to arrive, counted from the request's first "
+        "byte (from the connection's opening for its first request), however steadily they "
+        "trickle in; then the connection is closed",
+    )
+    max_connections_per_client: int = _opt(
+        1200,
+        "--max-connections-per-client",
+        "most open HTTP connections from one client address; more are closed as they are "
+        "accepted (the trusted proxy's own connections are exempt)",
+    )
+    trusted_proxy: str = _opt(
+        "",
+        "--trusted-proxy",
+        "IP address of the reverse proxy in front (as the connection comes from it): its "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, its connections are exempt from "
+        "--max-connections-per-client and each client it forwards is held to "
+        "--max-requests-per-client; empty: believe no forwarded header",
+        shown="none",
+    )
+    max_requests_per_client: int = _opt(
+        8,
+        "--max-requests-per-client",
+        "most requests from one client forwarded by the trusted proxy that the app works on "
+        "at once (of --threads); more are answered 429",
+    )
     cpu: str = _opt(
         "auto",
         "--cpu",
@@ -82,6 +111,12 @@ class Settings:
         "--idempotency-ttl",
         "seconds an Idempotency-Key is honoured; a later retry with it is refused, never "
         "a second order",
+    )
+    drain_timeout: float = _opt(
+        5.0,
+        "--drain-timeout",
+        "seconds on SIGTERM/SIGINT to answer the requests already received, before the worker "
+        "stops; requests still waiting then are answered 503 with Retry-After",
     )
     allow_anonymous: bool = _opt(
         False,
@@ -225,6 +260,8 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         "connection_limit",
         "backlog",
         "channel_timeout",
+        "max_connections_per_client",
+        "max_requests_per_client",
         "max_body_bytes",
         "max_batch",
     ):
@@ -236,11 +273,18 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         "pending_grace",
         "shutdown_timeout",
         "idempotency_ttl",
+        "drain_timeout",
     ):
         if getattr(s, name) < 0:
             bad(name, "must not be negative")
-    if s.sweep_interval <= 0:
-        bad("sweep_interval", "must be positive")
+    for name in ("sweep_interval", "header_timeout"):
+        if getattr(s, name) <= 0:
+            bad(name, "must be positive")
+    if s.trusted_proxy:
+        try:
+            ipaddress.ip_address(s.trusted_proxy)
+        except ValueError:
+            bad("trusted_proxy", "must be one IP address (or empty: no proxy is trusted)")
     if not 0 <= s.port <= 65535:
         bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

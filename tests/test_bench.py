@@ -88,3 +88,17 @@ def test_with_auth_on_every_order_carries_the_token_and_is_accepted() -> None:
     (run,) = report["runs"]
     result = run["results"]["burst"]
     assert (result["accepted"], result["lost"], result["duplicated"]) == (20, 0, 0)
+
+
+def test_attack_probes_with_and_without_the_attack_and_accounts_for_every_probe() -> None:
+    (run,) = bench(
+        "attack", "--attack-connections", "50", "--attack-duration", "1", "--trickle-every", "0.2"
+    )["runs"]
+    result = run["results"]["attack"]
+    assert result["attack"]["attacker"]["held"] == 50  # the attack was on while probing
+    for phase in ("quiet", "under_attack"):
+        for endpoint in ("healthz", "orders"):
+            figures = result[phase][endpoint]
+            assert figures["requests"] > 0
+            assert figures["answered"] + figures["failed"] == figures["requests"]
+    assert result["quiet"]["orders"]["failed"] == 0

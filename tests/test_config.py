@@ -158,6 +158,22 @@ def test_every_bad_value_is_reported_at_once() -> None:
         ("ORDERLOG_PORT", "--port", "port", "-1"),
         ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "SOMETIMES"),
         ("ORDERLOG_LOG_LEVEL", "--log-level", "log_level", "verbose"),
+        ("ORDERLOG_HEADER_TIMEOUT", "--header-timeout", "header_timeout", "0"),
+        ("ORDERLOG_DRAIN_TIMEOUT", "--drain-timeout", "drain_timeout", "-1"),
+        (
+            "ORDERLOG_MAX_CONNECTIONS_PER_CLIENT",
+            "--max-connections-per-client",
+            "max_connections_per_client",
+            "0",
+        ),
+        ("ORDERLOG_TRUSTED_PROXY", "--trusted-proxy", "trusted_proxy", "nginx"),
+        ("ORDERLOG_TRUSTED_PROXY", "--trusted-proxy", "trusted_proxy", "*"),
+        (
+            "ORDERLOG_MAX_REQUESTS_PER_CLIENT",
+            "--max-requests-per-client",
+            "max_requests_per_client",
+            "0",
+        ),
     ],
 )
 def test_out_of_range_value_names_where_it_came_from(
@@ -176,6 +192,10 @@ def test_out_of_range_value_names_where_it_came_from(
         ("sqlite_synchronous", "full"),
         ("log_level", "debug"),
         ("log_level", "WARNING"),
+        ("trusted_proxy", "10.0.0.2"),
+        ("trusted_proxy", "::1"),
+        ("max_connections_per_client", "1"),
+        ("drain_timeout", "0"),  # no time to serve: what was received is answered 503
     ],
 )
 def test_values_at_the_edge_of_their_range_are_accepted(name: str, value: str) -> None:

@@ -1,7 +1,10 @@
-"""Waitress on orderlog's event loop: every connection is served, however many are open.
+"""Waitress on orderlog's event loop: every connection is served, however many are open,
+no client holds more than its share (header deadlines, a per-address cap, shedding),
+and stopping answers what clients already sent.
 
 The server runs in this process on port 0, in a thread, with a tiny WSGI app, so
-the tests can see its socket map; clients are real sockets.
+the tests can see its socket map; clients are real sockets, from other loopback
+addresses (Linux routes all of 127/8 to lo) where a test needs several clients.
 """
 
 from __future__ import annotations
@@ -11,13 +14,20 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
-from api.http_server import HttpServer
-from tests.support import wait_for
+from api.http_server import ConnectionLimits, HttpServer
+from tests.support import DEADLINE, wait_for
+
+HOLD = threading.Event()  # GET /hold waits for it: a request kept in the app
+HELD = threading.Event()  # set once GET /hold is in the app
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    if environ["PATH_INFO"] == "/hold":
+        HELD.set()
+        HOLD.wait(DEADLINE)
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else environ["PATH_INFO"].encode()
     start_response("200 OK", [("Content-Length", str(len(body)))])
@@ -31,15 +41,45 @@ def server(request: pytest.FixtureRequest) -> Iterator[HttpServer]:
     server = HttpServer(app, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    HOLD.clear()
+    HELD.clear()
     yield server
+    HOLD.set()
     server.stop()
     thread.join(10)
     assert not thread.is_alive()
     server.close()
 
 
-def connect(server: HttpServer) -> socket.socket:
-    return socket.create_connection(server.addresses[0], timeout=30)
+def connect(server: HttpServer, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(server.addresses[0], timeout=30, source_address=(source, 0))
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Wait (within the socket's timeout) for the server to close: EOF or a reset."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def answered(sock: socket.socket, path: str) -> bool:
+    """Send GET ``path``; True if its answer came back, False if the server had closed."""
+    try:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        return read_answer(sock.makefile("rb")) == path.encode()
+    except (ConnectionResetError, BrokenPipeError, AssertionError):
+        return False
+
+
+def read_whole(reader: Any) -> tuple[bytes, dict[str, str], bytes]:
+    """One answer: its status line, headers (lower-case names) and body."""
+    status = reader.readline().rstrip()
+    headers = {}
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, reader.read(int(headers["content-length"]))
 
 
 def read_answer(reader: Any) -> bytes:
@@ -100,3 +140,153 @@ def test_an_idle_connection_is_closed_after_the_channel_timeout(server: HttpServ
         assert read_answer(sock.makefile("rb")) == b"/first"
         sock.settimeout(30)
         assert sock.recv(1) == b""  # the server closed it: EOF, not a timeout
+
+
+def limited(**limits: Any) -> Any:
+    """Parametrize the server fixture with connection limits (and waitress adjustments)."""
+    adjustments = limits.pop("adjustments", {})
+    return pytest.mark.parametrize(
+        "server", [{"limits": ConnectionLimits(**limits), **adjustments}], indirect=True
+    )
+
+
+@limited(header_timeout=1.0, adjustments={"cleanup_interval": 1})
+def test_a_silent_new_connection_is_closed_at_the_header_deadline(server: HttpServer) -> None:
+    with connect(server) as sock:
+        assert closed_by_server(sock)
+
+
+@limited(header_timeout=1.0, adjustments={"cleanup_interval": 1})
+def test_headers_trickling_in_byte_by_byte_are_cut_off_at_the_deadline(
+    server: HttpServer,
+) -> None:
+    # Each byte would restart waitress's idle timeout; the header deadline does not restart.
+    with connect(server) as keep_alive, connect(server, "127.0.0.2") as slow:
+        assert answered(keep_alive, "/first")
+        slow.settimeout(0.1)  # the trickle's pace: one byte per wait for the server's close
+        head = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 10_000
+        cut_off = False
+        for byte in (head[n : n + 1] for n in range(len(head))):
+            try:
+                slow.send(byte)
+                cut_off = closed_by_server(slow)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                cut_off = True
+            if cut_off:
+                break
+        assert cut_off
+        # Idle between requests is not waiting for headers: the older connection still works.
+        assert answered(keep_alive, "/second")
+
+
+@limited(per_client=5)
+def test_connections_over_the_per_client_cap_are_closed_and_other_clients_are_served(
+    server: HttpServer,
+) -> None:
+    crowd = [connect(server, "127.0.0.2") for _ in range(8)]
+    try:
+        served = [answered(sock, f"/c{n}") for n, sock in enumerate(crowd)]
+        assert served.count(True) == 5
+        with connect(server, "127.0.0.3") as other:
+            assert answered(other, "/other")
+    finally:
+        for sock in crowd:
+            sock.close()
+
+
+@limited(per_client=2, trusted_proxy="127.0.0.2")
+def test_the_trusted_proxy_is_exempt_from_the_per_client_cap(server: HttpServer) -> None:
+    proxy = [connect(server, "127.0.0.2") for _ in range(6)]
+    crowd = [connect(server, "127.0.0.3") for _ in range(4)]
+    try:
+        assert all(answered(sock, f"/p{n}") for n, sock in enumerate(proxy))
+        assert [answered(sock, f"/c{n}") for n, sock in enumerate(crowd)].count(True) == 2
+    finally:
+        for sock in proxy + crowd:
+            sock.close()
+
+
+@limited(adjustments={"connection_limit": 50})
+def test_near_the_connection_limit_the_longest_idle_are_shed_for_newcomers(
+    server: HttpServer,
+) -> None:
+    # One request held in the app: a connection with work in hand is never shed.
+    busy = connect(server, "127.0.0.9")
+    busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle: list[socket.socket] = []
+    try:
+        # Keep-alive clients from many addresses, each answered and then silent: no
+        # per-address cap or deadline applies, only the total limit (listener and
+        # trigger count too, as waitress counts them).
+        for n in range(60):
+            sock = connect(server, f"127.0.1.{n % 20 + 1}")
+            idle.append(sock)
+            assert answered(sock, f"/idle{n}")
+        with connect(server, "127.0.0.10") as newcomer:
+            assert answered(newcomer, "/newcomer")
+        assert len(server.map) < 50
+        HOLD.set()
+        assert read_answer(busy.makefile("rb")) == b"/hold"
+        oldest_first = [closed_by_server(sock) for sock in idle[:5]]
+        assert all(oldest_first)
+    finally:
+        busy.close()
+        for sock in idle:
+            sock.close()
+
+
+def drain_in_background(server: HttpServer, timeout: float) -> tuple[threading.Thread, list[bool]]:
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(server.drain(timeout)))
+    thread.start()
+    return thread, result
+
+
+@limited(adjustments={"threads": 1})
+def test_a_drain_serves_the_request_in_hand_and_answers_the_waiting_503_then_closes(
+    server: HttpServer,
+) -> None:
+    busy = connect(server)
+    busy.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert HELD.wait(DEADLINE)
+    waiting = [connect(server) for _ in range(3)]  # queued behind the one busy thread
+    for n, sock in enumerate(waiting):
+        sock.sendall(f"GET /w{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    silent = connect(server)
+    try:
+        drainer, drained = drain_in_background(server, timeout=0.2)
+        wait_for(lambda: server.gate.refusing, what="the drain timeout to pass")
+        with pytest.raises(ConnectionRefusedError):
+            connect(server)  # no longer accepting
+
+        HOLD.set()  # began before the drain: answered as usual, then idle and closed
+        status, headers, body = read_whole(busy.makefile("rb"))
+        assert (status, body) == (b"HTTP/1.1 200 OK", b"/hold")
+        for sock in waiting:
+            status, headers, body = read_whole(sock.makefile("rb"))
+            assert status == b"HTTP/1.1 503 Service Unavailable"
+            assert headers["content-type"] == "application/problem+json"
+            assert headers["retry-after"] == "1" and headers["connection"] == "close"
+            assert orjson.loads(body)["status"] == 503
+            assert closed_by_server(sock)
+        assert closed_by_server(busy) and closed_by_server(silent)
+        drainer.join(DEADLINE)
+        assert drained == [True]
+    finally:
+        for sock in [busy, *waiting, silent]:
+            sock.close()
+
+
+def test_a_request_sent_just_after_the_drain_begins_is_still_answered(server: HttpServer) -> None:
+    with connect(server) as sock:
+        assert answered(sock, "/before")  # then idle, as a kept-alive client is a moment
+        drainer, drained = drain_in_background(server, timeout=5.0)
+        wait_for(lambda: server.guard.draining, what="the drain to begin")
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = read_whole(sock.makefile("rb"))
+        assert (status, body, headers["connection"]) == (b"HTTP/1.1 200 OK", b"/after", "close")
+        assert closed_by_server(sock)
+        drainer.join(DEADLINE)
+        assert drained == [True]

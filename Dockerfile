@@ -27,5 +27,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ORDERLOG_PORT', '8000') + '/readyz', timeout=2)" || exit 1
 
-# Exec form: orderlog is PID 1 and gets SIGTERM itself, so it finishes the orders in hand.
-CMD ["orderlog", "serve", "--host", "0.0.0.0"]
+# Serving on 0.0.0.0 needs an API token: the entrypoint provisions one from the file
+# ORDERLOG_TOKEN_FILE names (a Docker secret), then execs orderlog serve (PID 1).
+COPY deploy/entrypoint.sh /usr/local/bin/orderlog-entrypoint
+ENTRYPOINT ["orderlog-entrypoint"]

@@ -22,7 +22,7 @@ from api.resources import (
     Readiness,
 )
 from orderlog.core import Core
-from projections.projector import MetricsProjector
+from projections.projector import Projector
 
 
 class HttpRules:
@@ -74,7 +74,7 @@ class RequestLog:
         logs.REQUEST_ID.reset(req.context.log_token)
 
 
-def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
+def create_app(core: Core, projector: Projector) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses."""
     settings = core.settings
     # Only behind a trusted proxy do requests name their client (see api.forwarded).
@@ -99,7 +99,7 @@ def create_app(core: Core, projector: MetricsProjector) -> falcon.App:
     app.add_route("/orders/{order_id}", OrderResource(core.service))
     app.add_route("/orders/{order_id}/events", OrderHistory(core.service))
     app.add_route("/events", EventFeed(core.store))
-    app.add_route("/metrics", Metrics(projector))
+    app.add_route("/metrics", Metrics(core.store, projector))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Readiness(core.readiness))
     return app

@@ -23,7 +23,7 @@ from orderlog.config import Settings
 from orderlog.core import Core
 from orderlog.database import redact
 from orderlog.errors import StartupError
-from projections.projector import MetricsProjector
+from projections.projector import Projector
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.core = Core(settings)
-        self.projector = MetricsProjector(self.core.store)
+        self.projector = Projector(self.core.store)
         self.app: falcon.App = create_app(self.core, self.projector)
         self.http: HttpServer | None = None
 
@@ -45,6 +45,7 @@ class Node:
             self.core.open_store()
             self._refuse_an_open_api_off_loopback()
             self.core.start_worker()
+            self.projector.start()
         except BaseException:
             if self.http is not None:
                 self.http.close()
@@ -93,7 +94,7 @@ class Node:
             self.http.close()
             self.http = None
         finished = self.core.stop_worker()
-        self.projector.save()
+        self.projector.stop()
         self.core.close_store()
         log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
         return finished

@@ -19,7 +19,7 @@ from orderlog.order import PlaceOrder, idempotent_order_id
 from orderlog.service import OrderService
 from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
 from projections import order_view
-from projections.projector import MetricsProjector
+from projections.projector import Projector
 
 
 def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any]:
@@ -142,11 +142,30 @@ class EventFeed:
     on_head = on_get
 
 
+# How long a read waits for the read models to reach the log's head before 503.
+READ_YOUR_WRITES_TIMEOUT = 5.0
+
+
+def caught_up(store: EventStore, projector: Projector) -> None:
+    """Wait until the read models reflect the log as it was when the request arrived, so
+    a client always sees its own writes; 503 if they cannot get there in time."""
+    if not projector.wait_for(store.head(), READ_YOUR_WRITES_TIMEOUT):
+        raise Problem(
+            503,
+            "projections-behind",
+            "Service unavailable",
+            "the read models are behind the log; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+
 class Metrics:
-    def __init__(self, projector: MetricsProjector) -> None:
+    def __init__(self, store: EventStore, projector: Projector) -> None:
+        self._store = store
         self._projector = projector
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        caught_up(self._store, self._projector)
         resp.media = self._projector.report()
 
     on_head = on_get

@@ -149,14 +149,20 @@ class OrderStatusModel:
             events = self.store.read_all(start, self._page)
             if not events:
                 return start
-            ids = list({event.stream_id for event in events})
-            rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(ids)}
-            for event in events:
-                rows[event.stream_id] = apply(rows.get(event.stream_id), event)
-            try:
-                self._save(start, events[-1].position, rows)
-            except _Moved:
-                continue  # another follower wrote this page first: read on from where it left
+            self.apply_page(start, events)
+
+    def apply_page(self, start: int, events: Sequence[RecordedEvent]) -> int:
+        """Apply ``events`` (the log right after ``start``) if the checkpoint is still at
+        ``start``; returns the checkpoint after (someone else's, if they got there first)."""
+        ids = list({event.stream_id for event in events})
+        rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(ids)}
+        for event in events:
+            rows[event.stream_id] = apply(rows.get(event.stream_id), event)
+        try:
+            self._save(start, events[-1].position, rows)
+        except _Moved:
+            return self.checkpoint()  # another follower wrote this page first
+        return events[-1].position
 
     def reset(self) -> None:
         """Forget every row and the checkpoint (for a rebuild from position 0)."""

@@ -184,10 +184,19 @@ def _order_status(db: peewee.Database, backend: str) -> None:
     db.create_tables((OrderStatusRow,), safe=True)
 
 
+def _projection_generations(db: peewee.Database, backend: str) -> None:
+    # A rebuild stores its state under a new generation; a node holding an older one
+    # reloads instead of saving it back over the rebuild.
+    columns = {c.name for c in db.get_columns("projections")}
+    if "generation" not in columns:
+        db.execute_sql("ALTER TABLE projections ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 MIGRATIONS = (
     Migration(1, "the log: events, append_lock, projections", _the_log),
     Migration(2, "API tokens", _tokens),
     Migration(3, "order-status read model", _order_status),
+    Migration(4, "projection generations", _projection_generations),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -447,47 +447,63 @@ class EventStore:
 
     # -- projection checkpoints -------------------------------------------------
 
-    def load_projection(self, name: str) -> tuple[int, bytes | None]:
-        """The stored (checkpoint, state) of a projection, or (0, None)."""
-        rows = self._query(
-            f"SELECT position, state FROM projections WHERE name = {self._param}", [name]
-        )
+    def load_projection(
+        self, name: str, *, with_state: bool = True
+    ) -> tuple[int, int, bytes | None]:
+        """The stored (checkpoint, generation, state) of a projection, or (0, 0, None)."""
+        columns = "position, generation, state" if with_state else "position, generation, ''"
+        rows = self._query(f"SELECT {columns} FROM projections WHERE name = {self._param}", [name])
         if not rows:
-            return 0, None
-        position, state = rows[0]
-        return position, state.encode() if isinstance(state, str) else state
+            return 0, 0, None
+        position, generation, state = rows[0]
+        return position, generation, state.encode() if isinstance(state, str) else state
 
-    def save_projection(self, name: str, position: int, state: bytes) -> bool:
-        """Store a state with its checkpoint in one statement; never move a checkpoint back.
-
-        Returns False when a newer state was already stored (by another node).
-        """
+    def save_projection(
+        self, name: str, position: int, state: bytes, *, generation: int = 0
+    ) -> bool:
+        """Store a state with its checkpoint in one statement; never move a checkpoint back,
+        never write over another generation (a rebuild's). False when nothing was stored."""
         p = self._param
         text = state.decode()
-        with self._connection():
-            try:
-                with self.db.atomic():
-                    cursor = self.db.execute_sql(
-                        f"UPDATE projections SET position = {p}, state = {p} "
-                        f"WHERE name = {p} AND position < {p}",
-                        (position, text, name, position),
-                    )
-                    if cursor.rowcount:
-                        return True
-                    exists = self.db.execute_sql(
-                        f"SELECT 1 FROM projections WHERE name = {p}", (name,)
-                    ).fetchone()
-                    if exists:
-                        return False
-                    self.db.execute_sql(
-                        f"INSERT INTO projections (name, position, state) VALUES ({p}, {p}, {p})",
-                        (name, position, text),
-                    )
+        try:
+            with self.writing() as cursor:
+                cursor.execute(
+                    f"UPDATE projections SET position = {p}, state = {p} "
+                    f"WHERE name = {p} AND position < {p} AND generation = {p}",
+                    (position, text, name, position, generation),
+                )
+                if cursor.rowcount:
                     return True
-            except peewee.IntegrityError:
-                return False
-            except _DB_ERRORS as exc:
-                raise StoreUnavailableError(f"cannot save projection {name!r}: {exc}") from exc
+                cursor.execute(f"SELECT 1 FROM projections WHERE name = {p}", (name,))
+                if cursor.fetchone():
+                    return False
+                cursor.execute(
+                    f"INSERT INTO projections (name, position, state, generation) "
+                    f"VALUES ({p}, {p}, {p}, {p})",
+                    (name, position, text, generation),
+                )
+                return True
+        except StoreUnavailableError as exc:
+            if isinstance(exc.__cause__, peewee.IntegrityError):
+                return False  # another node inserted it first
+            raise
+
+    def replace_projection(self, name: str, position: int, state: bytes) -> int:
+        """Store a rebuilt state as a new generation, whatever was there; returns it.
+
+        Running projectors see the new generation, drop what they hold and reload."""
+        p = self._param
+        with self.writing() as cursor:
+            cursor.execute(f"SELECT generation FROM projections WHERE name = {p}", (name,))
+            row = cursor.fetchone()
+            generation = (row[0] if row else 0) + 1
+            cursor.execute(f"DELETE FROM projections WHERE name = {p}", (name,))
+            cursor.execute(
+                f"INSERT INTO projections (name, position, state, generation) "
+                f"VALUES ({p}, {p}, {p}, {p})",
+                (name, position, state.decode(), generation),
+            )
+        return generation
 
     def reset_projection(self, name: str) -> None:
         with self._connection():

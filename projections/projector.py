@@ -1,63 +1,184 @@
-"""The projector: keeps the metrics current from the log, resuming from a checkpoint.
+"""The projector: one thread that follows the log and keeps every read model current.
 
-It holds the state in memory with the position it reflects, and before each
-answer applies only the events after that position, so an answer costs the same
-however long the log is. The state and its checkpoint are stored together in one
-statement, at most every ``save_every`` seconds, so a restart resumes from there
-instead of replaying everything.
+It reads each page of new events once and feeds it to both read models: the
+metrics, held in memory with the position they reflect and stored with their
+checkpoint at most every ``save_every`` seconds; and the order-status rows
+(``orderlog.order_status``), stored with their checkpoint in the same transaction.
+A reader that must see its own writes asks ``wait_for(head)``: the thread is woken
+at once and the reader waits until both models reflect at least that position, so
+no GET ever writes.
+
+A rebuild (``projections.rebuild``) stores a new metrics state under a new
+generation; the projector notices at its next round, drops what it holds and
+loads the rebuilt state, and never saves an older generation over a newer one.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
+from orderlog.errors import OrderlogError
+from orderlog.events import RecordedEvent
+from orderlog.order_status import OrderStatusModel
 from orderlog.store import EventStore
 from projections import metrics
 
 NAME = "metrics"
+log = logging.getLogger(__name__)
+
+PageObserver = Callable[[metrics.State, Sequence[RecordedEvent]], None]
 
 
-class MetricsProjector:
-    def __init__(self, store: EventStore, *, save_every: float = 1.0, page: int = 5000) -> None:
+class Projector:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        save_every: float = 1.0,
+        page: int = 5000,
+        idle: float = 0.5,
+        observe: PageObserver | None = None,
+    ) -> None:
         self.store = store
+        self.status = OrderStatusModel(store, page=page)
         self._save_every = save_every
         self._page = page
-        self._lock = threading.Lock()
+        self._idle = idle
+        self._observe = observe
+        self._round_lock = threading.Lock()  # one round at a time; guards the state
+        self._advanced = threading.Condition()
+        self._kick = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
         self._state: metrics.State | None = None
-        self._position = 0
+        self._generation = 0
+        self._position = 0  # of the metrics state
+        self._status_position = 0  # of the order-status rows, as last seen
         self._saved_position = 0
         self._saved_at = 0.0
 
-    def report(self) -> dict[str, Any]:
-        """Catch up with the log, then the metrics as of the new position."""
-        with self._lock:
-            return metrics.report(self._catch_up(), self._position)
+    # -- lifecycle -------------------------------------------------------------------
 
-    def save(self) -> None:
-        with self._lock:
+    def start(self) -> Projector:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="orderlog-projector", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop following; store the metrics state if it moved since the last save."""
+        self._stopping.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        with self._round_lock:
             if self._state is not None and self._position > self._saved_position:
-                self._save(self._state)
+                self._save()
 
-    def _catch_up(self) -> metrics.State:
-        state = self._state
-        if state is None:
-            self._position, stored = self.store.load_projection(NAME)
-            self._saved_position = self._position
-            state = self._state = orjson.loads(stored) if stored else metrics.initial()
-        for events in self.store.iter_pages(self._position, self._page):
-            metrics.fold(events, state)
-            self._position = events[-1].position
-        if self._position > self._saved_position and (
-            time.monotonic() - self._saved_at >= self._save_every
-        ):
-            self._save(state)
-        return state
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
-    def _save(self, state: metrics.State) -> None:
-        self.store.save_projection(NAME, self._position, orjson.dumps(state))
+    @property
+    def position(self) -> int:
+        """The position both read models reflect at least."""
+        return min(self._position, self._status_position)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until both read models reflect ``position``; False on timeout."""
+        if self.position >= position:
+            return True
+        if not self.alive:  # no thread (a test, a script): do the round here
+            self.catch_up()
+            return self.position >= position
+        self._kick.set()
+        with self._advanced:
+            return self._advanced.wait_for(lambda: self.position >= position, timeout)
+
+    def report(self) -> dict[str, Any]:
+        """The metrics as of the position they reflect (call ``wait_for`` first)."""
+        with self._round_lock:
+            state = self._load() if self._state is None else self._state
+            return metrics.report(state, self._position)
+
+    def counts(self) -> dict[str, int]:
+        """Orders per status, as the metrics state has them."""
+        with self._round_lock:
+            state = self._load() if self._state is None else self._state
+            return dict(state["status_counts"])
+
+    # -- following ---------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """One round: every event after the models' positions, read once, fed to both."""
+        with self._round_lock:
+            state = self._load() if self._state is None else self._state
+            self._reload_if_rebuilt()
+            state = self._state or state
+            status_at = self.status.checkpoint()
+            start = min(self._position, status_at)
+            for events in self.store.iter_pages(start, self._page):
+                fresh = [e for e in events if e.position > self._position]
+                if fresh:
+                    if self._observe is not None:
+                        self._observe(state, fresh)
+                    metrics.fold(fresh, state)
+                    self._position = fresh[-1].position
+                behind = [e for e in events if e.position > status_at]
+                if behind:
+                    status_at = self.status.apply_page(status_at, behind)
+            self._status_position = max(status_at, self.status.checkpoint())
+            if self._position > self._saved_position and (
+                time.monotonic() - self._saved_at >= self._save_every
+            ):
+                self._save()
+        with self._advanced:
+            self._advanced.notify_all()
+        return self.position
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._kick.wait(self._idle)
+            self._kick.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.catch_up()
+            except OrderlogError as exc:
+                log.warning("projector round skipped: %s", exc)
+            except Exception:  # a thread's top loop: log and carry on
+                log.exception("projector round failed")
+
+    # -- the stored state --------------------------------------------------------------
+
+    def _load(self) -> metrics.State:
+        self._position, self._generation, stored = self.store.load_projection(NAME)
         self._saved_position = self._position
-        self._saved_at = time.monotonic()
+        self._state = orjson.loads(stored) if stored else metrics.initial()
+        return self._state
+
+    def _reload_if_rebuilt(self) -> None:
+        """A rebuild stored a newer generation: what this process holds is stale."""
+        _, generation, _ = self.store.load_projection(NAME, with_state=False)
+        if generation != self._generation:
+            log.info("metrics were rebuilt (generation %d): reloading", generation)
+            self._load()
+
+    def _save(self) -> None:
+        if self._state is None:
+            return
+        stored = self.store.save_projection(
+            NAME, self._position, orjson.dumps(self._state), generation=self._generation
+        )
+        if stored:
+            self._saved_position = self._position
+            self._saved_at = time.monotonic()

@@ -53,7 +53,6 @@ def _cycle_collector_paused() -> Iterator[None]:
 
 
 def _rebuild(store: EventStore, page: int, progress: Progress | None) -> dict[str, Any]:
-    store.reset_projection(NAME)
     head = store.head()
     state = metrics.initial()
     position = done = 0
@@ -70,7 +69,8 @@ def _rebuild(store: EventStore, page: int, progress: Progress | None) -> dict[st
             last_shown, shown_done = now, done
     if progress and shown_done != done:
         progress(done, max(head, position), time.perf_counter() - started)
-    store.save_projection(NAME, position, orjson.dumps(state))
+    # A new generation: running nodes drop the state they hold and load this one.
+    store.replace_projection(NAME, position, orjson.dumps(state))
     return metrics.report(state, position)
 
 

@@ -25,7 +25,7 @@ from orderlog.events import (
 )
 from orderlog.store import EventStore
 from projections import metrics, order_view, quantile
-from projections.projector import NAME, MetricsProjector
+from projections.projector import NAME, Projector
 from projections.rebuild import rebuild
 from tests.support import make_store
 
@@ -362,7 +362,7 @@ def test_rebuild_on_a_real_store_equals_the_folds(
 
         assert chunked == whole
         assert report == metrics.report(whole, head)
-        position, saved = store.load_projection(NAME)
+        position, _, saved = store.load_projection(NAME)
         assert position == head
         assert saved is not None
         assert orjson.loads(saved) == whole
@@ -419,11 +419,12 @@ def test_quantile_buckets_survive_a_json_round_trip() -> None:
 def test_projector_reports_the_log_and_saves_its_checkpoint(store: EventStore) -> None:
     append_history(store, [("a", placed("a")), ("b", placed("b"))])
     store.append("a", [OrderProcessingStarted("a", 1, "w")], 1)
-    projector = MetricsProjector(store, save_every=0)
+    projector = Projector(store, save_every=0)
+    projector.catch_up()
     report = projector.report()
     assert report["position"] == store.head() == 3
     assert report["status_counts"] == {"Pending": 1, "Processing": 1, "Completed": 0}
-    position, saved = store.load_projection(NAME)
+    position, _, saved = store.load_projection(NAME)
     assert position == 3
     assert saved is not None
     assert orjson.loads(saved) == metrics.fold(store.read_all(0, 100))
@@ -431,8 +432,10 @@ def test_projector_reports_the_log_and_saves_its_checkpoint(store: EventStore) -
 
 def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> None:
     append_history(store, [("a", placed("a")), ("b", placed("b")), ("c", placed("c"))])
-    assert MetricsProjector(store, save_every=0).report()["total_orders"] == 3
-    position, saved = store.load_projection(NAME)
+    first = Projector(store, save_every=0)
+    first.catch_up()
+    assert first.report()["total_orders"] == 3
+    position, generation, saved = store.load_projection(NAME)
     assert position == 3
     # Mark the saved state: a projector that replays from 0 cannot report the marker.
     assert saved is not None
@@ -440,11 +443,13 @@ def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> N
     marked["total_orders"] += 1000
     marked["status_counts"]["Pending"] += 1000
     store.reset_projection(NAME)
-    assert store.save_projection(NAME, position, orjson.dumps(marked))
+    assert store.save_projection(NAME, position, orjson.dumps(marked), generation=generation)
 
     store.append("d", [placed("d")], 0)
     store.append("a", [OrderProcessingStarted("a", 1, "w")], 1)
-    resumed = MetricsProjector(store, save_every=0).report()
+    resumed_projector = Projector(store, save_every=0)
+    resumed_projector.catch_up()
+    resumed = resumed_projector.report()
 
     assert resumed["total_orders"] == 1004
     assert resumed["status_counts"] == {"Pending": 1003, "Processing": 1, "Completed": 0}
@@ -453,11 +458,14 @@ def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> N
 
 
 def test_projector_applies_only_new_events_on_each_report(store: EventStore) -> None:
-    projector = MetricsProjector(store, save_every=0)
+    projector = Projector(store, save_every=0)
+    projector.catch_up()
     assert projector.report()["total_orders"] == 0
     store.append("a", [placed("a")], 0)
+    assert projector.wait_for(store.head(), 10)
     assert projector.report()["total_orders"] == 1
     store.append("a", [OrderProcessingStarted("a", 1, "w"), OrderCompleted("a", 1)], 1)
+    assert projector.wait_for(store.head(), 10)
     report = projector.report()
     assert report["orders_processed"] == 1
     assert report["total_orders"] == 1
@@ -466,7 +474,9 @@ def test_projector_applies_only_new_events_on_each_report(store: EventStore) -> 
 
 def test_projector_pages_through_a_log_longer_than_a_page(store: EventStore) -> None:
     append_history(store, [(f"o{n}", placed(f"o{n}")) for n in range(7)])
-    report = MetricsProjector(store, save_every=0, page=2).report()
+    projector = Projector(store, save_every=0, page=2)
+    projector.catch_up()
+    report = projector.report()
     assert report["total_orders"] == 7
     assert report["position"] == 7
 
@@ -477,7 +487,7 @@ def test_rebuild_replaces_a_stale_saved_state(store: EventStore) -> None:
     report = rebuild(store, page=1)
     assert report["total_orders"] == 2
     assert report["position"] == 2
-    position, saved = store.load_projection(NAME)
+    position, _, saved = store.load_projection(NAME)
     assert position == 2
     assert saved is not None
     assert orjson.loads(saved) == metrics.fold(store.read_all(0, 100))

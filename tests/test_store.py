@@ -102,12 +102,23 @@ def test_concurrent_appends_to_one_stream_let_exactly_one_win(store: EventStore)
 
 
 def test_projection_checkpoint_never_moves_back(store: EventStore) -> None:
-    assert store.load_projection("m") == (0, None)
+    assert store.load_projection("m") == (0, 0, None)
     assert store.save_projection("m", 5, b'{"a":1}')
     assert not store.save_projection("m", 3, b'{"a":0}')
-    assert store.load_projection("m") == (5, b'{"a":1}')
+    assert store.load_projection("m") == (5, 0, b'{"a":1}')
     store.reset_projection("m")
-    assert store.load_projection("m") == (0, None)
+    assert store.load_projection("m") == (0, 0, None)
+
+
+def test_a_rebuilt_projection_is_a_new_generation_no_older_one_overwrites(
+    store: EventStore,
+) -> None:
+    assert store.save_projection("m", 5, b'{"old":1}')
+    assert store.replace_projection("m", 3, b'{"rebuilt":1}') == 1  # back to 3: allowed
+    assert not store.save_projection("m", 9, b'{"stale":1}', generation=0)
+    assert store.load_projection("m") == (3, 1, b'{"rebuilt":1}')
+    assert store.save_projection("m", 9, b'{"new":1}', generation=1)
+    assert store.load_projection("m", with_state=False)[:2] == (9, 1)
 
 
 def test_schema_creation_is_idempotent(database_url: str) -> None:

@@ -12,6 +12,7 @@ from api import logs, problem
 from api.auth import Authentication
 from api.forwarded import ForwardedClientLimit
 from api.inputs import request_id
+from api.prometheus import Exporter
 from api.resources import (
     EventFeed,
     Health,
@@ -19,6 +20,7 @@ from api.resources import (
     OrderCollection,
     OrderHistory,
     OrderResource,
+    PrometheusMetrics,
     Readiness,
 )
 from orderlog.core import Core
@@ -50,7 +52,10 @@ class HttpRules:
 class RequestLog:
     """Every request gets an id (the client's X-Request-ID if usable, else a fresh one),
     echoed in the answer and put on every log record while it is handled; every
-    request leaves one access line."""
+    request leaves one access line and one observation of its duration."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
@@ -64,17 +69,14 @@ class RequestLog:
         if rid is None:  # the request failed before this middleware saw it
             return
         resp.set_header("X-Request-ID", rid)
-        logs.access(
-            req.method,
-            req.uri_template or "(no route)",
-            resp.status_code,
-            time.perf_counter() - req.context.started,
-            rid,
-        )
+        route = req.uri_template or "(no route)"  # a template, never the raw path
+        seconds = time.perf_counter() - req.context.started
+        logs.access(req.method, route, resp.status_code, seconds, rid)
+        self._exporter.request(route, req.method, resp.status_code, seconds)
         logs.REQUEST_ID.reset(req.context.log_token)
 
 
-def create_app(core: Core, projector: Projector) -> falcon.App:
+def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses."""
     settings = core.settings
     # Only behind a trusted proxy do requests name their client (see api.forwarded).
@@ -84,7 +86,12 @@ def create_app(core: Core, projector: Projector) -> falcon.App:
     # No connection per request: the store borrows one from the pool for each read,
     # and appends go through its writer, so a POST never touches the pool at all.
     app = falcon.App(
-        middleware=[RequestLog(), HttpRules(), *middleware, Authentication(core.tokens)]
+        middleware=[
+            RequestLog(exporter),
+            HttpRules(),
+            *middleware,
+            Authentication(core.tokens),
+        ]
     )
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
@@ -99,7 +106,8 @@ def create_app(core: Core, projector: Projector) -> falcon.App:
     app.add_route("/orders/{order_id}", OrderResource(core.service))
     app.add_route("/orders/{order_id}/events", OrderHistory(core.service))
     app.add_route("/events", EventFeed(core.store))
-    app.add_route("/metrics", Metrics(core.store, projector))
+    app.add_route("/metrics", Metrics(core.store, projector, exporter))
+    app.add_route("/metrics/prometheus", PrometheusMetrics(exporter))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Readiness(core.readiness))
     return app

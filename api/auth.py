@@ -25,6 +25,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/orders/{order_id}/events", "GET"): "orders:read",
     ("/events", "GET"): "events:read",
     ("/metrics", "GET"): "metrics:read",
+    ("/metrics/prometheus", "GET"): "metrics:read",
     ("/healthz", "GET"): None,
     ("/readyz", "GET"): None,
 }

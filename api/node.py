@@ -19,6 +19,7 @@ import falcon
 from api.app import create_app
 from api.auth import is_loopback
 from api.http_server import HttpServer, make_server
+from api.prometheus import Exporter
 from orderlog.config import Settings
 from orderlog.core import Core
 from orderlog.database import redact
@@ -31,9 +32,11 @@ log = logging.getLogger(__name__)
 class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.core = Core(settings)
-        self.projector = Projector(self.core.store)
-        self.app: falcon.App = create_app(self.core, self.projector)
+        self.exporter = Exporter(settings.node)
+        self.core = Core(settings, observer=self.exporter)
+        self.projector = Projector(self.core.store, observe=self.exporter.completions)
+        self.exporter.bind(self.core, lambda: (self.projector.position, self.projector.counts()))
+        self.app: falcon.App = create_app(self.core, self.projector, self.exporter)
         self.http: HttpServer | None = None
 
     def start(self, *, bind: bool = True) -> Node:

@@ -12,6 +12,7 @@ import falcon
 
 from api.inputs import idempotency_key, query_int, read_json
 from api.problem import Problem
+from api.prometheus import Exporter, negotiate
 from orderlog.core import Readiness as CoreReadiness
 from orderlog.errors import OrderConflictError, OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
@@ -160,13 +161,35 @@ def caught_up(store: EventStore, projector: Projector) -> None:
 
 
 class Metrics:
-    def __init__(self, store: EventStore, projector: Projector) -> None:
+    """JSON by default; the Prometheus or OpenMetrics text when the Accept header asks."""
+
+    def __init__(self, store: EventStore, projector: Projector, exporter: Exporter) -> None:
         self._store = store
         self._projector = projector
+        self._exporter = exporter
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.vary = ("Accept",)
+        kind = negotiate(req.get_header("Accept"))
+        if kind != "json":
+            resp.data, resp.content_type = self._exporter.scrape(kind == "openmetrics")
+            return
         caught_up(self._store, self._projector)
         resp.media = self._projector.report()
+
+    on_head = on_get
+
+
+class PrometheusMetrics:
+    """The exposition text at a plain path, for scrapers that send no Accept header."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.vary = ("Accept",)
+        openmetrics = negotiate(req.get_header("Accept")) == "openmetrics"
+        resp.data, resp.content_type = self._exporter.scrape(openmetrics)
 
     on_head = on_get
 

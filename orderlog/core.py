@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from orderlog.config import Settings
 from orderlog.database import explain_failure, open_database
 from orderlog.errors import StoreUnavailableError
+from orderlog.observe import StoreObserver
 from orderlog.order import OrderState
 from orderlog.service import OrderService
 from orderlog.store import EventStore
@@ -34,7 +35,7 @@ class Readiness:
 
 
 class Core:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, observer: StoreObserver | None = None) -> None:
         self.settings = settings
         self.db = open_database(
             settings.database_url,
@@ -42,7 +43,10 @@ class Core:
             max_connections=settings.threads + 16,
         )
         self.store = EventStore(
-            self.db, group_commit=settings.group_commit, max_batch=settings.max_batch
+            self.db,
+            group_commit=settings.group_commit,
+            max_batch=settings.max_batch,
+            observer=observer,
         )
         self.service = OrderService(self.store, on_placed=self._notify)
         self.tokens = TokenStore(self.store)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from orderlog import schema
 from orderlog.errors import ConcurrencyError, OrderlogError, StoreUnavailableError
 from orderlog.events import Event, RecordedEvent, event_data, event_type
 from orderlog.group_commit import GroupCommitter, Request
+from orderlog.observe import StoreObserver
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,10 @@ class EventStore:
         group_commit: bool = True,
         max_batch: int = 1000,
         clock: Callable[[], datetime] | None = None,
+        observer: StoreObserver | None = None,
     ) -> None:
         self.db = db
+        self._observer = observer
         self.backend = _backend_of_database(db)
         self._param = db.param
         self._clock = clock or utc_now
@@ -362,6 +366,10 @@ class EventStore:
             append.first_position = first_position
             append.moment = now
             append.moment_text = recorded_at
+        if self._observer is not None and accepted:
+            self._observer.committed(
+                len(accepted), Counter(e.type for append, _ in accepted for e in append.events)
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:

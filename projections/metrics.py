@@ -44,14 +44,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def _micros(event: RecordedEvent) -> int:
+def micros(event: RecordedEvent) -> int:
+    """When the event was recorded, in integer microseconds since the epoch."""
     return (event.recorded_at - _EPOCH) // _MICROSECOND  # exact, and faster than timestamp()
 
 
 def _placed(state: State, event: RecordedEvent) -> None:
     if event.stream_id in state["open"]:
         return
-    state["open"][event.stream_id] = [_micros(event), None]
+    state["open"][event.stream_id] = [micros(event), None]
     state["total_orders"] += 1
     state["status_counts"][_PENDING] += 1
 
@@ -63,14 +64,14 @@ def _started(state: State, event: RecordedEvent) -> None:
     if times[1] is None:  # a re-claim keeps the order in Processing
         state["status_counts"][_PENDING] -= 1
         state["status_counts"][_PROCESSING] += 1
-    times[1] = _micros(event)
+    times[1] = micros(event)
 
 
 def _completed(state: State, event: RecordedEvent) -> None:
     times = state["open"].pop(event.stream_id, None)
     if times is None or times[1] is None:
         return
-    now = _micros(event)
+    now = micros(event)
     processing = now - times[1]
     counts = state["status_counts"]
     counts[_PROCESSING] -= 1

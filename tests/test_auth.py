@@ -29,6 +29,7 @@ CALLS = {
     ("/orders/{order_id}/events", "GET"): ("GET", "/orders/a-1/events", None),
     ("/events", "GET"): ("GET", "/events", None),
     ("/metrics", "GET"): ("GET", "/metrics", None),
+    ("/metrics/prometheus", "GET"): ("GET", "/metrics/prometheus", None),
     ("/healthz", "GET"): ("GET", "/healthz", None),
     ("/readyz", "GET"): ("GET", "/readyz", None),
 }

@@ -100,7 +100,11 @@ def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.A
     app.add_route(
         "/orders",
         OrderCollection(
-            core.service, settings.node, settings.max_body_bytes, settings.idempotency_ttl
+            core.service,
+            projector,
+            settings.node,
+            settings.max_body_bytes,
+            settings.idempotency_ttl,
         ),
     )
     app.add_route("/orders/{order_id}", OrderResource(core.service))

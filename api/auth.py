@@ -21,6 +21,7 @@ from orderlog.tokens import TokenStore
 # (route template, method) -> the scope it needs; None: open to anyone. HEAD is GET.
 ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/orders", "POST"): "orders:write",
+    ("/orders", "GET"): "orders:read",
     ("/orders/{order_id}", "GET"): "orders:read",
     ("/orders/{order_id}/events", "GET"): "orders:read",
     ("/events", "GET"): "events:read",

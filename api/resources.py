@@ -10,13 +10,14 @@ from typing import Any
 
 import falcon
 
-from api.inputs import idempotency_key, query_int, read_json
-from api.problem import Problem
+from api.inputs import idempotency_key, query_int, read_json, single_param
+from api.problem import Problem, bad_request
 from api.prometheus import Exporter, negotiate
 from orderlog.core import Readiness as CoreReadiness
-from orderlog.errors import OrderConflictError, OrderNotFoundError, shown
+from orderlog.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
-from orderlog.order import PlaceOrder, idempotent_order_id
+from orderlog.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id
+from orderlog.order_status import MAX_LIST
 from orderlog.service import OrderService
 from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
 from projections import order_view
@@ -39,12 +40,51 @@ def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any
 
 class OrderCollection:
     def __init__(
-        self, service: OrderService, node: str, max_body_bytes: int, idempotency_ttl: float
+        self,
+        service: OrderService,
+        projector: Projector,
+        node: str,
+        max_body_bytes: int,
+        idempotency_ttl: float,
     ) -> None:
         self._service = service
+        self._projector = projector
         self._node = node
         self._limit = max_body_bytes
         self._ttl = idempotency_ttl
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Orders oldest first, filtered by status and user, from the order-status rows."""
+        status = single_param(req, "status")
+        if status is not None and status not in STATUSES:
+            raise bad_request(
+                "invalid-parameter",
+                "status is not an order status",
+                [FieldError("status", f"must be one of {', '.join(STATUSES)}")],
+            )
+        user_id = single_param(req, "user_id")
+        if user_id is not None and not (
+            0 < len(user_id) <= MAX_ID_LENGTH and user_id.isprintable()
+        ):
+            raise bad_request(
+                "invalid-parameter",
+                "user_id is not a user id",
+                [FieldError("user_id", f"must be 1 to {MAX_ID_LENGTH} printable characters")],
+            )
+        limit = query_int(req, "limit", 100, 1, MAX_LIST)
+        after = query_int(req, "after", 0, 0, 2**63 - 1)
+        caught_up(self._service.store, self._projector)
+        rows = self._projector.status.list(
+            status=status, user_key=user_id, after=after, limit=limit + 1
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        resp.media = {
+            "orders": [row.view() for row in rows],
+            "next_after": rows[-1].placed_position if more else None,
+        }
+
+    on_head = on_get
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         payload = read_json(req, self._limit)
@@ -143,6 +183,7 @@ class EventFeed:
     on_head = on_get
 
 
+STATUSES = tuple(status.value for status in Status)
 # How long a read waits for the read models to reach the log's head before 503.
 READ_YOUR_WRITES_TIMEOUT = 5.0
 

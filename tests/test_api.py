@@ -639,7 +639,7 @@ def test_body_without_a_content_length_leaves_the_log_untouched(
         ("GET", "/orders/o-1/events/1", 404),
         ("POST", "/events", 405),
         ("DELETE", "/orders", 405),
-        ("GET", "/orders", 405),
+        ("PATCH", "/orders", 405),
         ("PUT", "/orders/existing", 405),
         ("DELETE", "/orders/existing", 405),
         ("PATCH", "/metrics", 405),
@@ -988,3 +988,82 @@ def test_two_clients_keys_never_meet(client: falcon.testing.TestClient, node: No
     b = post(client, UNNAMED, headers={"Idempotency-Key": "1", "Authorization": f"Bearer {bob}"})
     assert a.status_code == b.status_code == 201
     assert a.json["order_id"] != b.json["order_id"]
+
+
+# -- listing orders ----------------------------------------------------------------------
+
+
+def place(client: falcon.testing.TestClient, order_id: str, user_id: Any) -> None:
+    assert post(client, order(order_id=order_id, user_id=user_id)).status_code == 201
+
+
+def test_the_listing_shows_each_order_as_its_own_view_oldest_first(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    for n in range(5):
+        place(client, f"l-{n}", n % 2)
+    assert node.core.worker.wait_idle(IDLE)
+    listed = client.simulate_get("/orders")
+    assert listed.status_code == 200
+    assert [o["order_id"] for o in listed.json["orders"]] == [f"l-{n}" for n in range(5)]
+    assert listed.json["next_after"] is None
+    for view in listed.json["orders"]:
+        assert view == client.simulate_get(f"/orders/{view['order_id']}").json
+
+
+def test_a_client_sees_its_own_write_in_the_listing_at_once(
+    client: falcon.testing.TestClient,
+) -> None:
+    place(client, "mine-1", "reader-7")
+    listed = client.simulate_get("/orders", query_string="user_id=reader-7").json["orders"]
+    assert [o["order_id"] for o in listed] == ["mine-1"]
+
+
+def test_the_listing_pages_with_next_after(client: falcon.testing.TestClient) -> None:
+    for n in range(7):
+        place(client, f"pg-{n}", 1)
+    seen: list[str] = []
+    after = 0
+    while True:
+        page = client.simulate_get("/orders", query_string=f"limit=3&after={after}").json
+        seen += [o["order_id"] for o in page["orders"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert seen == [f"pg-{n}" for n in range(7)]
+
+
+def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    node.core.worker.stop()  # orders stay Pending from here on
+    place(client, "int-user", 42)
+    place(client, "text-user", "42")
+    place(client, "other", 7)
+    by_user = client.simulate_get("/orders", query_string="user_id=42").json["orders"]
+    assert [o["order_id"] for o in by_user] == ["int-user", "text-user"]
+    assert [o["user_id"] for o in by_user] == [42, "42"]  # each as it was placed
+    pending = client.simulate_get("/orders", query_string="status=Pending").json["orders"]
+    assert len(pending) == 3
+    done = client.simulate_get("/orders", query_string="status=Completed&user_id=42")
+    assert done.json == {"orders": [], "next_after": None}
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("status=Done", "status"),
+        ("status=pending", "status"),
+        ("status=Pending&status=Completed", "status"),
+        ("user_id=" + "u" * 65, "user_id"),
+        ("user_id=a%00b", "user_id"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("after=-1", "after"),
+        ("after=x", "after"),
+    ],
+)
+def test_bad_listing_filters_are_400_naming_the_filter(
+    client: falcon.testing.TestClient, query: str, name: str
+) -> None:
+    assert_problem(client.simulate_get("/orders", query_string=query), 400, name)

@@ -25,6 +25,7 @@ ORDER = {"order_id": "a-1", "user_id": 1, "item_ids": ["x"], "total_amount": "2.
 # (method, path, body) for each mapped route and method
 CALLS = {
     ("/orders", "POST"): ("POST", "/orders", ORDER),
+    ("/orders", "GET"): ("GET", "/orders", None),
     ("/orders/{order_id}", "GET"): ("GET", "/orders/a-1", None),
     ("/orders/{order_id}/events", "GET"): ("GET", "/orders/a-1/events", None),
     ("/events", "GET"): ("GET", "/events", None),

@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild", help="rebuild the projections from the whole log")
     rebuild.add_argument("--database", dest="database_url", default=None, help="database URL")
     rebuild.add_argument("--quiet", action="store_true", help="no progress display")
+    rebuild.add_argument(
+        "--offline",
+        action="store_true",
+        help="rebuild in place, for a database no server is using (default: beside the live "
+        "read models, then swapped in, while servers keep answering)",
+    )
     backup = commands.add_parser(
         "backup",
         help="copy the SQLite database, consistently, while the server runs",
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from projections.rebuild import run
 
-        report = run(settings.database_url, quiet=args.quiet)
+        report = run(settings.database_url, quiet=args.quiet, offline=args.offline)
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     except OrderlogError as exc:  # every failure the core names: one line, no traceback

@@ -26,7 +26,9 @@ from orderlog.order import Status
 from orderlog.policy import OpenOrder, node_of
 from orderlog.store import EventStore, format_time, parse_time
 
-NAME = "order_status"
+NAME = "order_status"  # the live rows' checkpoint, and the table they are in
+SHADOW = "order_status_shadow"  # a rebuild's checkpoint while it fills the other table
+TABLES = ("order_status", "order_status_b")  # the two tables the rows alternate between
 MAX_LIST = 1000
 
 _PLACED = OrderPlaced.__name__
@@ -123,18 +125,45 @@ def apply(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
 
 
 class OrderStatusModel:
-    """The read model over one store: catch up, and answer the questions asked of it."""
+    """The read model over one store: catch up, and answer the questions asked of it.
 
-    def __init__(self, store: EventStore, *, page: int = 5000) -> None:
+    Its rows live in one of two tables; a row in ``projections`` (its checkpoint)
+    names the live one. A rebuild fills the other from position 0 while the live
+    one keeps serving, then swaps the name in one transaction: readers read the
+    name with every question, so every node serves the rebuilt rows at once, and a
+    follower that wrote against the old table finds its checkpoint moved.
+    ``shadow=True`` is such a rebuild's own view: the table not live, its own
+    checkpoint row.
+    """
+
+    def __init__(self, store: EventStore, *, page: int = 5000, shadow: bool = False) -> None:
         self.store = store
         self._page = page
         self._p = store.param
+        self._name = SHADOW if shadow else NAME
+        self._shadow = shadow
 
-    # -- keeping it current --------------------------------------------------------------
+    # -- which table, at which position ---------------------------------------------------
+
+    def pointer(self) -> tuple[int, str]:
+        """(checkpoint, table) of this view: where it is and where its rows are."""
+        rows = self.store.read(
+            f"SELECT position, state FROM projections WHERE name = {self._p}", [self._name]
+        )
+        if rows:
+            return rows[0][0], rows[0][1] or TABLES[0]
+        if self._shadow:
+            return 0, _other(self._live_table())
+        return 0, TABLES[0]
 
     def checkpoint(self) -> int:
-        rows = self.store.read(f"SELECT position FROM projections WHERE name = {self._p}", [NAME])
-        return rows[0][0] if rows else 0
+        return self.pointer()[0]
+
+    def _live_table(self) -> str:
+        rows = self.store.read(f"SELECT state FROM projections WHERE name = {self._p}", [NAME])
+        return (rows[0][0] if rows else "") or TABLES[0]
+
+    # -- keeping it current --------------------------------------------------------------
 
     def catch_up(self, until: int | None = None) -> int:
         """Apply the log's new events to the rows; returns the checkpoint reached.
@@ -154,76 +183,104 @@ class OrderStatusModel:
     def apply_page(self, start: int, events: Sequence[RecordedEvent]) -> int:
         """Apply ``events`` (the log right after ``start``) if the checkpoint is still at
         ``start``; returns the checkpoint after (someone else's, if they got there first)."""
+        position, table = self.pointer()
+        if position != start:
+            return position
         ids = list({event.stream_id for event in events})
-        rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(ids)}
+        rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(table, ids)}
         for event in events:
             rows[event.stream_id] = apply(rows.get(event.stream_id), event)
         try:
-            self._save(start, events[-1].position, rows)
+            self._save(start, events[-1].position, table, rows)
         except _Moved:
             return self.checkpoint()  # another follower wrote this page first
         return events[-1].position
 
     def reset(self) -> None:
-        """Forget every row and the checkpoint (for a rebuild from position 0)."""
+        """Forget every row and the checkpoint of this view (to refill it from position 0)."""
+        _, table = self.pointer()
         with self.store.writing() as cursor:
-            cursor.execute("DELETE FROM order_status")
-            cursor.execute(f"DELETE FROM projections WHERE name = {self._p}", [NAME])
+            cursor.execute(f"DELETE FROM {table}")
+            cursor.execute(f"DELETE FROM projections WHERE name = {self._p}", [self._name])
 
-    def _load(self, ids: Sequence[str]) -> list[OrderRow]:
+    def swap_in(self) -> int:
+        """Make this shadow the live rows, in one transaction; returns its checkpoint.
+
+        The checkpoint goes with the rows: followers continue from it, whether it is
+        behind or ahead of where the live one was."""
+        if not self._shadow:
+            raise ValueError("only a shadow is swapped in")
+        p = self._p
+        position, table = self.pointer()
+        with self.store.writing() as cursor:
+            cursor.execute(
+                f"UPDATE projections SET position = {p}, state = {p} WHERE name = {p}",
+                [position, table, NAME],
+            )
+            if cursor.rowcount == 0:
+                cursor.execute(
+                    f"INSERT INTO projections (name, position, state) VALUES ({p}, {p}, {p})",
+                    [NAME, position, table],
+                )
+            cursor.execute(f"DELETE FROM projections WHERE name = {p}", [SHADOW])
+        return position
+
+    def _load(self, table: str, ids: Sequence[str]) -> list[OrderRow]:
         found: list[OrderRow] = []
         for chunk in _chunks(ids):
             found += map(
                 OrderRow._make,
                 self.store.read(
-                    f"SELECT {', '.join(_COLUMNS)} FROM order_status WHERE order_id IN "
+                    f"SELECT {', '.join(_COLUMNS)} FROM {table} WHERE order_id IN "
                     f"({', '.join([self._p] * len(chunk))})",
                     chunk,
                 ),
             )
         return found
 
-    def _save(self, start: int, end: int, rows: dict[str, OrderRow | None]) -> None:
-        """Rows and checkpoint together, only if nobody moved the checkpoint meanwhile."""
+    def _save(self, start: int, end: int, table: str, rows: dict[str, OrderRow | None]) -> None:
+        """Rows and checkpoint together, only if nobody moved the checkpoint (or swapped
+        the table) meanwhile."""
         p = self._p
         kept = [row for row in rows.values() if row is not None]
         with self.store.writing() as cursor:
             if start == 0:
-                cursor.execute(f"SELECT 1 FROM projections WHERE name = {p}", [NAME])
+                cursor.execute(f"SELECT 1 FROM projections WHERE name = {p}", [self._name])
                 if cursor.fetchone() is None:
                     cursor.execute(
-                        f"INSERT INTO projections (name, position, state) VALUES ({p}, 0, '')",
-                        [NAME],
+                        f"INSERT INTO projections (name, position, state) VALUES ({p}, 0, {p})",
+                        [self._name, table],
                     )
             cursor.execute(
-                f"UPDATE projections SET position = {p} WHERE name = {p} AND position = {p}",
-                [end, NAME, start],
+                f"UPDATE projections SET position = {p}, state = {p} "
+                f"WHERE name = {p} AND position = {p} AND (state = {p} OR state = '')",
+                [end, table, self._name, start, table],
             )
             if cursor.rowcount != 1:
                 raise _Moved  # another follower got there first: roll back, read again
             for chunk in _chunks(list(rows)):
                 cursor.execute(
-                    f"DELETE FROM order_status WHERE order_id IN ({', '.join([p] * len(chunk))})",
+                    f"DELETE FROM {table} WHERE order_id IN ({', '.join([p] * len(chunk))})",
                     chunk,
                 )
             one = "(" + ", ".join([p] * len(_COLUMNS)) + ")"
             for chunk in _chunks(kept, 200):
                 cursor.execute(
-                    f"INSERT INTO order_status ({', '.join(_COLUMNS)}) VALUES "
+                    f"INSERT INTO {table} ({', '.join(_COLUMNS)}) VALUES "
                     + ", ".join([one] * len(chunk)),
                     [value for row in chunk for value in row],
                 )
 
-    # -- questions ------------------------------------------------------------------------
+    # -- questions (always of the live rows) ----------------------------------------------
 
     def get(self, order_id: str) -> OrderRow | None:
-        rows = self._load([order_id])
+        rows = self._load(self._live_table(), [order_id])
         return rows[0] if rows else None
 
     def open_orders(self) -> list[OpenOrder]:
         """Every order not yet Completed, as the worker's sweep needs it."""
         rows = self.store.read(
-            f"SELECT {', '.join(_COLUMNS)} FROM order_status "
+            f"SELECT {', '.join(_COLUMNS)} FROM {self._live_table()} "
             f"WHERE status IN ({self._p}, {self._p})",
             list(_OPEN),
         )
@@ -248,11 +305,15 @@ class OrderStatusModel:
             params.append(user_key)
         limit = max(1, min(limit, MAX_LIST))
         rows = self.store.read(
-            f"SELECT {', '.join(_COLUMNS)} FROM order_status WHERE {' AND '.join(where)} "
-            f"ORDER BY placed_position LIMIT {limit}",
+            f"SELECT {', '.join(_COLUMNS)} FROM {self._live_table()} "
+            f"WHERE {' AND '.join(where)} ORDER BY placed_position LIMIT {limit}",
             params,
         )
         return [OrderRow._make(row) for row in rows]
+
+
+def _other(table: str) -> str:
+    return TABLES[1] if table == TABLES[0] else TABLES[0]
 
 
 class _Moved(StoreUnavailableError):

@@ -95,6 +95,17 @@ class OrderStatusRow(_Base):
         )
 
 
+class OrderStatusRowB(OrderStatusRow):
+    """The order-status rows' second table: a rebuild fills it while the first serves."""
+
+    class Meta:
+        table_name = "order_status_b"
+        indexes = (
+            (("status", "placed_position"), False),
+            (("user_key", "placed_position"), False),
+        )
+
+
 class SchemaMigration(_Base):
     version = peewee.IntegerField(primary_key=True)
     description = peewee.CharField(max_length=255)
@@ -150,7 +161,15 @@ _NODE_LOCK = {
     "mysql": ("SELECT GET_LOCK('orderlog.schema', 60)", "SELECT RELEASE_LOCK('orderlog.schema')"),
 }
 
-_ALL_MODELS = (EventRow, AppendLock, ProjectionRow, TokenRow, OrderStatusRow, SchemaMigration)
+_ALL_MODELS = (
+    EventRow,
+    AppendLock,
+    ProjectionRow,
+    TokenRow,
+    OrderStatusRow,
+    OrderStatusRowB,
+    SchemaMigration,
+)
 # Binding models to a database is process-wide, so schema work is done one at a time.
 _PROCESS_LOCK = threading.Lock()
 _DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
@@ -184,6 +203,10 @@ def _order_status(db: peewee.Database, backend: str) -> None:
     db.create_tables((OrderStatusRow,), safe=True)
 
 
+def _order_status_second_table(db: peewee.Database, backend: str) -> None:
+    db.create_tables((OrderStatusRowB,), safe=True)
+
+
 def _projection_generations(db: peewee.Database, backend: str) -> None:
     # A rebuild stores its state under a new generation; a node holding an older one
     # reloads instead of saving it back over the rebuild.
@@ -197,6 +220,9 @@ MIGRATIONS = (
     Migration(2, "API tokens", _tokens),
     Migration(3, "order-status read model", _order_status),
     Migration(4, "projection generations", _projection_generations),
+    Migration(
+        5, "order-status second table, for rebuilds while serving", _order_status_second_table
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

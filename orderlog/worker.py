@@ -47,11 +47,18 @@ RETRY_AFTER = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """An order handed to the processor, with the state it was last seen in (None: read it)."""
+    """An order handed to the processor.
+
+    ``state`` is the order as its placing left it (the log's own answer), or None:
+    then the processor reads the stream, and if the sweep saw it at ``seen_version``
+    and it has moved on since, leaves it to the next sweep. The sweep reads a read
+    model: a hint of what needs work, never the ground for a claim.
+    """
 
     order_id: str
     state: OrderState | None
     reclaim: bool = False  # a Processing order whose claim the sweep found abandoned
+    seen_version: int | None = None
 
 
 _STOP = None
@@ -260,11 +267,12 @@ class Worker:
         skipped: list[str] = []
         for job in jobs:
             state = job.state if job.state is not None else self.service.state(job.order_id)
-            if may_claim(state.status, job.reclaim):
+            moved = job.seen_version is not None and state.version != job.seen_version
+            if not moved and may_claim(state.status, job.reclaim):
                 events = start_processing(state, job.order_id, self.worker_id)
                 claims.append(Decision(job.order_id, state, events))
-            else:
-                skipped.append(job.order_id)  # done already, or claimed by someone alive
+            else:  # done already, claimed by someone alive, or moved on since the sweep
+                skipped.append(job.order_id)
         completions = [
             Decision(order_id, state, complete_order(state, order_id))
             for _, _, order_id, state in due
@@ -333,10 +341,8 @@ class Worker:
             ]
         count = 0
         for order in found:
-            state = OrderState(order.version, order.status, None, order.attempt, order.worker_id)
-            count += self._schedule(
-                Job(order.order_id, state, reclaim=order.status is Status.PROCESSING)
-            )
+            reclaim = order.status is Status.PROCESSING
+            count += self._schedule(Job(order.order_id, None, reclaim, order.version))
         return count
 
     def _sweep_loop(self) -> None:

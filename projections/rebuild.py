@@ -75,13 +75,20 @@ def _rebuild(store: EventStore, page: int, progress: Progress | None) -> dict[st
 
 
 def rebuild_order_status(
-    store: EventStore, *, page: int = 20000, progress: Progress | None = None
+    store: EventStore,
+    *,
+    page: int = 20000,
+    progress: Progress | None = None,
+    offline: bool = False,
 ) -> int:
-    """Forget the order-status rows and catch up from position 0; returns the position.
+    """Rebuild the order-status rows from position 0; returns the position reached.
 
-    While it runs, a server on the same log answers from the rows built so far.
+    Online (the default) it fills the table that is not live, catches up to the
+    head, and swaps it in with one transaction, while the live rows keep answering.
+    ``offline`` empties the live rows and refills them in place: for a database no
+    server is using.
     """
-    model = OrderStatusModel(store, page=page)
+    model = OrderStatusModel(store, page=page, shadow=not offline)
     model.reset()
     head = store.head()
     started = time.perf_counter()
@@ -91,7 +98,8 @@ def rebuild_order_status(
             position = model.catch_up(until=min(position + page, head))
             if progress:
                 progress(position, max(head, position), time.perf_counter() - started)
-        return model.catch_up()  # and whatever was appended meanwhile
+        position = model.catch_up()  # and whatever was appended meanwhile
+    return position if offline else model.swap_in()
 
 
 def progress_printer(what: str = "metrics", stream: TextIO = sys.stderr) -> Progress:
@@ -106,7 +114,7 @@ def progress_printer(what: str = "metrics", stream: TextIO = sys.stderr) -> Prog
     return show
 
 
-def run(database_url: str, *, quiet: bool = False) -> dict[str, Any]:
+def run(database_url: str, *, quiet: bool = False, offline: bool = False) -> dict[str, Any]:
     """Rebuild the projections of an existing log. It never creates a database: a path or
     URL with no orderlog log behind it is a StartupError, as is one it cannot use."""
     settings = load_settings(overrides={"database_url": database_url})
@@ -125,7 +133,11 @@ def run(database_url: str, *, quiet: bool = False) -> dict[str, Any]:
         raise explain_failure(exc.__cause__ or exc, settings.database_url) from exc
     try:
         report = rebuild(store, progress=None if quiet else progress_printer())
-        rebuild_order_status(store, progress=None if quiet else progress_printer("order status"))
+        rebuild_order_status(
+            store,
+            progress=None if quiet else progress_printer("order status"),
+            offline=offline,
+        )
         return report
     finally:
         store.close()
@@ -135,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m projections.rebuild", description=__doc__)
     parser.add_argument("--database", default=None, help="database URL (default: settings)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="rebuild in place, for a database no server is using (default: beside the live "
+        "read models, then swapped in, while servers keep answering)",
+    )
     args = parser.parse_args(argv)
     try:
         url = args.database or load_settings().database_url
-        report = run(url, quiet=args.quiet)
+        report = run(url, quiet=args.quiet, offline=args.offline)
     except OrderlogError as exc:
         sys.stderr.write(f"rebuild: {' '.join(str(exc).split())}\n")
         return 2

@@ -26,7 +26,15 @@ SERVER_BACKENDS = {
     "mysql": "ORDERLOG_TEST_MYSQL_URL",
 }
 BACKENDS = ["sqlite", *SERVER_BACKENDS]
-_TABLES = ("events", "append_lock", "projections", "tokens", "order_status", "schema_migrations")
+_TABLES = (
+    "events",
+    "append_lock",
+    "projections",
+    "tokens",
+    "order_status",
+    "order_status_b",
+    "schema_migrations",
+)
 
 
 @pytest.fixture(scope="session")

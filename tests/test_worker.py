@@ -382,3 +382,35 @@ def test_an_order_placed_through_the_runtime_is_completed(node: Node) -> None:
     state = node.core.service.state("rt-1")
     assert state.status is Status.COMPLETED
     assert state.attempt == 1
+
+
+def test_a_wrong_read_model_never_makes_the_worker_act_against_the_log(
+    service: OrderService, make_worker: Callable[..., Worker], database_url: str
+) -> None:
+    from orderlog.order_status import OrderStatusModel
+    from tests.support import admin_execute
+
+    for order_id in ("done-1", "done-2"):
+        place(service, order_id)
+        claim(service, order_id, worker_id_for("n1", "before", 0))
+        state = service.state(order_id)
+        service.complete_order(order_id, state, {})
+    OrderStatusModel(service.store).catch_up()
+    # The rows say these completed orders are still open: a bug, or a tampered table.
+    admin_execute(
+        database_url,
+        [
+            "UPDATE order_status SET status = 'Processing' WHERE order_id = 'done-1'",
+            "UPDATE order_status SET status = 'Pending' WHERE order_id = 'done-2'",
+        ],
+    )
+    worker = make_worker(node="n1")  # the node whose claim the row shows: it would take it back
+    worker.start()
+
+    assert worker.wait_idle(30)
+    for order_id in ("done-1", "done-2"):
+        assert types(service, order_id) == [
+            "OrderPlaced",
+            "OrderProcessingStarted",
+            "OrderCompleted",
+        ]

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import orjson
 
 from bench.placement import Placement
-from bench.report import median, ratio, target
+from bench.report import latency_summary, median, ratio, target
 from bench.servers import ROOT, Client, start_orderlog
 from orderlog.database import open_database, parse_url
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
@@ -180,8 +181,10 @@ def read_latency(
     workdir: Path,
     placement: Placement,
     samples: int,
+    online_rebuild: bool = False,
 ) -> dict[str, Any]:
-    """Start a server on the log; first and median latency of /metrics and /orders/{id}."""
+    """Start a server on the log; first and median latency of /metrics, /orders/{id} and the
+    listing; with ``online_rebuild``, also requests during an ``orderlog rebuild``."""
     began = time.perf_counter()
     server = start_orderlog(url, workdir, placement)
     startup = time.perf_counter() - began
@@ -191,12 +194,12 @@ def read_latency(
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
         metrics = [client.get("/metrics")[2] for _ in range(samples)]
-        orders = []
-        for n in range(samples):
-            status, _, seconds = client.get(f"/orders/{order_ids[n % len(order_ids)]}")
-            if status != 200:
-                raise RuntimeError(f"/orders answered {status}")
-            orders.append(seconds)
+        orders = _timed(
+            client, [f"/orders/{order_ids[n % len(order_ids)]}" for n in range(samples)]
+        )
+        lists = ["/orders?status=Completed&limit=100", "/orders?user_id=42&limit=100"]
+        listing = _timed(client, [lists[n % 2] for n in range(samples)])
+        during = rebuild_while_serving(client, url, order_ids, workdir) if online_rebuild else None
     finally:
         client.close()
         server.stop()
@@ -205,6 +208,60 @@ def read_latency(
         "metrics_first_ms": round(metrics_first * 1000, 2),
         "metrics_median_ms": round((median(metrics) or 0) * 1000, 3),
         "order_median_ms": round((median(orders) or 0) * 1000, 3),
+        "listing_median_ms": round((median(listing) or 0) * 1000, 3),
+        **({"online_rebuild": during} if during else {}),
+    }
+
+
+def _timed(client: Client, paths: Iterable[str]) -> list[float]:
+    seconds = []
+    for path in paths:
+        status, _, took = client.get(path)
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}")
+        seconds.append(took)
+    return seconds
+
+
+def rebuild_while_serving(
+    client: Client, url: str, order_ids: list[str], workdir: Path
+) -> dict[str, Any]:
+    """Reads for a while, then the same reads while ``orderlog rebuild`` runs beside the
+    server: errors and p99 latency, before and during."""
+    paths = [
+        "/metrics",
+        f"/orders/{order_ids[0]}",
+        "/orders?status=Completed&limit=100",
+    ]
+
+    def sample(until: Callable[[int], bool]) -> tuple[list[float], int]:
+        latencies, errors, n = [], 0, 0
+        while not until(n):
+            try:
+                status, _, took = client.get(paths[n % len(paths)])
+                latencies.append(took)
+                errors += status != 200
+            except OSError:
+                errors += 1
+            n += 1
+        return latencies, errors
+
+    before, before_errors = sample(lambda n: n >= 600)
+    rebuild = subprocess.Popen(
+        [sys.executable, "-m", "api", "rebuild", "--quiet", "--database", url],
+        cwd=str(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    began = time.perf_counter()
+    during, during_errors = sample(lambda n: rebuild.poll() is not None)
+    seconds = time.perf_counter() - began
+    if rebuild.wait() != 0:
+        said = rebuild.stderr.read() if rebuild.stderr else b""
+        raise RuntimeError(f"orderlog rebuild failed: {said!r}")
+    return {
+        "rebuild_seconds": round(seconds, 2),
+        "before": {"requests": len(before), "errors": before_errors, **latency_summary(before)},
+        "during": {"requests": len(during), "errors": during_errors, **latency_summary(during)},
     }
 
 
@@ -232,7 +289,7 @@ def run_rebuild(
     )
     results["small"]["events"] = small["events"]
     results["big"] = read_latency(
-        big_url, generated["sample_order_ids"], workdir, placement, samples
+        big_url, generated["sample_order_ids"], workdir, placement, samples, online_rebuild=True
     )
     results["big"]["events"] = generated["events"]
     results["metrics_ratio"] = ratio(
@@ -240,6 +297,9 @@ def run_rebuild(
     )
     results["order_ratio"] = ratio(
         results["big"]["order_median_ms"], results["small"]["order_median_ms"]
+    )
+    results["listing_ratio"] = ratio(
+        results["big"]["listing_median_ms"], results["small"]["listing_median_ms"]
     )
     for path in workdir.glob("*.db*"):
         path.unlink()
@@ -261,6 +321,18 @@ def run_rebuild(
          f"{results['small']['metrics_median_ms']} / {results['big']['metrics_median_ms']}"),
         (f"GET /orders/{{id}} median at {n_small} / {n_big} (ms)",
          f"{results['small']['order_median_ms']} / {results['big']['order_median_ms']}"),
+        (f"GET /orders listing median at {n_small} / {n_big} (ms)",
+         f"{results['small']['listing_median_ms']} / {results['big']['listing_median_ms']}"),
+    ]  # fmt: skip
+    online = results["big"]["online_rebuild"]
+    results["table"] += [
+        (f"online rebuild at {n_big} events (s)", online["rebuild_seconds"]),
+        ("reads before: requests / errors / p99 (ms)",
+         f"{online['before']['requests']} / {online['before']['errors']} / "
+         f"{online['before']['p99_ms']}"),
+        ("reads during: requests / errors / p99 (ms)",
+         f"{online['during']['requests']} / {online['during']['errors']} / "
+         f"{online['during']['p99_ms']}"),
     ]  # fmt: skip
     results["targets"] = [
         target("rebuild / raw", results["ratio"], _at_least(results["ratio"], 0.5), ">= 0.50"),
@@ -277,7 +349,15 @@ def run_rebuild(
             _at_most(results["order_ratio"], 2.0),
             "<= 2.0",
         ),
-    ]
+        target(
+            "listing big / small",
+            results["listing_ratio"],
+            _at_most(results["listing_ratio"], 2.0),
+            "<= 2.0",
+        ),
+        target("errors during an online rebuild", online["during"]["errors"],
+               online["during"]["errors"] == 0, "0"),
+    ]  # fmt: skip
     return results
 
 

@@ -32,4 +32,4 @@ rebuild: $(STAMP)
 	$(BIN)/orderlog rebuild
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis test-artifacts

@@ -14,8 +14,11 @@ from api.forwarded import ForwardedClientLimit
 from api.inputs import request_id
 from api.prometheus import Exporter
 from api.resources import (
+    DashboardAsset,
+    DashboardPage,
     EventFeed,
     Health,
+    Home,
     Metrics,
     OrderCollection,
     OrderHistory,
@@ -23,6 +26,7 @@ from api.resources import (
     PrometheusMetrics,
     Readiness,
 )
+from api.static import load_dashboard
 from orderlog.core import Core
 from projections.projector import Projector
 
@@ -114,4 +118,8 @@ def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.A
     app.add_route("/metrics/prometheus", PrometheusMetrics(exporter))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Readiness(core.readiness))
+    dashboard = load_dashboard()
+    app.add_route("/", Home())
+    app.add_route("/dashboard", DashboardPage(dashboard))
+    app.add_route("/dashboard/{asset}", DashboardAsset(dashboard))
     return app

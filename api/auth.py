@@ -2,7 +2,8 @@
 
 ``Authorization: Bearer <secret>``. A missing or unknown token is 401 with
 ``WWW-Authenticate: Bearer``; a token without the route's scope is 403; both are
-problem+json naming the scope. Health and readiness stay open, as does OPTIONS.
+problem+json naming the scope. Health and readiness stay open, as do OPTIONS and
+the dashboard's page and files (they hold no data).
 With no token in the database the API is open: ``orderlog serve`` allows that
 only on a loopback address (or with ``--allow-anonymous``). The OpenAPI
 document's ``security`` mirrors ``ROUTE_SCOPES``.
@@ -29,6 +30,10 @@ ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
     ("/metrics/prometheus", "GET"): "metrics:read",
     ("/healthz", "GET"): None,
     ("/readyz", "GET"): None,
+    # The dashboard's page and files hold no data: its script calls the API with a token.
+    ("/", "GET"): None,
+    ("/dashboard", "GET"): None,
+    ("/dashboard/{asset}", "GET"): None,
 }
 
 

@@ -13,6 +13,7 @@ import falcon
 from api.inputs import idempotency_key, query_int, read_json, single_param
 from api.problem import Problem, bad_request
 from api.prometheus import Exporter, negotiate
+from api.static import Dashboard, StaticFile
 from orderlog.core import Readiness as CoreReadiness
 from orderlog.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
@@ -256,5 +257,68 @@ class Readiness:
             "writer": state.writer,
             "worker": state.worker,
         }
+
+    on_head = on_get
+
+
+# The page holds no data (its script fetches everything with the user's token), so it
+# is open; it runs only its own script and talks only to this origin, and no other
+# site may frame it (a frame could trick a user into typing a token).
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+REVALIDATE = "no-cache"  # keep, but ask (If-None-Match) before each use
+FOR_GOOD = "public, max-age=31536000, immutable"  # a versioned URL never changes content
+
+
+def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, caching: str) -> None:
+    resp.set_header("Cache-Control", caching)
+    resp.set_header("X-Content-Type-Options", "nosniff")
+    resp.etag = file.etag
+    if req.if_none_match and any(
+        tag == "*" or f'"{tag}"' == file.etag for tag in req.if_none_match
+    ):
+        resp.status = falcon.HTTP_304
+        return
+    resp.content_type = file.content_type
+    resp.data = file.body
+
+
+class Home:
+    """``/`` leads to the dashboard."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.status = falcon.HTTP_302
+        resp.location = "/dashboard"
+
+    on_head = on_get
+
+
+class DashboardPage:
+    def __init__(self, dashboard: Dashboard) -> None:
+        self._page = dashboard.page
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.set_header("Content-Security-Policy", PAGE_POLICY)
+        resp.set_header("Referrer-Policy", "no-referrer")
+        send_file(req, resp, self._page, REVALIDATE)
+
+    on_head = on_get
+
+
+class DashboardAsset:
+    """The page's scripts and styles: only the names in ``api.static.ASSETS``."""
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        self._assets = dashboard.assets
+        self._version = dashboard.version
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, asset: str) -> None:
+        file = self._assets.get(asset)
+        if file is None:
+            raise Problem(404, "not-found", "Not found", "the dashboard has no file of that name")
+        current = req.get_param("v") == self._version
+        send_file(req, resp, file, FOR_GOOD if current else REVALIDATE)
 
     on_head = on_get

@@ -10,7 +10,8 @@ ASCII digits, given once.
 orjson reads every body first. The standard library's parser, slower but able to
 see duplicate keys and keep numbers as text, reads it again only when the fast
 result could hide something: more key-value separators in the text than keys in
-the object, or a body orjson refused.
+the object, an id written as a number with a fraction or an exponent (``7.0`` is
+the id 7, but only its digits say whether it is whole), or a body orjson refused.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MAX_REQUEST_ID = 128
 _KEY_END = re.compile(rb'"\s*:')
 _AMOUNT = re.compile(rb'"total_amount"\s*:\s*(-?[0-9][0-9.eE+-]*)')
 _DIGITS = re.compile(r"[0-9]{1,19}\Z", re.ASCII)
-_INT_DIGITS = 18  # longer integer literals are kept exact as Decimal (ids then fail range)
+_INT_DIGITS = 19  # longer integer literals are kept exact as Decimal (ids then fail range)
 
 
 class _DuplicateKeyError(ValueError):
@@ -69,7 +70,7 @@ def read_json(req: falcon.Request, limit: int) -> Any:
     except orjson.JSONDecodeError:
         return _strict(raw)
     if isinstance(value, dict):
-        if len(_KEY_END.findall(raw)) != len(value):
+        if len(_KEY_END.findall(raw)) != len(value) or _has_float_id(value):
             return _strict(raw)
         amount = value.get("total_amount")
         if isinstance(amount, (int, float)) and not isinstance(amount, bool):
@@ -78,6 +79,15 @@ def read_json(req: falcon.Request, limit: int) -> Any:
                 return _strict(raw)
             value["total_amount"] = Decimal(literals[0].decode())
     return value
+
+
+def _has_float_id(value: dict[str, Any]) -> bool:
+    """Whether an id is written as a number with a fraction or an exponent: its exact
+    digits decide whether it is an integer, so it is read again with them kept."""
+    items = value.get("item_ids")
+    return isinstance(value.get("user_id"), float) or (
+        isinstance(items, list) and any(isinstance(item, float) for item in items)
+    )
 
 
 def _strict(raw: bytes) -> Any:

@@ -26,11 +26,43 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 MAX_ERRORS = 20  # a problem lists at most this many; errors_omitted says how many more
-# The service's own types for errors Falcon raises itself (routing, methods, headers).
-_SLUGS = {
+# Every problem type the service answers: slug -> (status, what it means). The
+# OpenAPI document lists them from here, and a test checks that the code names no other.
+PROBLEM_TYPES: dict[str, tuple[int, str]] = {
+    "bad-request": (400, "a header or the request line Falcon could not read"),
+    "missing-host": (400, "an HTTP/1.1 request without Host"),
+    "malformed-json": (400, "the body is not JSON in UTF-8"),
+    "duplicate-key": (400, "a key appears twice in one object"),
+    "invalid-parameter": (400, "a query parameter is not what it must be"),
+    "repeated-parameter": (400, "a query parameter is given more than once"),
+    "invalid-idempotency-key": (400, "the Idempotency-Key header is unusable"),
+    "unauthorized": (401, "no token, or one unknown or revoked"),
+    "insufficient-scope": (403, "the token lacks the route's scope"),
+    "not-found": (404, "no such path or file"),
+    "order-not-found": (404, "no such order, or no such version of it"),
+    "method-not-allowed": (405, "the path does not offer this method"),
+    "not-acceptable": (406, "no answer in a media type the client accepts"),
+    "order-conflict": (409, "the order id is taken by a different order"),
+    "idempotency-key-reused": (409, "the Idempotency-Key was first used with another order"),
+    "concurrency-conflict": (409, "the order changed under the request, again and again"),
+    "invalid-transition": (409, "the order's status does not allow this"),
+    "length-required": (411, "a body without Content-Length"),
+    "payload-too-large": (413, "the body exceeds --max-body-bytes"),
+    "unsupported-media-type": (415, "the body is not application/json in UTF-8"),
+    "validation-error": (422, "fields are invalid; errors lists them"),
+    "idempotency-key-expired": (422, "the Idempotency-Key is older than its lifetime"),
+    "too-many-requests": (429, "this client has too many requests in hand"),
+    "headers-too-large": (431, "the request's headers are too large"),
+    "internal-error": (500, "the server failed; the log holds the reason"),
+    "store-unavailable": (503, "the database cannot be reached"),
+    "projections-behind": (503, "the read models are behind the log"),
+    "shutting-down": (503, "the server is stopping and did not act on the request"),
+    "unavailable": (503, "the service cannot answer now"),
+}
+# The types of errors Falcon raises itself (routing, methods, headers), by status.
+FALCON_ERROR_TYPES = {
     400: "bad-request",
     401: "unauthorized",
-    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     406: "not-acceptable",
@@ -96,7 +128,7 @@ def _serialize(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPErr
         body = error.to_problem()
     else:
         body = {
-            "type": problem_type(_SLUGS.get(error.status_code, "http-error")),
+            "type": problem_type(FALCON_ERROR_TYPES.get(error.status_code, "http-error")),
             "title": error.title,
             "status": error.status_code,
             "detail": error.description or error.title,

@@ -285,6 +285,19 @@ def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, cach
     resp.data = file.body
 
 
+class OpenAPIDocument:
+    """The API's contract (``api.openapi``), made once at start."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._body
+
+    on_head = on_get
+
+
 class Home:
     """``/`` leads to the dashboard."""
 

@@ -36,10 +36,11 @@ MAX_INT_ID = 2**63 - 1
 CENT = Decimal("0.01")
 # \Z, not $: $ also matches before a trailing newline.
 ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
-# Plain ASCII decimal notation, no whitespace, no sign but a leading "-" (which then
-# fails as negative): Decimal() alone would also take " 1", "+1", "1_000" and
-# digits of other scripts.
-DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# Plain ASCII decimal notation: no whitespace, no exponent, no sign but a leading "-"
+# (which then fails as negative). Decimal() alone would also take " 1", "+1",
+# "1_000", "1e2" and digits of other scripts; without an exponent, what is accepted
+# is a regular language that the OpenAPI document can state exactly.
+DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)", re.ASCII)
 PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
 
 
@@ -75,10 +76,12 @@ class PlaceOrder:
             order_id = str(uuid.uuid4())
         else:
             _check_order_id(order_id, errors)
-        user_id = payload.get("user_id")
+        user_id = integral(payload.get("user_id"))
         if "user_id" in payload:
             _check_id("user_id", user_id, errors)
         item_ids = payload.get("item_ids")
+        if isinstance(item_ids, list):
+            item_ids = [integral(item) for item in item_ids]
         if "item_ids" in payload:
             _check_items(item_ids, errors)
         amount = None
@@ -107,6 +110,19 @@ def idempotent_order_id(key: str, client: str = "") -> str:
 def is_order_id(value: str) -> bool:
     """Whether an order could have this id; one that cannot names no order."""
     return len(value) <= MAX_ID_LENGTH and bool(ORDER_ID_PATTERN.match(value))
+
+
+def integral(value: Any) -> Any:
+    """An id written as an integral number (``7.0``, ``7e0``) is the integer 7, as JSON
+    Schema's ``integer`` says; only exact values count (a Decimal from the HTTP
+    layer's literal, or a float small enough to be exact). Anything else is returned
+    as it is, for the checks to judge."""
+    if isinstance(value, Decimal):
+        if value.is_finite() and value.adjusted() < 20 and value == value.to_integral_value():
+            return int(value)
+    elif isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
 
 
 def _check_order_id(value: Any, errors: list[FieldError]) -> None:

@@ -339,6 +339,17 @@ def start_server(
         time.sleep(0.05)  # polling interval of a deadline-bound wait
 
 
+def create_token(database_url: str, name: str, scopes: str, cwd: Path) -> str:
+    """A token made by ``orderlog token create``, as a user makes one; its secret."""
+    made = subprocess.run(
+        [sys.executable, "-m", "api", "token", "create", "--name", name, "--scopes", scopes,
+         "--database", database_url],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
 class BackgroundLoad:
     """``loadgen.sustained`` on its own thread and event loop, until ``stop``.
 

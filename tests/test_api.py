@@ -138,6 +138,50 @@ def test_amounts_are_kept_exact_as_decimal_strings(
     assert client.simulate_get("/orders/exact").json["total_amount"] == exact
 
 
+@pytest.mark.parametrize(
+    ("user", "items", "stored_user", "stored_items"),
+    [
+        (b"7.0", b'[2e1, "x", 3.00]', 7, [20, "x", 3]),
+        (b"9223372036854775807", b"[9223372036854775807.0]", 2**63 - 1, [2**63 - 1]),
+        # A key whose text holds a colon sends the body through the strict reader.
+        (b'"a\\":b"', b"[9223372036854775807]", 'a":b', [2**63 - 1]),
+        (b"9007199254740993.0", b"[1]", 9007199254740993, [1]),
+    ],
+)
+def test_ids_written_as_whole_numbers_are_those_integers_exactly(
+    client: falcon.testing.TestClient,
+    user: bytes,
+    items: bytes,
+    stored_user: Any,
+    stored_items: list[Any],
+) -> None:
+    raw = b'{"order_id": "whole", "user_id": %s, "item_ids": %s, "total_amount": "1"}' % (
+        user,
+        items,
+    )
+    result = post(client, raw=raw)
+    assert result.status_code == 201, result.text
+    assert (result.json["user_id"], result.json["item_ids"]) == (stored_user, stored_items)
+
+
+@pytest.mark.parametrize(
+    ("user", "field"),
+    [
+        (b"7.5", "user_id"),
+        (b"1e400", "user_id"),
+        (b"9223372036854775808.0", "user_id"),
+        (b"1e999999999", "user_id"),
+    ],
+)
+def test_ids_that_are_not_whole_or_too_large_are_refused(
+    client: falcon.testing.TestClient, user: bytes, field: str
+) -> None:
+    raw = b'{"user_id": %s, "item_ids": ["a"], "total_amount": "1"}' % user
+    result = post(client, raw=raw)
+    assert result.status_code == 422, result.text
+    assert [e["field"] for e in result.json["errors"]] == [field]
+
+
 def test_omitted_order_id_is_generated(client: falcon.testing.TestClient) -> None:
     first = post(client, without("order_id"))
     second = post(client, without("order_id"))

@@ -33,6 +33,7 @@ CALLS = {
     ("/metrics/prometheus", "GET"): ("GET", "/metrics/prometheus", None),
     ("/healthz", "GET"): ("GET", "/healthz", None),
     ("/readyz", "GET"): ("GET", "/readyz", None),
+    ("/openapi.json", "GET"): ("GET", "/openapi.json", None),
     ("/", "GET"): ("GET", "/", None),
     ("/dashboard", "GET"): ("GET", "/dashboard", None),
     ("/dashboard/{asset}", "GET"): ("GET", "/dashboard/dashboard.js", None),

@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.support import DEADLINE, ServerProcess, start_server
+from tests.support import DEADLINE, ServerProcess, create_token, start_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -205,16 +203,6 @@ def test_the_dashboard_follows_the_log_and_shows_an_orders_timeline(
     # The lookup of an unknown id is the one failed load; nothing else (a blocked script
     # or style under the page's Content-Security-Policy would show here).
     assert [e for e in console_errors if "404" not in e] == []
-
-
-def create_token(database_url: str, name: str, scopes: str, cwd: Path) -> str:
-    made = subprocess.run(
-        [sys.executable, "-m", "api", "token", "create", "--name", name, "--scopes", scopes,
-         "--database", database_url],
-        cwd=cwd, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    return made.stdout.strip()
 
 
 def test_with_auth_on_the_page_asks_once_per_tab_for_a_token(

@@ -73,7 +73,7 @@ def test_identical_retry_after_completion_records_nothing() -> None:
 
 
 def test_same_amount_written_another_way_is_an_identical_retry() -> None:
-    for amount in (19.99, "19.990", "1999e-2"):
+    for amount in (19.99, "19.990", Decimal("1999e-2")):
         assert place_order(state_of(*PENDING), command(total_amount=amount)) == []
 
 
@@ -194,7 +194,8 @@ def test_an_omitted_order_id_is_generated() -> None:
         (str(MAX_AMOUNT), str(MAX_AMOUNT)),
         (float(MAX_AMOUNT), str(MAX_AMOUNT)),
         ("1.50", "1.50"),
-        ("1e2", "100.00"),
+        ("0001.5", "1.50"),
+        (".5", "0.50"),
     ],
 )
 def test_amounts_are_kept_exact_to_the_cent(amount: Any, exact: str) -> None:
@@ -282,6 +283,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("amount-minus-zero-number", payload(total_amount=Decimal("-0")), "total_amount"),
     ("amount-plus-sign", payload(total_amount="+1.00"), "total_amount"),
     ("amount-spaces", payload(total_amount=" 1.00 "), "total_amount"),
+    ("amount-exponent-text", payload(total_amount="1e2"), "total_amount"),
+    ("amount-dot-only", payload(total_amount="."), "total_amount"),
     ("amount-number-too-large", payload(total_amount=Decimal("1e400")), "total_amount"),
     ("amount-number-too-small", payload(total_amount=Decimal("1e-400")), "total_amount"),
     ("amount-three-places-number", payload(total_amount=1.001), "total_amount"),

@@ -280,10 +280,16 @@ def schemas() -> dict[str, Any]:
 
 # -- responses --------------------------------------------------------------------------
 
-HEADER_REQUEST_ID = {
-    "description": "The request's id (the client's X-Request-ID when usable)",
-    "schema": {"type": "string"},
-}
+
+def _header(description: str, required: bool = True) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": {"type": "string"}}
+
+
+HEADER_REQUEST_ID = _header(
+    "The request's id (the client's X-Request-ID when usable); "
+    "a 503 from a stopping server may lack it",
+    required=False,
+)
 
 
 def _problem(status: int, slugs: list[str], headers: dict[str, Any] | None = None) -> dict:
@@ -321,22 +327,10 @@ def _json(description: str, schema: str, headers: dict[str, Any] | None = None) 
     return answer
 
 
-RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
-CHALLENGE = {
-    "WWW-Authenticate": {
-        "description": "Bearer realm, error and the scope needed",
-        "required": True,
-        "schema": {"type": "string"},
-    }
-}
-ETAG = {
-    "ETag": {
-        "description": "the order's version, quoted",
-        "required": True,
-        "schema": {"type": "string"},
-    }
-}
-VARY = {"Vary": {"description": "Accept", "required": True, "schema": {"type": "string"}}}
+RETRY_AFTER = {"Retry-After": _header("seconds to wait", required=False)}
+CHALLENGE = {"WWW-Authenticate": _header("Bearer realm, error and the scope needed")}
+ETAG = {"ETag": _header("the order's version, quoted")}
+VARY = {"Vary": _header("Accept")}
 NOT_MODIFIED = {"description": "Not modified (If-None-Match matched the ETag)"}
 
 
@@ -395,14 +389,7 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             "parameters": {"order_id": "$response.body#/order_id"},
         },
     }
-    placed_headers = {
-        "Location": {
-            "description": "/orders/{order_id}",
-            "required": True,
-            "schema": {"type": "string"},
-        },
-        **ETAG,
-    }
+    placed_headers = {"Location": _header("/orders/{order_id}"), **ETAG}
     return {
         ("/orders", "POST"): {
             "operationId": "placeOrder",

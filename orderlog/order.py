@@ -181,7 +181,13 @@ def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
         errors.append(FieldError("total_amount", "must be a number or a decimal string"))
         return None
     if isinstance(value, str) and not DECIMAL_TEXT.fullmatch(value):
-        errors.append(FieldError("total_amount", f"{shown(value, 40)!r} is not a decimal number"))
+        errors.append(
+            FieldError(
+                "total_amount",
+                f"{shown(value, 40)!r} is not plain decimal notation "
+                "(ASCII digits and at most one point; no sign, exponent or spaces)",
+            )
+        )
         return None
     if isinstance(value, float) and not math.isfinite(value):
         errors.append(FieldError("total_amount", "must be a finite number"))

@@ -8,7 +8,7 @@ import falcon
 import falcon.media
 import orjson
 
-from api import logs, openapi, problem
+from api import logs, problem
 from api.auth import Authentication
 from api.forwarded import ForwardedClientLimit
 from api.inputs import request_id
@@ -119,7 +119,7 @@ def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.A
     app.add_route("/metrics/prometheus", PrometheusMetrics(exporter))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Readiness(core.readiness))
-    app.add_route("/openapi.json", OpenAPIDocument(orjson.dumps(openapi.document())))
+    app.add_route("/openapi.json", OpenAPIDocument(core.tokens))
     dashboard = load_dashboard()
     app.add_route("/", Home())
     app.add_route("/dashboard", DashboardPage(dashboard))

@@ -616,14 +616,16 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def _finish(path: str, method: str, operation: dict[str, Any]) -> dict[str, Any]:
+def _finish(path: str, method: str, operation: dict[str, Any], anonymous: bool) -> dict[str, Any]:
     scope = ROUTE_SCOPES[(path, method)]
     reads_log = path in LOG_READERS
     with_query = any(p.get("in") == "query" for p in operation.get("parameters", []))
     operation["responses"] = _common(scope, reads_log, with_query) | operation["responses"]
     for answer in operation["responses"].values():
         answer.setdefault("headers", {})["X-Request-ID"] = HEADER_REQUEST_ID
-    operation["security"] = [{"bearer": [scope]}] if scope else []
+    # With no token in the database the server is open: `{}` says a request may
+    # then come without one (and 401/403 stay documented for when a token exists).
+    operation["security"] = ([{"bearer": [scope]}] + ([{}] if anonymous else [])) if scope else []
     return operation
 
 
@@ -639,11 +641,11 @@ def _head(get: dict[str, Any]) -> dict[str, Any]:
     return head
 
 
-def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document."""
+def document(anonymous: bool = False) -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document; ``anonymous``: as a server with no token serves it."""
     paths: dict[str, dict[str, Any]] = {}
     for (path, method), operation in _operations().items():
-        finished = _finish(path, method, operation)
+        finished = _finish(path, method, operation, anonymous)
         paths.setdefault(path, {})[method.lower()] = finished
         if method == "GET":
             paths[path]["head"] = _head(finished)

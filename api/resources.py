@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import falcon
+import orjson
 
+from api import openapi
 from api.inputs import idempotency_key, query_int, read_json, single_param
 from api.problem import Problem, bad_request
 from api.prometheus import Exporter, negotiate
@@ -21,6 +23,7 @@ from orderlog.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_i
 from orderlog.order_status import MAX_LIST
 from orderlog.service import OrderService
 from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
+from orderlog.tokens import TokenStore
 from projections import order_view
 from projections.projector import Projector
 
@@ -286,14 +289,17 @@ def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, cach
 
 
 class OpenAPIDocument:
-    """The API's contract (``api.openapi``), made once at start."""
+    """The API's contract (``api.openapi``), rendered once at start in its two forms:
+    with tokens in the database every scoped route needs one; with none, it is open."""
 
-    def __init__(self, body: bytes) -> None:
-        self._body = body
+    def __init__(self, tokens: TokenStore) -> None:
+        self._tokens = tokens
+        self._guarded = orjson.dumps(openapi.document())
+        self._open = orjson.dumps(openapi.document(anonymous=True))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._body
+        resp.data = self._guarded if self._tokens.any() else self._open
 
     on_head = on_get
 

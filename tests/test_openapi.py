@@ -23,6 +23,7 @@ from xml.etree import ElementTree
 import falcon.inspect
 import falcon.testing
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
@@ -46,12 +47,18 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     assert DOC["openapi"].startswith("3.1")
 
 
-def test_the_server_serves_the_document_it_is_built_from(node: Node) -> None:
+def test_the_server_serves_the_document_for_its_auth_state(node: Node) -> None:
     client = falcon.testing.TestClient(node.app)
-    answer = client.simulate_get("/openapi.json")
-    assert answer.status_code == 200
-    assert answer.headers["content-type"] == "application/json"
-    assert answer.json == orjson.loads(orjson.dumps(DOC))
+    open_answer = client.simulate_get("/openapi.json")
+    assert open_answer.status_code == 200
+    assert open_answer.headers["content-type"] == "application/json"
+    assert open_answer.json == orjson.loads(orjson.dumps(openapi.document(anonymous=True)))
+
+    secret = node.core.tokens.create("reader", ["orders:read"])
+    guarded = client.simulate_get("/openapi.json")
+    assert guarded.status_code == 200, "the document needs no token"
+    assert guarded.json == orjson.loads(orjson.dumps(DOC))
+    assert client.simulate_get("/orders", headers={"Authorization": f"Bearer {secret}"}).json
 
 
 def test_every_route_is_documented_and_every_documented_path_is_a_route(node: Node) -> None:
@@ -71,11 +78,14 @@ def test_every_route_is_documented_and_every_documented_path_is_a_route(node: No
     assert documented - served == set(), "documented operations the app does not serve"
 
 
-def test_security_is_the_route_scope_table() -> None:
+@pytest.mark.parametrize("anonymous", [False, True], ids=["tokens", "no-tokens"])
+def test_security_is_the_route_scope_table(anonymous: bool) -> None:
+    doc = openapi.document(anonymous=anonymous)
     for (path, method), scope in ROUTE_SCOPES.items():
         for verb in ("get", "head") if method == "GET" else (method.lower(),):
-            operation = DOC["paths"][path][verb]
-            assert operation["security"] == ([{"bearer": [scope]}] if scope else [])
+            operation = doc["paths"][path][verb]
+            wanted = [{"bearer": [scope]}, *([{}] if anonymous else [])] if scope else []
+            assert operation["security"] == wanted
             assert ("401" in operation["responses"]) == (scope is not None)
             assert ("403" in operation["responses"]) == (scope is not None)
 

@@ -35,6 +35,7 @@ class Node:
         self.exporter = Exporter(settings.node)
         self.core = Core(settings, observer=self.exporter)
         self.projector = Projector(self.core.store, observe=self.exporter.completions)
+        self.core.worker.follow_with(self.projector.catch_up)  # one reader of the log
         self.exporter.bind(self.core, lambda: (self.projector.position, self.projector.counts()))
         self.app: falcon.App = create_app(self.core, self.projector, self.exporter)
         self.http: HttpServer | None = None

@@ -99,6 +99,7 @@ class Worker:
         self._processor: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
         self.status = OrderStatusModel(service.store)
+        self._follow: Callable[[], object] = self.status.catch_up
         self._sweep_lock = threading.Lock()  # one sweep at a time: the thread's or a caller's
         self._in_work = 0
         self._left_processing = 0
@@ -324,6 +325,12 @@ class Worker:
 
     # -- sweep ---------------------------------------------------------------------
 
+    def follow_with(self, catch_up: Callable[[], object]) -> None:
+        """Let another follower of the log bring the order-status rows up to date
+        before each sweep: a node's projector reads each page once for every read
+        model, where the worker's own catching up would read the log a second time."""
+        self._follow = catch_up
+
     def sweep(self, starting: bool = False) -> int:
         """Enqueue what the log says needs work and no queue here holds; returns how many.
 
@@ -332,7 +339,7 @@ class Worker:
         with self._sweep_lock:
             # The persisted read model: catching up reads only what came since its
             # checkpoint, so a restart costs the same at a million events as at a thousand.
-            self.status.catch_up()
+            self._follow()
             now = self._clock()
             found = [
                 order

@@ -17,7 +17,12 @@ from api.auth import ROUTE_SCOPES
 from api.problem import PROBLEM_JSON, PROBLEM_TYPES, problem_type
 from api.static import ASSETS
 from orderlog import __version__
-from orderlog.events import EVENT_TYPES
+from orderlog.events import (
+    EVENT_TYPES,
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+)
 from orderlog.order import (
     MAX_AMOUNT,
     MAX_ID_LENGTH,
@@ -89,7 +94,7 @@ ID = {
 
 def _event_schemas() -> dict[str, Any]:
     data = {
-        "OrderPlaced": _object(
+        OrderPlaced: _object(
             {
                 "order_id": _ref("OrderId"),
                 "user_id": _ref("Id"),
@@ -97,19 +102,19 @@ def _event_schemas() -> dict[str, Any]:
                 "total_amount": _ref("Money"),
             }
         ),
-        "OrderProcessingStarted": _object(
+        OrderProcessingStarted: _object(
             {
                 "order_id": _ref("OrderId"),
                 "attempt": {"type": "integer", "minimum": 1},
                 "worker_id": {"type": "string"},
             }
         ),
-        "OrderCompleted": _object(
+        OrderCompleted: _object(
             {"order_id": _ref("OrderId"), "attempt": {"type": "integer", "minimum": 1}}
         ),
     }
-    assert set(data) == set(EVENT_TYPES), "every event type has its data schema"
-    return {f"{name}Data": schema for name, schema in data.items()}
+    assert set(data) == set(EVENT_TYPES.values()), "every event type has its data schema"
+    return {f"{cls.__name__}Data": schema for cls, schema in data.items()}
 
 
 def _event(with_stream: bool) -> dict[str, Any]:

@@ -68,7 +68,7 @@ class Exporter:
             registry=r,
         )
         self.batches = Histogram(
-            "orderlog_group_commit_batch_size",
+            "orderlog_appends_per_commit",
             "appends committed together in one transaction",
             buckets=_BATCH,
             registry=r,

@@ -1056,7 +1056,7 @@ def test_the_listing_shows_each_order_as_its_own_view_oldest_first(
         assert view == client.simulate_get(f"/orders/{view['order_id']}").json
 
 
-def test_a_client_sees_its_own_write_in_the_listing_at_once(
+def test_a_client_sees_its_own_order_in_the_listing_at_once(
     client: falcon.testing.TestClient,
 ) -> None:
     place(client, "mine-1", "reader-7")

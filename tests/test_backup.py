@@ -36,7 +36,7 @@ from tests.support import (
 NODE = ("--node-id", "backup-node")  # the copy is served as the same node, restored
 FIRST_ORDERS = 500
 ONE_LINE_ERROR = re.compile(r"orderlog: [^\n]+ \([^\n]+\)\n")
-EVENT_COLUMNS = "position, stream_id, version, type, data, metadata, recorded_at"
+EVENT_FIELDS = "position, stream_id, version, type, data, metadata, recorded_at"
 
 
 def place(number: int) -> loadgen.Request:
@@ -45,7 +45,7 @@ def place(number: int) -> loadgen.Request:
 
 
 def log_rows(url: str) -> list[tuple[Any, ...]]:
-    return raw_fetch(url, f"SELECT {EVENT_COLUMNS} FROM events ORDER BY position")
+    return raw_fetch(url, f"SELECT {EVENT_FIELDS} FROM events ORDER BY position")
 
 
 def store_with_orders(url: str, count: int) -> None:
@@ -234,7 +234,7 @@ def test_backup_into_a_missing_directory_says_to_create_it(
     assert "nowhere" in err and "create it first" in err
 
 
-def test_backup_of_a_file_without_the_log_writes_nothing(
+def test_backup_of_a_file_without_the_log_makes_no_copy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = tmp_path / "other.db"

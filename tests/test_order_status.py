@@ -111,7 +111,7 @@ def test_catching_up_in_pages_gives_every_order_its_status(
         store.close()
 
 
-def test_followers_catching_up_at_once_agree_and_never_double_write(database_url: str) -> None:
+def test_followers_catching_up_at_once_agree_and_store_each_page_once(database_url: str) -> None:
     store = make_store(database_url, group_commit=False)
     try:
         expected = write(store, [1, 2, 3] * 40)

@@ -118,7 +118,7 @@ def test_a_real_scrape_parses_and_holds_every_series(server: ServerProcess) -> N
     }
     assert {"/orders", "/orders/{order_id}"} <= routes
     assert not any("p-3" in r or "no-such-order" in r for r in routes)  # templates only
-    batch = families["orderlog_group_commit_batch_size"]
+    batch = families["orderlog_appends_per_commit"]
     assert next(s.value for s in batch.samples if s.name.endswith("_count")) >= 1
     assert samples("orderlog_queue_depth")[()] == 0
     assert samples("orderlog_orders_in_work")[()] == 0

@@ -132,6 +132,13 @@ class OrderCollection:
         resp.media = view.to_dict()
 
 
+def unchanged(req: falcon.Request, etag: str) -> bool:
+    """Whether If-None-Match names ``etag`` (a quoted strong tag) or ``*``: a 304 then."""
+    return bool(req.if_none_match) and any(
+        tag == "*" or f'"{tag}"' == etag for tag in req.if_none_match
+    )
+
+
 class OrderResource:
     def __init__(self, service: OrderService) -> None:
         self._service = service
@@ -146,7 +153,7 @@ class OrderResource:
         view = order_view.fold(events)
         etag = f'"{view.version}"'
         resp.etag = etag
-        if req.if_none_match and any(tag == "*" or f'"{tag}"' == etag for tag in req.if_none_match):
+        if unchanged(req, etag):
             resp.status = falcon.HTTP_304
             return
         resp.media = view.to_dict()
@@ -279,9 +286,7 @@ def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, cach
     resp.set_header("Cache-Control", caching)
     resp.set_header("X-Content-Type-Options", "nosniff")
     resp.etag = file.etag
-    if req.if_none_match and any(
-        tag == "*" or f'"{tag}"' == file.etag for tag in req.if_none_match
-    ):
+    if unchanged(req, file.etag):
         resp.status = falcon.HTTP_304
         return
     resp.content_type = file.content_type

@@ -264,6 +264,20 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def total_orders(server: ServerProcess) -> int:
+    """``total_orders`` as the server's ``GET /metrics`` answers it."""
+    status, _, body = server.request("GET", "/metrics")
+    assert status == 200, body
+    return int(body["total_orders"])
+
+
+def all_done(server: ServerProcess) -> bool:
+    """Whether ``GET /metrics`` answers and counts no order Pending or Processing."""
+    status, _, body = server.request("GET", "/metrics")
+    counts = body["status_counts"] if status == 200 else {}
+    return bool(counts) and counts["Pending"] == counts["Processing"] == 0
+
+
 def restartable_port(host: str = "127.0.0.1") -> int:
     """A free TCP port outside the kernel's ephemeral range, for a server restarted on it.
 

@@ -26,11 +26,13 @@ from tests.support import (
     ROOT,
     BackgroundLoad,
     ServerProcess,
+    all_done,
     integrity_problems,
     make_store,
     raw_connection,
     raw_fetch,
     start_server,
+    total_orders,
 )
 
 NODE = ("--node-id", "backup-node")  # the copy is served as the same node, restored
@@ -61,18 +63,6 @@ def head(server: ServerProcess) -> int:
     status, _, body = server.request("GET", "/events?after=0&limit=1")
     assert status == 200, body
     return body["head"]
-
-
-def total_orders(server: ServerProcess) -> int:
-    status, _, body = server.request("GET", "/metrics")
-    assert status == 200, body
-    return body["total_orders"]
-
-
-def all_done(server: ServerProcess) -> bool:
-    status, _, body = server.request("GET", "/metrics")
-    counts = body["status_counts"] if status == 200 else {}
-    return bool(counts) and counts["Pending"] == counts["Processing"] == 0
 
 
 def run_backup(*args: str) -> tuple[int, str, str]:

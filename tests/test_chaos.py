@@ -41,11 +41,13 @@ from orderlog.events import OrderPlaced
 from tests.support import (
     BackgroundLoad,
     ServerProcess,
+    all_done,
     integrity_problems,
     make_store,
     raw_fetch,
     restartable_port,
     start_server,
+    total_orders,
 )
 
 KILLS = 5
@@ -73,18 +75,6 @@ def place(number: int) -> loadgen.Request:
 def chaos_seed() -> int:
     text = os.environ.get(SEED_VARIABLE)
     return int(text) if text else random.SystemRandom().randrange(2**32)
-
-
-def total_orders(server: ServerProcess) -> int:
-    status, _, body = server.request("GET", "/metrics")
-    assert status == 200, body
-    return body["total_orders"]
-
-
-def all_done(server: ServerProcess) -> bool:
-    status, _, body = server.request("GET", "/metrics")
-    counts = body["status_counts"] if status == 200 else {}
-    return bool(counts) and counts["Pending"] == counts["Processing"] == 0
 
 
 def statuses_in_log(url: str) -> dict[str, int]:

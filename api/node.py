@@ -13,6 +13,7 @@ steps in-process.
 from __future__ import annotations
 
 import logging
+import time
 
 import falcon
 
@@ -48,6 +49,7 @@ class Node:
         try:
             self.core.open_store()
             self._refuse_an_open_api_off_loopback()
+            self.core.start_probe()
             self.core.start_worker()
             self.projector.start()
         except BaseException:
@@ -88,17 +90,34 @@ class Node:
 
     def stop(self) -> bool:
         """Stop accepting and answer what was received, drain the worker, save the
-        projections, close the store.
+        projections, close the store: all within ``stop_deadline`` of now, whatever
+        the database does (each later step gets what time is left).
 
         Returns False if orders were left Processing for the next start.
         """
+        deadline = time.monotonic() + stop_deadline(self.settings)
         if self.http is not None:
             if not self.http.drain(self.settings.drain_timeout):
                 log.warning("requests still in the app after --drain-timeout were cut off")
             self.http.close()
             self.http = None
-        finished = self.core.stop_worker()
-        self.projector.stop()
-        self.core.close_store()
+        finished = self.core.stop_worker(_left(deadline))
+        self.projector.stop(_left(deadline))
+        self.core.close_store(_left(deadline))
+        self.core.stop_probe(_left(deadline))
         log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
         return finished
+
+
+def stop_deadline(settings: Settings) -> float:
+    """Seconds a node takes at most to stop: the drain, the worker's shutdown, and a
+    moment for the rest (the 503s going out, the last commit, closing)."""
+    return settings.drain_timeout + settings.shutdown_timeout + STOP_MARGIN
+
+
+# What a stop may add to --drain-timeout and --shutdown-timeout, and no more.
+STOP_MARGIN = 1.5
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

@@ -277,6 +277,10 @@ def schemas() -> dict[str, Any]:
                 },
                 "errors_omitted": {"type": "integer", "minimum": 1},
                 "scope": {"type": "string", "description": "the scope the route needs"},
+                "order_id": {
+                    "type": "string",
+                    "description": "outcome-unknown: the order to send again, with this id",
+                },
             },
             required=["type", "title", "status", "detail"],
         ),
@@ -437,6 +441,11 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
                     ],
                 ),
                 "409": _problem(409, ["order-conflict", "idempotency-key-reused"]),
+                "503": _problem(
+                    503,
+                    ["shutting-down", "store-unavailable", "append-failed", "outcome-unknown"],
+                    RETRY_AFTER,
+                ),
                 "413": _problem(413, ["payload-too-large"]),
                 "415": _problem(415, ["unsupported-media-type"]),
                 "422": _problem(422, ["validation-error", "idempotency-key-expired"]),

@@ -13,11 +13,13 @@ import falcon
 import orjson
 
 from orderlog.errors import (
+    AppendFailedError,
     ConcurrencyError,
     FieldError,
     InvalidTransitionError,
     OrderConflictError,
     OrderNotFoundError,
+    OutcomeUnknownError,
     StoreUnavailableError,
     ValidationError,
 )
@@ -55,6 +57,12 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "headers-too-large": (431, "the request's headers are too large"),
     "internal-error": (500, "the server failed; the log holds the reason"),
     "store-unavailable": (503, "the database cannot be reached"),
+    "append-failed": (503, "the write was not stored; sending it again is safe"),
+    "outcome-unknown": (
+        503,
+        "the database did not confirm whether the write was stored; sending it again with "
+        "the order_id given is safe and answers which",
+    ),
     "projections-behind": (503, "the read models are behind the log"),
     "shutting-down": (503, "the server is stopping and did not act on the request"),
     "unavailable": (503, "the service cannot answer now"),
@@ -161,6 +169,36 @@ def _unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, p
     )
 
 
+def _append_failed(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: Any
+) -> None:
+    log.warning("%s %s: %s", req.method, req.path, error)
+    raise Problem(
+        503,
+        "append-failed",
+        "Service unavailable",
+        "the database failed and nothing was stored; send the request again",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _outcome_unknown(
+    req: falcon.Request, resp: falcon.Response, error: Exception, params: Any
+) -> None:
+    log.warning("%s %s: %s", req.method, req.path, error)
+    order_id = getattr(error, "stream_id", "")
+    raise Problem(
+        503,
+        "outcome-unknown",
+        "Outcome unknown",
+        f"the database did not confirm in time whether order {order_id!r} was stored; send "
+        "it again with this order_id (an order placed twice with its id is placed once, and "
+        "the answer says which)",
+        headers={"Retry-After": "1"},
+        extra={"order_id": order_id},
+    )
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
@@ -181,4 +219,6 @@ def install(app: falcon.App) -> None:
         InvalidTransitionError, _handler(409, "invalid-transition", "Invalid transition")
     )
     app.add_error_handler(StoreUnavailableError, _unavailable)
+    app.add_error_handler(AppendFailedError, _append_failed)
+    app.add_error_handler(OutcomeUnknownError, _outcome_unknown)
     app.set_error_serializer(_serialize)

@@ -103,6 +103,13 @@ class Settings:
     sweep_interval: float = _opt(
         1.0, "--sweep-interval", "seconds between scans of the log for orders to pick up"
     )
+    db_timeout: float = _opt(
+        5.0,
+        "--db-timeout",
+        "seconds any one database call may take (connecting, a statement, a lock, a "
+        "commit) before it is abandoned and answered 503; also how long a transaction "
+        "left idle by a stalled node may hold its locks",
+    )
     shutdown_timeout: float = _opt(
         10.0, "--shutdown-timeout", "seconds to finish orders in hand on SIGTERM/SIGINT"
     )
@@ -277,7 +284,7 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
     ):
         if getattr(s, name) < 0:
             bad(name, "must not be negative")
-    for name in ("sweep_interval", "header_timeout"):
+    for name in ("sweep_interval", "header_timeout", "db_timeout"):
         if getattr(s, name) <= 0:
             bad(name, "must be positive")
     if s.trusted_proxy:

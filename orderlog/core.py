@@ -14,6 +14,7 @@ from orderlog.database import explain_failure, open_database
 from orderlog.errors import StoreUnavailableError
 from orderlog.observe import StoreObserver
 from orderlog.order import OrderState
+from orderlog.probe import DatabaseProbe
 from orderlog.service import OrderService
 from orderlog.store import EventStore
 from orderlog.tokens import TokenStore
@@ -41,13 +42,16 @@ class Core:
             settings.database_url,
             synchronous=settings.sqlite_synchronous,
             max_connections=settings.threads + 16,
+            timeout=settings.db_timeout,
         )
         self.store = EventStore(
             self.db,
             group_commit=settings.group_commit,
             max_batch=settings.max_batch,
             observer=observer,
+            timeout=settings.db_timeout,
         )
+        self.probe = DatabaseProbe(self.store.ping)
         self.service = OrderService(self.store, on_placed=self._notify)
         self.tokens = TokenStore(self.store)
         self.worker = Worker(
@@ -75,19 +79,35 @@ class Core:
         except StoreUnavailableError as exc:
             raise explain_failure(exc.__cause__ or exc, self.settings.database_url) from exc
 
+    def start_probe(self) -> None:
+        """Keep asking the database, so readiness answers at once whatever it does."""
+        self.probe.start()
+
+    def stop_probe(self, timeout: float) -> None:
+        self.probe.stop(timeout)
+
     def start_worker(self) -> None:
         """Recover unfinished orders from the log, then start processing."""
         self.worker.start()
 
-    def stop_worker(self) -> bool:
-        """Complete what is due within the shutdown timeout; False if orders stay Processing."""
-        return self.worker.stop(self.settings.shutdown_timeout)
+    def stop_worker(self, within: float | None = None) -> bool:
+        """Complete what is due within the shutdown timeout, and return within ``within``
+        seconds in all (a last commit may still be under way then); False if orders
+        stay Processing."""
+        limit = self.settings.shutdown_timeout
+        if within is None:
+            return self.worker.stop(limit)
+        # A moment of the time left is kept for the last commit and what follows.
+        work = max(0.0, min(limit, within - 1.0))
+        return self.worker.stop(work, grace=max(0.0, within - work - 0.5))
 
-    def close_store(self) -> None:
-        """Commit what the writer holds, then close every connection."""
-        self.store.close()
+    def close_store(self, timeout: float | None = None) -> None:
+        """Commit what the writer holds, then close every connection; waits at most
+        ``timeout`` for the writer."""
+        self.store.close(timeout)
 
     def readiness(self) -> Readiness:
+        """Read at once: the database's answer is the probe's last one."""
         return Readiness(
-            self.settings.node, self.store.ping(), self.store.writer_alive, self.worker.alive
+            self.settings.node, self.probe.ok, self.store.writer_alive, self.worker.alive
         )

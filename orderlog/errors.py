@@ -71,6 +71,22 @@ class StoreUnavailableError(OrderlogError):
     """The database cannot be reached or refused the operation."""
 
 
+class AppendFailedError(StoreUnavailableError):
+    """An append that is known not to have been committed: safe to send again."""
+
+
+class OutcomeUnknownError(StoreUnavailableError):
+    """An append whose COMMIT was sent, and the database could not be asked in time
+    whether it landed. Sending the same events to the same stream again is safe: the
+    stream's version decides (an order placed again with its id answers the first)."""
+
+    def __init__(self, stream_id: str, detail: str = "") -> None:
+        self.stream_id = stream_id
+        super().__init__(
+            detail or f"the database did not confirm whether the append to {stream_id!r} landed"
+        )
+
+
 class MissingDriverError(OrderlogError):
     """The database URL needs a driver that is not installed."""
 

@@ -5,6 +5,11 @@ appends through one thread and committing them in batches turns N commits into
 one. The thread knows nothing of SQL: it hands each batch to a ``commit``
 callable, which sets every request's own result or error. A caller is woken only
 after the batch it was in has committed (or failed).
+
+No caller waits longer than its ``timeout``. A request the writer has not taken
+yet is withdrawn then, so it is certainly not written (AppendFailedError); one in
+a batch already committing may or may not land (OutcomeUnknownError), which the
+caller must say as such.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from orderlog.errors import StoreUnavailableError
+from orderlog.errors import AppendFailedError, OutcomeUnknownError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +32,12 @@ class Request:
     """One caller's unit of work; ``result`` or ``error`` is set before it is finished.
 
     The wake-up is a bare lock, taken at creation and released once by the writer:
-    cheaper than a threading.Event (no condition variable), at one per append.
+    cheaper than a threading.Event (no condition variable), at one per append. A
+    second bare lock is the request's owner: whoever takes it first, the writer (to
+    commit it) or the caller (giving up), has it, and the other knows at once.
     """
 
-    __slots__ = ("_done", "error", "payload", "result")
+    __slots__ = ("_done", "_owner", "error", "payload", "result")
 
     def __init__(self, payload: Any) -> None:
         self.payload = payload
@@ -37,12 +45,18 @@ class Request:
         self.error: BaseException | None = None
         self._done = threading.Lock()
         self._done.acquire()
+        self._owner = threading.Lock()
 
     def finish(self) -> None:
         self._done.release()
 
     def wait(self, timeout: float) -> bool:
         return self._done.acquire(timeout=timeout)
+
+    def take(self) -> bool:
+        """Make it the caller's (withdrawn) or the writer's (to commit); False if the
+        other side had it first."""
+        return self._owner.acquire(blocking=False)
 
 
 class GroupCommitter:
@@ -94,18 +108,35 @@ class GroupCommitter:
             self._queue.put(_STOP)
         thread.join(timeout)
 
-    def submit(self, payload: Any) -> Any:
-        """Commit ``payload`` with whatever else waits; return its result or raise its error."""
+    def submit(self, payload: Any, timeout: float | None = None) -> Any:
+        """Commit ``payload`` with whatever else waits; return its result or raise its error.
+
+        Past ``timeout`` seconds: AppendFailedError if the writer had not taken it
+        (it never will), OutcomeUnknownError if it is in a batch being committed.
+        """
         request = Request(payload)
         with self._lock:
             if not self._accepting or self._thread is None:
                 raise StoreUnavailableError("the event store is closed")
             writer = self._thread
             self._queue.put(request)
-        while not request.wait(1.0):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not request.wait(1.0 if deadline is None else _until(deadline, 1.0)):
+            if deadline is not None and time.monotonic() >= deadline:
+                if request.take():
+                    raise AppendFailedError(
+                        f"the database did not take the append within {timeout:g} s"
+                    )
+                if not request.wait(0):
+                    raise OutcomeUnknownError(
+                        "", f"the database did not confirm the append within {timeout:g} s"
+                    )
+                break  # answered at the very last moment
             # Never wait on a writer that is gone: it will not answer.
             if not writer.is_alive():
-                raise StoreUnavailableError("the event store's writer has stopped")
+                if request.take():
+                    raise StoreUnavailableError("the event store's writer has stopped")
+                raise OutcomeUnknownError("", "the event store's writer stopped while committing")
         if request.error is not None:
             raise request.error
         return request.result
@@ -122,7 +153,7 @@ class GroupCommitter:
                 item = self._queue.get()
                 if item is _STOP:
                     break
-                batch = [item]
+                batch = [item] if item.take() else []
                 # Take what queued up while the last commit ran; never wait for more.
                 while len(batch) < self._max_batch:
                     try:
@@ -132,8 +163,10 @@ class GroupCommitter:
                     if item is _STOP:
                         stopping = True
                         break
-                    batch.append(item)
-                self._commit_and_wake(batch)
+                    if item.take():  # else its caller gave up on it: never written
+                        batch.append(item)
+                if batch:
+                    self._commit_and_wake(batch)
         finally:
             if self._on_stop:
                 self._on_stop()
@@ -152,6 +185,10 @@ class GroupCommitter:
         finally:
             for request in batch:
                 request.finish()
+
+
+def _until(deadline: float, most: float) -> float:
+    return max(0.0, min(most, deadline - time.monotonic()))
 
 
 def _fail(batch: list[Request], exc: BaseException) -> None:

@@ -6,6 +6,14 @@ make the table append-only. Positions are handed out under one lock (the single
 ``append_lock`` row, or SQLite's write lock) that is held until commit, so positions
 become visible strictly in order on every backend: a reader paging the log by
 position can never skip an event that commits later.
+
+An append never answers wrongly. When the connection fails after its COMMIT was
+sent, the outcome is found out before anyone is told: once the old transaction
+can no longer commit (PostgreSQL: its transaction id is no longer in progress, its
+backend terminated if need be; MariaDB: its connection killed and gone; SQLite: our
+own connection closed), the batch's first event is looked up by its position and
+event id. Found: committed. Not found: failed, safe to retry. No answer from the
+database within the bound: OutcomeUnknownError, which says just that.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -24,7 +33,14 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 from orderlog import schema
-from orderlog.errors import ConcurrencyError, OrderlogError, StoreUnavailableError
+from orderlog.database import unbounded
+from orderlog.errors import (
+    AppendFailedError,
+    ConcurrencyError,
+    OrderlogError,
+    OutcomeUnknownError,
+    StoreUnavailableError,
+)
 from orderlog.events import Event, RecordedEvent, event_data, event_type
 from orderlog.group_commit import GroupCommitter, Request
 from orderlog.observe import StoreObserver
@@ -40,7 +56,16 @@ _COLUMN_LIST = ", ".join(COLUMNS)
 _ROWS_PER_INSERT = 500
 _LAST_POSITION = "SELECT COALESCE(MAX(position), 0) FROM events"
 _dumps = orjson.dumps
-_TAKE_APPEND_LOCK = "SELECT id FROM append_lock WHERE id = 1 FOR UPDATE"
+# The lock row also names the transaction and the session holding it (no extra round
+# trip), so an ambiguous commit can be settled: did that transaction commit?
+_TAKE_APPEND_LOCK = {
+    "postgres": "SELECT txid_current(), pg_backend_pid(), "
+    "CAST(pg_postmaster_start_time() AS TEXT) FROM append_lock WHERE id = 1 FOR UPDATE",
+    "mysql": "SELECT CONNECTION_ID(), CONNECTION_ID(), NULL FROM append_lock WHERE id = 1 "
+    "FOR UPDATE",
+}
+# How often a settling append asks again whether the old transaction has ended.
+_SETTLE_POLL = 0.05
 
 
 # Statements run on the driver's own cursor raise the driver's errors; this turns
@@ -104,6 +129,20 @@ class AppendRequest(NamedTuple):
     events: Sequence[Event]
     expected_version: int
     metadata: Mapping[str, Any] | None = None
+
+
+class _Attempt:
+    """One batch's transaction, as far as it got: what it wrote and who wrote it."""
+
+    __slots__ = ("accepted", "committing", "first", "moment", "recorded_at", "session")
+
+    def __init__(self) -> None:
+        self.session: tuple[Any, ...] | None = None  # (transaction, session, server start)
+        self.accepted: list[tuple[_Append, int]] = []
+        self.first: tuple[int, str] | None = None  # position and event id of the first event
+        self.moment: datetime | None = None
+        self.recorded_at = ""
+        self.committing = False  # the COMMIT was sent: from here on the outcome may be unknown
 
 
 class _Append:
@@ -172,8 +211,12 @@ class EventStore:
         max_batch: int = 1000,
         clock: Callable[[], datetime] | None = None,
         observer: StoreObserver | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.db = db
+        # The bound on one append, as its caller waits for it, and on settling one whose
+        # commit went unanswered; None: no bound (operators' commands, most tests).
+        self.timeout = timeout
         self._observer = observer
         self.backend = _backend_of_database(db)
         self._param = db.param
@@ -184,7 +227,7 @@ class EventStore:
         self._write_lock = threading.Lock()
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
         self._begin = ("IMMEDIATE",) if self.backend == "sqlite" else ()
-        self._take_append_lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
+        self._take_append_lock = _TAKE_APPEND_LOCK.get(self.backend)
         self._writer = (
             GroupCommitter(
                 self._commit_batch,
@@ -202,9 +245,11 @@ class EventStore:
             self._writer.start()
         return self
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what the writer holds and close every connection; ``timeout`` bounds
+        the wait for the writer (a stalled database may hold it)."""
         if self._writer:
-            self._writer.stop()
+            self._writer.stop(timeout)
         if hasattr(self.db, "close_all"):
             self.db.close_all()
 
@@ -215,7 +260,8 @@ class EventStore:
         start, and fail every order).
         """
         try:
-            schema.migrate(self.db, self.backend)
+            with self._connection(), unbounded(self.db):
+                schema.migrate(self.db, self.backend)
             with self._connection(), self._transaction() as cursor:
                 cursor.execute("UPDATE append_lock SET id = 1 WHERE id = 1")
         except _DB_ERRORS as exc:
@@ -276,13 +322,16 @@ class EventStore:
         if pending:
             try:
                 if self._writer:
-                    self._writer.submit(pending)
+                    self._writer.submit(pending, self.timeout)
                 else:
                     request = Request(pending)
                     with self._connection():
                         self._commit_batch([request])
                     if request.error is not None:
                         raise request.error
+            except OutcomeUnknownError as error:  # each stream is named in its own error
+                for append in pending:
+                    append.error = append.error or OutcomeUnknownError(append.stream_id, str(error))
             except OrderlogError as error:  # the whole batch failed, or the writer is gone
                 for append in pending:
                     append.error = append.error or error
@@ -294,32 +343,57 @@ class EventStore:
 
         Versions are checked up front under the log lock, so a clash fails only its
         own append. Should the database still refuse the batch (a writer outside this
-        store), each append is retried alone so neighbours are spared.
+        store), each append is retried alone so neighbours are spared. Should the
+        connection fail once the COMMIT was sent, the outcome is settled first.
         """
         appends: list[_Append] = [a for request in batch for a in request.payload]
         try:
-            self._write(appends)
+            error = self._write_settled(appends)
         except peewee.IntegrityError:
             for append in appends:
                 append.error = None
                 try:
-                    self._write([append])
+                    append.error = self._write_settled([append])
                 except peewee.IntegrityError:
                     self._fail_clash(append)
-                except _DB_ERRORS as exc:
-                    append.error = StoreUnavailableError(f"append failed: {exc}")
-        except _DB_ERRORS as exc:
-            self._reset_connection()
+            return
+        if error is not None:
             for request in batch:
-                request.error = StoreUnavailableError(f"append failed: {exc}")
+                request.error = error
 
-    def _write(self, appends: list[_Append]) -> None:
+    def _write_settled(self, appends: list[_Append]) -> StoreUnavailableError | None:
+        """Write one transaction and know its outcome: None when committed (each append
+        then has its position), else the error for every append in it. IntegrityError
+        (a clash the version check could not see) is raised for the caller to split."""
+        attempt = _Attempt()
+        try:
+            self._write(appends, attempt)
+        except (*_DB_ERRORS, StoreUnavailableError) as exc:
+            if isinstance(exc, peewee.IntegrityError):
+                raise
+            self._reset_connection()
+            landed = self._settle(attempt) if attempt.committing else False
+            if landed is None:
+                for append, _ in attempt.accepted:
+                    append.error = OutcomeUnknownError(
+                        append.stream_id,
+                        f"the database did not confirm whether the append to "
+                        f"{append.stream_id!r} landed ({exc})",
+                    )
+                return OutcomeUnknownError("", f"the commit went unanswered: {exc}")
+            if not landed:
+                return AppendFailedError(f"append failed: {exc}")
+            log.warning("a commit's answer was lost (%s); its batch is in the log", exc)
+        self._committed(attempt)
+        return None
+
+    def _write(self, appends: list[_Append], attempt: _Attempt) -> None:
         """One transaction: check the versions, insert every append that passes."""
         p = self._param
-        with self._write_lock, self._transaction() as cursor:
+        with self._turn(), self._transaction() as cursor:
             if self._take_append_lock:
                 cursor.execute(self._take_append_lock)
-                cursor.fetchone()
+                attempt.session = cursor.fetchone()
             # Read under the lock, so every append before this one has committed: the
             # last position and the batch's streams' versions, in one statement (each
             # statement hands the GIL back and forth, which the writer pays for in turn).
@@ -335,7 +409,7 @@ class EventStore:
             now = self._clock()
             recorded_at = format_time(now)
             params: list[Any] = []
-            accepted: list[tuple[_Append, int]] = []
+            accepted = attempt.accepted
             for append in appends:
                 stream_id = append.stream_id
                 current = versions.get(stream_id, 0)
@@ -356,20 +430,85 @@ class EventStore:
                         recorded_at,
                     )
                 versions[stream_id] = current
+            if accepted:
+                first_append, first_position = accepted[0]
+                attempt.first = (first_position, first_append.events[0].metadata["event_id"])
+            attempt.moment, attempt.recorded_at = now, recorded_at
             # Few large statements, not one per row: each statement releases and
             # retakes the GIL, and under load every retake may wait its turn.
             step = _ROWS_PER_INSERT * len(COLUMNS)
             for start in range(0, len(params), step):
                 chunk = params[start : start + step]
                 cursor.execute(self._insert_sql(len(chunk) // len(COLUMNS)), chunk)
+            attempt.committing = True  # leaving the block sends the COMMIT
+
+    def _committed(self, attempt: _Attempt) -> None:
+        accepted = attempt.accepted
         for append, first_position in accepted:
             append.first_position = first_position
-            append.moment = now
-            append.moment_text = recorded_at
+            append.moment = attempt.moment
+            append.moment_text = attempt.recorded_at
         if self._observer is not None and accepted:
             self._observer.committed(
                 len(accepted), Counter(e.type for append, _ in accepted for e in append.events)
             )
+
+    def _settle(self, attempt: _Attempt) -> bool | None:
+        """Whether a batch whose COMMIT went unanswered is in the log: True, False, or
+        None when the database could not tell within the bound.
+
+        First make sure the old transaction can no longer commit, then look for the
+        batch's first event by position and event id (the whole batch is one
+        transaction: one event answers for all of it).
+        """
+        if attempt.first is None:
+            return False  # nothing was inserted: nothing can have landed
+        position, event_id = attempt.first
+        deadline = time.monotonic() + (self.timeout if self.timeout is not None else 30.0)
+        while True:
+            try:
+                with self._connection():
+                    if self._old_transaction_ended(attempt.session):
+                        rows = self.db.execute_sql(
+                            f"SELECT metadata FROM events WHERE position = {self._param}",
+                            (position,),
+                        ).fetchall()
+                        return bool(rows) and orjson.loads(rows[0][0]).get("event_id") == event_id
+            except _DB_ERRORS as exc:
+                log.info("settling an unanswered commit: %s", exc)
+                with contextlib.suppress(*_DB_ERRORS):
+                    self.db.close()
+            if time.monotonic() + _SETTLE_POLL >= deadline:
+                return None
+            time.sleep(_SETTLE_POLL)  # the old transaction is still ending: ask again soon
+
+    def _old_transaction_ended(self, session: tuple[Any, ...] | None) -> bool:
+        """Whether the transaction that sent the COMMIT can no longer commit; ends it if not."""
+        if session is None or self.backend == "sqlite":
+            return True  # SQLite: our own connection was closed, which ended it
+        transaction, backend_id, started = session
+        if self.backend == "postgres":
+            rows = self.db.execute_sql(
+                "SELECT CAST(pg_postmaster_start_time() AS TEXT), txid_status(%s)",
+                (transaction,),
+            ).fetchall()
+            now_started, status = rows[0]
+            if now_started != started:
+                # Another server (a promoted standby) or a restart: the old transaction
+                # ended with its server; what it committed is here or nowhere.
+                return True
+            if status != "in progress":
+                return True
+            self.db.execute_sql("SELECT pg_terminate_backend(%s)", (backend_id,))
+            return False
+        rows = self.db.execute_sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (backend_id,)
+        ).fetchall()
+        if not rows[0][0]:
+            return True
+        with contextlib.suppress(peewee.DatabaseError):  # gone meanwhile
+            self.db.execute_sql(f"KILL CONNECTION {int(backend_id)}")
+        return False
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -394,9 +533,16 @@ class EventStore:
         )
 
     def _reset_connection(self) -> None:
-        """Drop a connection the server may have closed, so the next batch gets a fresh one."""
-        with contextlib.suppress(_DB_ERRORS):
-            self.db.close()
+        """Drop a connection the server may have closed, so the next batch gets a fresh one.
+
+        Closed for good, never back to the pool: a transaction still open on it must
+        end here (SQLite rolls back on close), never be committed by its next user."""
+        with contextlib.suppress(*_DB_ERRORS):
+            manual_close = getattr(self.db, "manual_close", None)
+            if manual_close is not None:
+                manual_close()
+            else:
+                self.db.close()
         if self._writer and self._writer.running:
             try:
                 self.db.connect(reuse_if_open=True)
@@ -533,7 +679,7 @@ class EventStore:
         """A write transaction on this thread's connection, in turn with the log's writer,
         for a read model that stores its rows and its checkpoint together."""
         try:
-            with self._connection(), self._write_lock, self._transaction() as cursor:
+            with self._connection(), self._turn(), self._transaction() as cursor:
                 yield cursor
         except _DB_ERRORS as exc:
             raise StoreUnavailableError(f"write failed: {exc}") from exc
@@ -541,6 +687,17 @@ class EventStore:
     @property
     def param(self) -> str:
         return self._param
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This process's turn to write; waited for within the bound (a writer holding
+        it is itself bounded, so only a stalled database makes this wait run out)."""
+        if not self._write_lock.acquire(timeout=-1 if self.timeout is None else self.timeout):
+            raise StoreUnavailableError("another write in this process did not finish in time")
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     def _connection(self) -> Any:
         """A connection for this thread: the open one if any, else one from the pool."""

@@ -126,12 +126,13 @@ class Worker:
         )
         self._sweeper.start()
 
-    def stop(self, timeout: float = 10.0) -> bool:
+    def stop(self, timeout: float = 10.0, grace: float = 5.0) -> bool:
         """Stop taking orders; complete those whose work is done within ``timeout``.
 
         Orders only queued stay Pending in the log, orders whose work would end
         later stay Processing; both are picked up at the next start. Returns False
-        if any order was left Processing.
+        if any order was left Processing. Waits at most ``timeout`` + ``grace`` (for
+        a last commit that began before the deadline).
         """
         with self._lock:
             self._accepting = False
@@ -146,7 +147,7 @@ class Worker:
         # The last commit may end a little after the deadline: give it a moment.
         for thread in (processor, sweeper):
             if thread is not None:
-                thread.join(max(0.0, self._stop_deadline - time.monotonic()) + 5.0)
+                thread.join(max(0.0, self._stop_deadline - time.monotonic() + grace))
         finished = processor is None or not processor.is_alive()
         return finished and self._left_processing == 0
 

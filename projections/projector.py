@@ -71,16 +71,32 @@ class Projector:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop following; store the metrics state if it moved since the last save."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop following; store the metrics state if it moved since the last save.
+
+        Returns within ``timeout`` whatever the database does: the state is a
+        checkpoint, which the next start can do without (it folds from the last one).
+        """
+        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._kick.set()
         if self._thread is not None:
-            self._thread.join(30)
+            self._thread.join(timeout)
             self._thread = None
-        with self._round_lock:
-            if self._state is not None and self._position > self._saved_position:
-                self._save()
+        saver = threading.Thread(target=self._save_if_moved, name="orderlog-projector-save")
+        saver.daemon = True
+        saver.start()
+        saver.join(max(0.0, deadline - time.monotonic()))
+        if saver.is_alive():
+            log.warning("the metrics checkpoint was not stored in time; the next start folds on")
+
+    def _save_if_moved(self) -> None:
+        try:
+            with self._round_lock:
+                if self._state is not None and self._position > self._saved_position:
+                    self._save()
+        except OrderlogError as exc:
+            log.warning("the metrics checkpoint was not stored: %s", exc)
 
     @property
     def alive(self) -> bool:

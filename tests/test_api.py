@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.node import Node
-from tests.support import settings_for
+from tests.support import settings_for, wait_for
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
 ORDER_KEYS = {
@@ -771,8 +771,9 @@ def test_unreachable_database_is_503_while_health_stays_ok(
     client: falcon.testing.TestClient, node: Node, unreachable_database: None
 ) -> None:
     assert client.simulate_get("/healthz").status_code == 200
-    ready = client.simulate_get("/readyz")
-    assert ready.status_code == 503
+    # Readiness reads the database probe's last answer, which sees the outage at its
+    # next question (once a second).
+    ready = wait_for(lambda: (r := client.simulate_get("/readyz")).status_code == 503 and r)
     assert ready.json["database"] is False
     for path in ("/orders/o-1", "/orders/o-1/events", "/events", "/metrics"):
         body = assert_problem(client.simulate_get(path), 503)

@@ -92,6 +92,11 @@ REPORT_EVERY = 10.0  # seconds between log lines about connections refused, time
 # long spares it a connection closed under a request already on its way.
 IDLE_GRACE = 1.0
 DRAIN_GRACE = 2.0  # after the drain timeout: for the 503s and the last answers to go out
+# Paths served by the probe threads, never queued behind the request threads.
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+PROBE_THREADS = 2
+_READS = frozenset({"GET", "HEAD"})
+SHUTDOWN_WAIT = 0.5  # seconds to wait for request threads to end once the drain is over
 
 
 @dataclass(frozen=True)
@@ -236,10 +241,27 @@ class _Channel(HTTPChannel):
 class _Listener(TcpWSGIServer):
     channel_class = _Channel
 
-    def __init__(self, *args: Any, loop: EventLoop, guard: _Guard, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        loop: EventLoop,
+        guard: _Guard,
+        probes: ThreadedTaskDispatcher,
+        **kwargs: Any,
+    ) -> None:
         self.loop = loop
         self.guard = guard
+        self.probes = probes
         super().__init__(*args, **kwargs)
+
+    def add_task(self, task: Any) -> None:
+        # Liveness and readiness have threads of their own: they answer at once even
+        # when every request thread waits on a stalled database.
+        requests = task.requests
+        if requests and requests[0].path in PROBE_PATHS and requests[0].command in _READS:
+            self.probes.add_task(task)
+        else:
+            super().add_task(task)
 
     def accept(self) -> tuple[socket.socket, Any] | None:
         pair = super().accept()
@@ -321,12 +343,15 @@ class HttpServer:
         self.gate = _DrainGate(app)
         self.dispatcher = ThreadedTaskDispatcher()
         self.dispatcher.set_thread_count(self.adj.threads)
+        self.probes = ThreadedTaskDispatcher()
+        self.probes.set_thread_count(PROBE_THREADS)
         self.listeners: list[_Listener] = []
         common = {
             "dispatcher": self.dispatcher,
             "adj": self.adj,
             "loop": self.loop,
             "guard": self.guard,
+            "probes": self.probes,
         }
         app = self.gate  # what the listeners serve: the app, or 503s late in a drain
         for sock in self.adj.sockets:
@@ -416,7 +441,9 @@ class HttpServer:
         return left
 
     def close(self) -> None:
-        self.dispatcher.shutdown()
+        # Bounded: a request thread still stuck in the app is a daemon, left behind.
+        self.dispatcher.shutdown(timeout=SHUTDOWN_WAIT)
+        self.probes.shutdown(timeout=SHUTDOWN_WAIT)
         wasyncore.close_all(self.map)
         self.loop.close()
 

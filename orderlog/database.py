@@ -284,7 +284,6 @@ _callback_lock = threading.Lock()
 _bounded_classes: dict[float, type] = {}
 
 
-
 def _bounded_connection_class(timeout: float) -> type:
     """A psycopg2 connection class carrying its bound, for the wait callback to read."""
     with _callback_lock:

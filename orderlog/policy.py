@@ -42,10 +42,11 @@ class ClaimPolicy:
             # Our own orders, and every order at start-up, at once; another live
             # node's after a grace period, in case its queue was lost with it.
             return starting or order.node == self.node or now - order.since >= self.pending_grace
-        if incarnation_of(order.worker_id) == self.incarnation:
-            return False  # in hand here
         if order.node == self.node:
-            return True  # claimed by this node before a restart: nobody is working on it
+            # Claimed here: before a restart (nobody works on it), or in this run by a
+            # commit whose answer was lost (the worker takes it back in hand). What the
+            # worker holds in hand it never takes twice.
+            return True
         return now - order.since >= lease(self.claim_timeout, order.attempt)
 
 

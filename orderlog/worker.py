@@ -62,8 +62,9 @@ class Job:
 
 
 _STOP = None
-# (work done at, tie-breaker, order id, state after the claim)
-_InWork = tuple[float, int, str, OrderState]
+# (work done at, tie-breaker, order id, state after the claim); no state: a completion
+# to try again, from the order as the log has it by then.
+_InWork = tuple[float, int, str, OrderState | None]
 
 
 class Worker:
@@ -269,16 +270,26 @@ class Worker:
         skipped: list[str] = []
         for job in jobs:
             state = job.state if job.state is not None else self.service.state(job.order_id)
+            if state.status is Status.PROCESSING and state.worker_id == self.worker_id:
+                # Claimed here by a commit whose answer was lost: the log says it is ours,
+                # so it is in hand again (never claimed a second time).
+                done_at = work_done_at(time.monotonic(), self._delay)
+                heapq.heappush(heap, (done_at, next(ties), job.order_id, state))
+                continue
             moved = job.seen_version is not None and state.version != job.seen_version
             if not moved and may_claim(state.status, job.reclaim):
                 events = start_processing(state, job.order_id, self.worker_id)
                 claims.append(Decision(job.order_id, state, events))
             else:  # done already, claimed by someone alive, or moved on since the sweep
                 skipped.append(job.order_id)
-        completions = [
-            Decision(order_id, state, complete_order(state, order_id))
-            for _, _, order_id, state in due
-        ]
+        completions = []
+        for _, _, order_id, in_hand in due:
+            if in_hand is None:  # a completion that failed: the log says where it stands
+                in_hand = self.service.state(order_id)
+                if in_hand.status is not Status.PROCESSING or in_hand.worker_id != self.worker_id:
+                    skipped.append(order_id)  # completed after all, or no longer ours
+                    continue
+            completions.append(Decision(order_id, in_hand, complete_order(in_hand, order_id)))
         # Completions first: in the log, an order leaves the work before the next is claimed.
         decisions = completions + claims
         try:
@@ -296,17 +307,20 @@ class Worker:
                     "order %s was re-claimed by another worker while in hand", decision.order_id
                 )
                 finished.append(decision.order_id)
-            else:  # the claim is still ours: nobody else will complete it, so try again
+            else:  # the claim is still ours: nobody else will complete it, so try again,
+                # from the log (the completion may have landed with its answer lost)
                 self.failures += 1
                 log.warning("completing order %s failed: %s", decision.order_id, outcome)
-                retry = (recorded_at + RETRY_AFTER, next(ties), decision.order_id, decision.state)
+                retry = (recorded_at + RETRY_AFTER, next(ties), decision.order_id, None)
                 heapq.heappush(heap, retry)
         for decision, outcome in zip(claims, outcomes[len(completions) :], strict=True):
             if isinstance(outcome, OrderState):
                 done_at = work_done_at(recorded_at, self._delay)
                 heapq.heappush(heap, (done_at, next(ties), decision.order_id, outcome))
                 continue
-            finished.append(decision.order_id)  # lost the claim, or the sweep will retry it
+            # Lost the claim; or it failed, and the sweep reads the order again (a claim
+            # whose answer was lost is found ours there, and taken back in hand).
+            finished.append(decision.order_id)
             if not isinstance(outcome, ConcurrencyError):
                 self.failures += 1
                 log.warning("claiming order %s failed: %s", decision.order_id, outcome)

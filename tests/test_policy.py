@@ -43,9 +43,12 @@ def test_at_start_up_every_pending_order_is_picked_up() -> None:
     assert POLICY.needs_pickup(pending(None), now=100.0, starting=True)
 
 
-def test_a_claim_of_this_incarnation_is_never_picked_up_again() -> None:
-    mine = processing(worker_id_for("n1", "now"), since=0.0)
-    assert not POLICY.needs_pickup(mine, now=1e9, starting=False)
+def test_a_claim_of_this_incarnation_is_picked_up_so_a_lost_answer_is_not_stranded() -> None:
+    # A claim committed with its answer lost is in the log and in no worker's hands: the
+    # sweep hands it to the worker, which takes it back in hand (what it already holds
+    # it never takes twice: tests/test_worker.py).
+    mine = processing(worker_id_for("n1", "now"), since=100.0)
+    assert POLICY.needs_pickup(mine, now=100.0, starting=False)
 
 
 def test_a_claim_of_this_nodes_previous_incarnation_is_picked_up_at_once() -> None:

@@ -99,6 +99,7 @@ class FaultProxy:
         self._closing = threading.Event()
         self.refuse = False
         self._cut: str | None = None  # "after" or "before" the next COMMIT that wrote events
+        self._cut_containing = ""  # ...whose INSERT INTO events contained this text
         self.cuts = 0  # how many times a COMMIT was cut (either way)
         self._pause_pattern: str | None = None
         self.statements: list[str] = []  # every statement forwarded, for a test's checks
@@ -124,13 +125,14 @@ class FaultProxy:
         for connection in connections:
             connection.close()
 
-    def cut_after_commit(self) -> None:
-        """Forward the next COMMIT of a transaction that inserted events, then cut."""
-        self._cut = "after"
+    def cut_after_commit(self, containing: str = "") -> None:
+        """Forward the next COMMIT of a transaction that inserted events (with ``containing``
+        in its INSERT, e.g. an event type), then cut."""
+        self._cut, self._cut_containing = "after", containing
 
-    def cut_before_commit(self) -> None:
+    def cut_before_commit(self, containing: str = "") -> None:
         """Cut instead of forwarding the next COMMIT of a transaction that inserted events."""
-        self._cut = "before"
+        self._cut, self._cut_containing = "before", containing
 
     def pause_after(self, pattern: str) -> None:
         """Pause everything once a statement containing ``pattern`` has been forwarded."""
@@ -200,7 +202,7 @@ class FaultProxy:
         upper = text.strip().upper()
         with self._lock:
             self.statements.append(text)
-            if "INSERT INTO EVENTS" in upper:
+            if "INSERT INTO EVENTS" in upper and self._cut_containing in text:
                 connection.wrote_events = True
             action = "forward"
             if upper in ("COMMIT", "ROLLBACK"):

@@ -9,7 +9,7 @@ import falcon.media
 import orjson
 
 from api import logs, problem
-from api.auth import Authentication
+from api.auth import AnonymousAccess, Authentication
 from api.forwarded import ForwardedClientLimit
 from api.inputs import request_id
 from api.prometheus import Exporter
@@ -81,8 +81,13 @@ class RequestLog:
         logs.REQUEST_ID.reset(req.context.log_token)
 
 
-def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.App:
-    """The Falcon app over a core and its projections; each resource gets what it uses."""
+def create_app(
+    core: Core, projector: Projector, exporter: Exporter, anonymous: AnonymousAccess
+) -> falcon.App:
+    """The Falcon app over a core and its projections; each resource gets what it uses.
+
+    ``anonymous`` decides whether a request without a token may pass (``api.auth``).
+    """
     settings = core.settings
     # Only behind a trusted proxy do requests name their client (see api.forwarded).
     middleware = (
@@ -95,7 +100,7 @@ def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.A
             RequestLog(exporter),
             HttpRules(),
             *middleware,
-            Authentication(core.tokens),
+            Authentication(core.tokens, anonymous),
         ]
     )
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
@@ -119,7 +124,7 @@ def create_app(core: Core, projector: Projector, exporter: Exporter) -> falcon.A
     app.add_route("/metrics/prometheus", PrometheusMetrics(exporter))
     app.add_route("/healthz", Health())
     app.add_route("/readyz", Readiness(core.readiness))
-    app.add_route("/openapi.json", OpenAPIDocument(core.tokens))
+    app.add_route("/openapi.json", OpenAPIDocument(anonymous))
     dashboard = load_dashboard()
     app.add_route("/", Home())
     app.add_route("/dashboard", DashboardPage(dashboard))

@@ -4,20 +4,25 @@
 ``WWW-Authenticate: Bearer``; a token without the route's scope is 403; both are
 problem+json naming the scope. Health and readiness stay open, as do OPTIONS and
 the dashboard's page and files (they hold no data).
-With no token in the database the API is open: ``orderlog serve`` allows that
-only on a loopback address (or with ``--allow-anonymous``). The OpenAPI
-document's ``security`` mirrors ``ROUTE_SCOPES``.
+Whether a request without a token may reach a scoped route is decided in one
+place, ``AnonymousAccess``: only while no token exists, and only on a loopback
+address or with ``--allow-anonymous``. The OpenAPI document's ``security``
+mirrors ``ROUTE_SCOPES``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import threading
 
 import falcon
 
 from api.problem import Problem
 from orderlog.tokens import TokenStore
+
+log = logging.getLogger(__name__)
 
 # (route template, method) -> the scope it needs; None: open to anyone. HEAD is GET.
 ROUTE_SCOPES: dict[tuple[str, str], str | None] = {
@@ -47,15 +52,63 @@ def required_scope(route: str, method: str) -> str | None:
     return ROUTE_SCOPES[key]
 
 
-class Authentication:
-    def __init__(self, tokens: TokenStore) -> None:
+# What a node off loopback that finds no token logs, once each time it comes to find none.
+LOCKED = "every request that needs a scope is refused (401) until a token is created"
+
+
+class AnonymousAccess:
+    """The one answer to "may a request without a token reach a scoped route?".
+
+    Yes only while no token exists AND the node is on a loopback address or runs
+    with ``--allow-anonymous``. Off loopback without it, no token means nobody gets
+    in: ``serve`` refuses to start so (``locked``), and a node that finds its last
+    token revoked while it runs answers every scoped request 401 and logs one
+    warning each time it comes to find no token. Tokens are read through the
+    store's snapshot, so a token made or revoked is seen within its refresh.
+    """
+
+    def __init__(self, tokens: TokenStore, host: str, *, allow_anonymous: bool) -> None:
         self._tokens = tokens
+        self._host = host
+        # Judged once, at start: a host name is not looked up again per request.
+        self._open_without_tokens = allow_anonymous or is_loopback(host)
+        self._lock = threading.Lock()
+        self._warned = False  # since the node last found a token
+
+    def allowed(self) -> bool:
+        """Whether a request without a token may pass now."""
+        if self._tokens.any():
+            if self._warned:
+                self._warned = False  # finding none again is a new transition
+            return False
+        if self._open_without_tokens:
+            return True
+        with self._lock:
+            warn, self._warned = not self._warned, True
+        if warn:
+            log.warning(
+                "no API token exists and %s is not a loopback address: %s "
+                "(orderlog token create --name NAME --scopes admin)",
+                self._host,
+                LOCKED,
+            )
+        return False
+
+    def locked(self) -> bool:
+        """Whether no token exists and none may pass without one: nobody gets in."""
+        return not self._open_without_tokens and not self._tokens.any()
+
+
+class Authentication:
+    def __init__(self, tokens: TokenStore, anonymous: AnonymousAccess) -> None:
+        self._tokens = tokens
+        self._anonymous = anonymous
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
     ) -> None:
         scope = required_scope(req.uri_template or "", req.method)
-        if scope is None or not self._tokens.any():
+        if scope is None or self._anonymous.allowed():
             return
         header = req.get_header("Authorization") or ""
         kind, _, secret = header.partition(" ")

@@ -132,6 +132,13 @@ def _token(args: argparse.Namespace, database_url: str) -> int:
             sys.stderr.write(f"orderlog: no token named {args.name!r}\n")
             return 2
         sys.stdout.write(f"token {args.name!r} revoked\n")
+        if not tokens.list():
+            sys.stderr.write(
+                "orderlog: warning: that was the last token: nodes off loopback now refuse "
+                "every request that needs a scope until one is made (orderlog token create); "
+                "nodes on loopback or with --allow-anonymous are now open to anyone who "
+                "can reach them\n"
+            )
         return 0
     finally:
         store.close()

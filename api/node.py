@@ -18,7 +18,7 @@ import time
 import falcon
 
 from api.app import create_app
-from api.auth import is_loopback
+from api.auth import AnonymousAccess
 from api.http_server import HttpServer, make_server
 from api.prometheus import Exporter
 from orderlog.config import Settings
@@ -38,7 +38,10 @@ class Node:
         self.projector = Projector(self.core.store, observe=self.exporter.completions)
         self.core.worker.follow_with(self.projector.catch_up)  # one reader of the log
         self.exporter.bind(self.core, lambda: (self.projector.position, self.projector.counts()))
-        self.app: falcon.App = create_app(self.core, self.projector, self.exporter)
+        self.anonymous = AnonymousAccess(
+            self.core.tokens, settings.host, allow_anonymous=settings.allow_anonymous
+        )
+        self.app: falcon.App = create_app(self.core, self.projector, self.exporter, self.anonymous)
         self.http: HttpServer | None = None
 
     def start(self, *, bind: bool = True) -> Node:
@@ -66,15 +69,14 @@ class Node:
         return self
 
     def _refuse_an_open_api_off_loopback(self) -> None:
-        settings = self.settings
-        if self.http is None or settings.allow_anonymous or is_loopback(settings.host):
-            return
-        if not self.core.tokens.any():
+        # The same rule holds while the node runs: finding no token there, it lets
+        # nobody in (api.auth.AnonymousAccess).
+        if self.http is not None and self.anonymous.locked():
             raise StartupError(
-                f"no API token exists and {settings.host} is not a loopback address: anyone "
-                "who can reach it could place and read orders",
+                f"no API token exists and {self.settings.host} is not a loopback address: "
+                "every request that needs a scope would be refused",
                 "create one first: orderlog token create --name NAME --scopes admin; "
-                "or pass --allow-anonymous",
+                "or pass --allow-anonymous to open it to anyone who can reach it",
             )
 
     def serve(self) -> None:

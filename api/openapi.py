@@ -637,8 +637,9 @@ def _finish(path: str, method: str, operation: dict[str, Any], anonymous: bool) 
     operation["responses"] = _common(scope, reads_log, with_query) | operation["responses"]
     for answer in operation["responses"].values():
         answer.setdefault("headers", {})["X-Request-ID"] = HEADER_REQUEST_ID
-    # With no token in the database the server is open: `{}` says a request may
-    # then come without one (and 401/403 stay documented for when a token exists).
+    # A server that lets requests without a token pass (none in the database, on
+    # loopback or with --allow-anonymous) says so with `{}` (401/403 stay documented
+    # for when a token exists).
     operation["security"] = ([{"bearer": [scope]}] + ([{}] if anonymous else [])) if scope else []
     return operation
 
@@ -656,7 +657,8 @@ def _head(get: dict[str, Any]) -> dict[str, Any]:
 
 
 def document(anonymous: bool = False) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document; ``anonymous``: as a server with no token serves it."""
+    """The whole OpenAPI 3.1 document; ``anonymous``: as a server that lets requests
+    without a token pass serves it."""
     paths: dict[str, dict[str, Any]] = {}
     for (path, method), operation in _operations().items():
         finished = _finish(path, method, operation, anonymous)
@@ -686,9 +688,10 @@ def document(anonymous: bool = False) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": (
-                        "A token from `orderlog token create --scope …`. With no token in "
-                        "the database the API is open (loopback only, unless "
-                        "--allow-anonymous)."
+                        "A token from `orderlog token create --scopes …`. With no token in "
+                        "the database the API is open on a loopback address or with "
+                        "--allow-anonymous; anywhere else every route that needs a scope "
+                        "then answers 401."
                     ),
                 }
             },

@@ -12,6 +12,7 @@ import falcon
 import orjson
 
 from api import openapi
+from api.auth import AnonymousAccess
 from api.inputs import idempotency_key, query_int, read_json, single_param
 from api.problem import Problem, bad_request
 from api.prometheus import Exporter, negotiate
@@ -23,7 +24,6 @@ from orderlog.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_i
 from orderlog.order_status import MAX_LIST
 from orderlog.service import OrderService
 from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
-from orderlog.tokens import TokenStore
 from projections import order_view
 from projections.projector import Projector
 
@@ -295,16 +295,16 @@ def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, cach
 
 class OpenAPIDocument:
     """The API's contract (``api.openapi``), rendered once at start in its two forms:
-    with tokens in the database every scoped route needs one; with none, it is open."""
+    every scoped route needs a token, or (while requests without one may pass) not."""
 
-    def __init__(self, tokens: TokenStore) -> None:
-        self._tokens = tokens
+    def __init__(self, anonymous: AnonymousAccess) -> None:
+        self._anonymous = anonymous
         self._guarded = orjson.dumps(openapi.document())
         self._open = orjson.dumps(openapi.document(anonymous=True))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = self._guarded if self._tokens.any() else self._open
+        resp.data = self._open if self._anonymous.allowed() else self._guarded
 
     on_head = on_get
 

@@ -117,7 +117,7 @@ class TokenStore:
     # -- checking -----------------------------------------------------------------------
 
     def any(self) -> bool:
-        """Whether any token exists: with none, the API is open (on loopback only)."""
+        """Whether any token exists (as of the snapshot, at most ``refresh`` seconds old)."""
         return bool(self._snapshot())
 
     def verify(self, secret: str) -> Token | None:

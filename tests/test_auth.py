@@ -7,8 +7,10 @@ a subprocess where what the user sees is the point.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import falcon
@@ -19,7 +21,7 @@ import pytest
 from api.auth import ROUTE_SCOPES, required_scope
 from api.node import Node
 from orderlog.tokens import SCOPES, digest
-from tests.support import raw_fetch, start_server
+from tests.support import ServerProcess, create_token, raw_fetch, settings_for, start_server
 
 ORDER = {"order_id": "a-1", "user_id": 1, "item_ids": ["x"], "total_amount": "2.50"}
 # (method, path, body) for each mapped route and method
@@ -38,6 +40,11 @@ CALLS = {
     ("/dashboard", "GET"): ("GET", "/dashboard", None),
     ("/dashboard/{asset}", "GET"): ("GET", "/dashboard/dashboard.js", None),
 }
+# What a node off loopback logs when it finds no token (once each time it finds none).
+LOCKED = "every request that needs a scope is refused (401) until a token is created"
+# A bound far above the documented one (a token change reaches a node within a second),
+# for a shared, busy machine.
+NOTICED_WITHIN = 15.0
 
 
 @pytest.fixture
@@ -109,6 +116,56 @@ def test_a_revoked_token_stops_working(client: falcon.testing.TestClient, node: 
     assert call(client, ("/metrics", "GET"), secret).status_code == 200
     assert node.core.tokens.revoke("short-lived")
     assert call(client, ("/metrics", "GET"), secret).status_code == 401
+
+
+@pytest.fixture
+def node_off_loopback(database_url: str) -> Iterator[Node]:
+    """A started node whose settings name an address other than loopback (not bound)."""
+    node = Node(settings_for(database_url, host="0.0.0.0")).start(bind=False)
+    yield node
+    node.stop()
+
+
+def test_with_no_token_off_loopback_every_scoped_route_is_refused(
+    node_off_loopback: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = falcon.testing.TestClient(node_off_loopback.app)
+    with caplog.at_level(logging.WARNING):
+        answers = {route: call(client, route, None) for route in sorted(CALLS)}
+        call(client, ("/orders", "POST"), None)  # more requests: still one warning
+    statuses = {route: answer.status_code for route, answer in answers.items()}
+    wanted = {route: 401 for route, scope in ROUTE_SCOPES.items() if scope}
+    wanted |= {route: 302 if route[0] == "/" else 200 for route, s in ROUTE_SCOPES.items() if not s}
+    assert statuses == wanted
+    for route, scope in ROUTE_SCOPES.items():
+        if scope:
+            assert answers[route].headers["content-type"] == "application/problem+json"
+            assert answers[route].json["scope"] == scope
+    # The contract served says what the server does: no route may be called without a token.
+    assert all({} not in op["security"] for op in _operations(answers))
+    assert [r.getMessage() for r in caplog.records].count(_warning(caplog)) == 1
+
+
+def _operations(answers: dict[tuple[str, str], falcon.testing.Result]) -> list[dict]:
+    document = answers[("/openapi.json", "GET")].json
+    return [op for item in document["paths"].values() for op in item.values()]
+
+
+def _warning(caplog: pytest.LogCaptureFixture) -> str:
+    found = [r.getMessage() for r in caplog.records if LOCKED in r.getMessage()]
+    assert found, f"no warning saying {LOCKED!r}"
+    return found[0]
+
+
+def test_with_no_token_off_loopback_allow_anonymous_opens_the_api(database_url: str) -> None:
+    settings = settings_for(database_url, host="0.0.0.0", allow_anonymous=True)
+    node = Node(settings).start(bind=False)
+    try:
+        client = falcon.testing.TestClient(node.app)
+        assert call(client, ("/orders", "POST"), None).status_code == 201
+        assert call(client, ("/events", "GET"), None).status_code == 200
+    finally:
+        node.stop()
 
 
 def test_a_route_nobody_mapped_is_closed_not_open() -> None:
@@ -191,3 +248,85 @@ def test_serving_off_loopback_is_allowed_with_a_token_or_allow_anonymous(
         assert guarded.request("GET", "/metrics", headers=auth)[0] == 200
     finally:
         guarded.terminate()
+
+
+def refused_until(server: ServerProcess, done: object) -> None:
+    """Ask ``GET /events`` without a token until ``done(server)``: every answer is 401."""
+
+    def check(s: ServerProcess) -> object:
+        status, headers, body = s.request("GET", "/events")
+        assert status == 401, f"GET /events without a token answered {status}: {body!r}"
+        assert headers["content-type"] == "application/problem+json"
+        return done(s)  # type: ignore[operator]
+
+    server.wait_until(check, timeout=NOTICED_WITHIN)
+
+
+def test_revoking_the_last_token_off_loopback_closes_the_api_instead_of_opening_it(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    create_token(sqlite_url, "only", "admin", tmp_path)
+    server = start_server(sqlite_url, tmp_path, "--host", "0.0.0.0")
+    server.host = "127.0.0.1"  # it listens on every address; reach it by this one
+    try:
+        assert server.request("GET", "/events")[0] == 401
+        revoked = orderlog("token", "revoke", "only", "--database", sqlite_url, cwd=tmp_path)
+        assert revoked.returncode == 0 and revoked.stdout == "token 'only' revoked\n"
+        refused_until(server, lambda s: LOCKED in s.log())
+
+        status, headers, body = server.request("POST", "/orders", ORDER)
+        assert (status, headers["content-type"]) == (401, "application/problem+json"), body
+        assert body["scope"] == "orders:write"
+        assert server.request("GET", "/orders/a-1")[0] == 401
+        assert server.request("GET", "/healthz")[0] == 200
+        assert server.request("GET", "/readyz")[0] == 200
+        assert server.log().count(LOCKED) == 1, server.log()
+
+        # A new token lets its holder in; revoking it closes the node again, with a
+        # second warning: one each time the node finds no token.
+        secret = create_token(sqlite_url, "next", "events:read", tmp_path)
+        auth = {"Authorization": f"Bearer {secret}"}
+        server.wait_until(
+            lambda s: s.request("GET", "/events", headers=auth)[0] == 200, timeout=NOTICED_WITHIN
+        )
+        assert server.request("GET", "/events")[0] == 401
+        again = orderlog("token", "revoke", "next", "--database", sqlite_url, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        refused_until(server, lambda s: s.log().count(LOCKED) == 2)
+        assert server.request("GET", "/events", headers=auth)[0] == 401
+    finally:
+        server.terminate()
+
+
+def test_creating_a_token_on_an_open_loopback_node_makes_it_require_one(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    server = start_server(sqlite_url, tmp_path)  # 127.0.0.1, no token: open
+    try:
+        assert server.request("POST", "/orders", ORDER)[0] == 201
+        secret = create_token(sqlite_url, "first", "orders:read", tmp_path)
+        server.wait_until(
+            lambda s: s.request("GET", "/orders/a-1")[0] == 401, timeout=NOTICED_WITHIN
+        )
+        assert server.request("POST", "/orders", {**ORDER, "order_id": "a-2"})[0] == 401
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert server.request("GET", "/orders/a-1", headers=auth)[0] == 200
+    finally:
+        server.terminate()
+
+
+def test_revoking_the_last_token_warns_what_every_node_will_do(
+    database_url: str, tmp_path: Path
+) -> None:
+    for name in ("one", "two"):
+        create_token(database_url, name, "admin", tmp_path)
+    first = orderlog("token", "revoke", "one", "--database", database_url, cwd=tmp_path)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "token 'one' revoked\n", "")
+
+    last = orderlog("token", "revoke", "two", "--database", database_url, cwd=tmp_path)
+    assert (last.returncode, last.stdout) == (0, "token 'two' revoked\n")
+    warning = " ".join(last.stderr.split())
+    assert last.stderr.count("\n") == 1 and warning.startswith("orderlog: warning:"), warning
+    for fragment in ("last token", "off loopback", "refuse every request", "token create",
+                     "--allow-anonymous", "open to anyone"):  # fmt: skip
+        assert fragment in warning, (fragment, warning)

@@ -11,6 +11,7 @@ import orjson
 from api import logs, problem
 from api.auth import AnonymousAccess, Authentication
 from api.forwarded import ForwardedClientLimit
+from api.http_server import ARRIVED
 from api.inputs import request_id
 from api.prometheus import Exporter
 from api.resources import (
@@ -28,8 +29,12 @@ from api.resources import (
     Readiness,
 )
 from api.static import load_dashboard
+from orderlog import deadline
 from orderlog.core import Core
 from projections.projector import Projector
+
+# A request is answered within --db-timeout and this of its arrival (the answer's own work).
+ANSWER_MARGIN = 0.5
 
 
 class HttpRules:
@@ -52,6 +57,26 @@ class HttpRules:
             resp.status = falcon.HTTP_204
             resp.content_type = None
             resp.content_length = None
+
+
+class Deadline:
+    """Every request is answered within ``seconds`` of its arrival, whatever the database
+    does: what it waits on in the core is bounded by what is left (``orderlog.deadline``),
+    including the time it spent waiting for a thread."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        arrived = req.env.get(ARRIVED) or time.monotonic()
+        req.context.deadline_token = deadline.set_until(arrived + self._seconds)
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
+    ) -> None:
+        token = req.context.get("deadline_token")
+        if token is not None:
+            deadline.reset(token)
 
 
 class RequestLog:
@@ -98,6 +123,7 @@ def create_app(
     app = falcon.App(
         middleware=[
             RequestLog(exporter),
+            Deadline(settings.db_timeout + ANSWER_MARGIN),
             HttpRules(),
             *middleware,
             Authentication(core.tokens, anonymous),

@@ -48,6 +48,7 @@ import orjson
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 
@@ -68,6 +69,11 @@ class _Task(WSGITask):
 
     _bodiless = False
 
+    def get_environment(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environment()
+        environ[ARRIVED] = getattr(self.request, "arrived", None)
+        return environ
+
     def build_response_header(self) -> bytes:
         self._bodiless = (
             self.version == "1.1"
@@ -86,6 +92,8 @@ class _Task(WSGITask):
 
 log = logging.getLogger(__name__)
 
+# The WSGI environ key holding when a request had fully arrived (time.monotonic()).
+ARRIVED = "orderlog.arrived"
 REPORT_EVERY = 10.0  # seconds between log lines about connections refused, timed out or shed
 # While draining: how long a connection idle at the start (or since its last answer) may
 # still send a request. A kept-alive client sends its next one at once; waiting this
@@ -180,8 +188,22 @@ def _client_of(addr: Any) -> str:
     return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
 
+class _Parser(HTTPRequestParser):
+    """Waitress's parser, noting when the request had fully arrived: the moment its
+    answer's deadline counts from, however long it then waits for a thread."""
+
+    arrived: float | None = None
+
+    def received(self, data: bytes) -> int:
+        consumed: int = super().received(data)
+        if self.completed and self.arrived is None:
+            self.arrived = time.monotonic()
+        return consumed
+
+
 class _Channel(HTTPChannel):
     task_class = _Task
+    parser_class = _Parser
 
     def __init__(
         self, server: _Listener, sock: socket.socket, addr: Any, adj: Any, map: Any

@@ -32,7 +32,7 @@ import orjson
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from orderlog import schema
+from orderlog import deadline, schema
 from orderlog.database import unbounded
 from orderlog.errors import (
     AppendFailedError,
@@ -64,6 +64,7 @@ _TAKE_APPEND_LOCK = {
     "mysql": "SELECT CONNECTION_ID(), CONNECTION_ID(), NULL FROM append_lock WHERE id = 1 "
     "FOR UPDATE",
 }
+VERDICT_GRACE = 0.4
 # How often a settling append asks again whether the old transaction has ended.
 _SETTLE_POLL = 0.05
 
@@ -217,6 +218,9 @@ class EventStore:
         # The bound on one append, as its caller waits for it, and on settling one whose
         # commit went unanswered; None: no bound (operators' commands, most tests).
         self.timeout = timeout
+        # A caller waits for the writer's own verdict a moment past the bound on each
+        # database call, so a call that ran out is answered as failed, not as unknown.
+        self._wait = None if timeout is None else timeout + VERDICT_GRACE
         self._observer = observer
         self.backend = _backend_of_database(db)
         self._param = db.param
@@ -322,7 +326,7 @@ class EventStore:
         if pending:
             try:
                 if self._writer:
-                    self._writer.submit(pending, self.timeout)
+                    self._writer.submit(pending, deadline.bound(self._wait))
                 else:
                     request = Request(pending)
                     with self._connection():

@@ -124,25 +124,35 @@ class TokenStore:
         return self._snapshot().get(digest(secret))
 
     def _snapshot(self) -> dict[str, Token]:
+        """The tokens as last read. A stale snapshot is refreshed in the background, never
+        on a request's time: a stalled database must not hold every request up behind
+        the one refreshing (nor one request for a read and then for its own write)."""
         now = time.monotonic()
         if now - self._read_at < self._refresh:
             return self._by_digest
-        with self._lock:
-            if now - self._read_at >= self._refresh:
-                try:
-                    rows = self.store.read(
-                        "SELECT name, secret_sha256, scopes, created_at FROM tokens"
-                    )
-                except StoreUnavailableError:
-                    if self._read_at == float("-inf"):
-                        raise  # never read: nothing to fall back on
-                    return self._by_digest  # keep the last snapshot through an outage
-                self._by_digest = {
-                    sha: Token(name, frozenset(scopes.split(",")), at)
-                    for name, sha, scopes, at in rows
-                }
-                self._read_at = now
+        if self._read_at == float("-inf"):  # never read (or just changed here): read now
+            with self._lock:
+                if self._read_at == float("-inf"):
+                    self._read(now)
+            return self._by_digest
+        if self._lock.acquire(blocking=False):  # one refresh at a time
+            threading.Thread(target=self._refresh_now, name="orderlog-tokens", daemon=True).start()
         return self._by_digest
+
+    def _refresh_now(self) -> None:
+        try:
+            self._read(time.monotonic())
+        except StoreUnavailableError:
+            pass  # keep the last snapshot through an outage; the next request tries again
+        finally:
+            self._lock.release()
+
+    def _read(self, now: float) -> None:
+        rows = self.store.read("SELECT name, secret_sha256, scopes, created_at FROM tokens")
+        self._by_digest = {
+            sha: Token(name, frozenset(scopes.split(",")), at) for name, sha, scopes, at in rows
+        }
+        self._read_at = now
 
 
 def _check_name(name: str) -> None:

@@ -1094,6 +1094,35 @@ def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(
     assert done.json == {"orders": [], "next_after": None}
 
 
+def test_ids_that_differ_only_in_case_are_different_orders(
+    client: falcon.testing.TestClient,
+) -> None:
+    upper = post(client, order(order_id="Case-1", user_id="Alice"))
+    lower = post(client, order(order_id="case-1", user_id="alice"))
+    assert (upper.status_code, lower.status_code) == (201, 201), lower.text
+    assert client.simulate_get("/orders/Case-1").json["user_id"] == "Alice"
+    assert client.simulate_get("/orders/case-1").json["user_id"] == "alice"
+    assert_problem(client.simulate_get("/orders/cASE-1"), 404)
+    assert_problem(client.simulate_get("/orders/cASE-1/events"), 404)
+    history = client.simulate_get("/orders/case-1/events").json["events"]
+    assert [e["data"]["order_id"] for e in history] == ["case-1"] * len(history)
+
+
+@pytest.mark.parametrize(
+    ("user", "other"),
+    [("alice", "ALICE"), ("alice", "alice "), ("jose", "jos\u00e9")],
+    ids=["case", "trailing-space", "accent"],
+)
+def test_the_listing_by_user_id_matches_it_exactly(
+    client: falcon.testing.TestClient, user: str, other: str
+) -> None:
+    place(client, "exact-1", user)
+    place(client, "exact-2", other)
+    for user_id, expected in ((user, ["exact-1"]), (other, ["exact-2"])):
+        listed = client.simulate_get("/orders", params={"user_id": user_id}).json["orders"]
+        assert [o["order_id"] for o in listed] == expected, user_id
+
+
 @pytest.mark.parametrize(
     ("query", "name"),
     [

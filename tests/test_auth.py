@@ -111,6 +111,17 @@ def test_a_revoked_token_stops_working(client: falcon.testing.TestClient, node: 
     assert call(client, ("/metrics", "GET"), secret).status_code == 401
 
 
+def test_token_names_that_differ_only_in_case_are_different_tokens(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    lower = node.core.tokens.create("ci", ["metrics:read"])
+    upper = node.core.tokens.create("CI", ["metrics:read"])
+    assert node.core.tokens.revoke("CI")
+    assert [token.name for token in node.core.tokens.list()] == ["ci"]
+    assert call(client, ("/metrics", "GET"), lower).status_code == 200
+    assert call(client, ("/metrics", "GET"), upper).status_code == 401
+
+
 def test_a_route_nobody_mapped_is_closed_not_open() -> None:
     assert required_scope("/some/new/route", "GET") == "admin"
     assert required_scope("/orders/{order_id}", "HEAD") == "orders:read"

@@ -566,6 +566,12 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("item-bidi", order(item_ids=["ok", "\u202eevil"]), "item_ids[1]"),
     ("item-control", order(item_ids=["a\nb"]), "item_ids[0]"),
     ("item-blank", order(item_ids=[" "]), "item_ids[0]"),
+    ("user_id-hangul-filler", order(user_id="\u3164"), "user_id"),
+    ("user_id-braille-blank", order(user_id="\u2800"), "user_id"),
+    ("user_id-lone-combining-mark", order(user_id="\u0301"), "user_id"),
+    ("user_id-halfwidth-hangul-filler", order(user_id="\uffa0\u115f"), "user_id"),
+    ("item-hangul-filler", order(item_ids=["ok", "\u3164"]), "item_ids[1]"),
+    ("item-lone-combining-mark", order(item_ids=["\u0301"]), "item_ids[0]"),
     ("amount-leading-space", order(total_amount=" 1.00"), "total_amount"),
     ("amount-trailing-space", order(total_amount="1.00 "), "total_amount"),
     ("amount-plus", order(total_amount="+1.00"), "total_amount"),
@@ -603,6 +609,15 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("amount-too-large-number", order(total_amount=1e15), "total_amount"),
     ("amount-underscores", order(total_amount="1_000"), "total_amount"),
 ]
+
+
+def test_an_id_with_a_combining_mark_after_a_letter_is_accepted(
+    client: falcon.testing.TestClient,
+) -> None:
+    decomposed = "jose\u0301"  # e + COMBINING ACUTE ACCENT
+    result = post(client, order(user_id=decomposed, item_ids=["cafe\u0301"]))
+    assert result.status_code == 201, result.text
+    assert (result.json["user_id"], result.json["item_ids"]) == (decomposed, ["cafe\u0301"])
 
 
 @pytest.fixture
@@ -1131,6 +1146,8 @@ def test_the_listing_by_user_id_matches_it_exactly(
         ("status=Pending&status=Completed", "status"),
         ("user_id=" + "u" * 65, "user_id"),
         ("user_id=a%00b", "user_id"),
+        ("user_id=%E3%85%A4", "user_id"),  # U+3164 HANGUL FILLER
+        ("user_id=%20", "user_id"),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("after=-1", "after"),

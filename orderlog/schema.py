@@ -226,7 +226,7 @@ def _projection_generations(db: peewee.Database, backend: str) -> None:
 _EXACT_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
 
 
-def exact_collation(db: peewee.Database) -> str:
+def _exact_collation(db: peewee.Database) -> str:
     """The MySQL/MariaDB collation this server compares ids with byte for byte."""
     placeholders = ", ".join(["%s"] * len(_EXACT_COLLATIONS))
     found = {
@@ -246,7 +246,7 @@ def _exact_ids(db: peewee.Database, backend: str) -> None:
     # A binary collation only tells apart what was equal, so no unique index can fail.
     if backend != "mysql":
         return
-    collation = exact_collation(db)
+    collation = _exact_collation(db)
     for model in _ALL_MODELS:  # orderlog's tables only: the database may hold others
         if model.table_exists():
             db.execute_sql(

@@ -996,9 +996,12 @@ def test_the_same_key_with_another_body_is_a_conflict(
     assert node.core.store.head() == head + 2  # only the first order's own progress
 
 
-def test_different_keys_make_different_orders(client: falcon.testing.TestClient) -> None:
-    a = post(client, UNNAMED, headers={"Idempotency-Key": "a"})
-    b = post(client, UNNAMED, headers={"Idempotency-Key": "b"})
+@pytest.mark.parametrize(("first", "second"), [("a", "b"), ("Key-1", "key-1")])
+def test_different_keys_make_different_orders(
+    client: falcon.testing.TestClient, first: str, second: str
+) -> None:
+    a = post(client, UNNAMED, headers={"Idempotency-Key": first})
+    b = post(client, UNNAMED, headers={"Idempotency-Key": second})
     assert a.status_code == b.status_code == 201
     assert a.json["order_id"] != b.json["order_id"]
 

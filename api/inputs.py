@@ -28,7 +28,7 @@ import orjson
 from api.problem import Problem, bad_request
 from orderlog.errors import FieldError
 from orderlog.errors import shown as echo
-from orderlog.order import MAX_IDEMPOTENCY_KEY
+from orderlog.order import MAX_IDEMPOTENCY_KEY, is_blank
 
 JSON_TYPES = ("application/json",)
 UTF8 = ("utf-8", "utf8")
@@ -189,7 +189,7 @@ def idempotency_key(req: falcon.Request) -> str | None:
     key = req.get_header("Idempotency-Key")
     if key is None:
         return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.strip():
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable() or is_blank(key):
         raise bad_request(
             "invalid-idempotency-key",
             "the Idempotency-Key header is unusable",
@@ -206,6 +206,6 @@ def idempotency_key(req: falcon.Request) -> str | None:
 def request_id(req: falcon.Request) -> str:
     """The client's X-Request-ID if it is printable and short enough, else a fresh one."""
     given = req.get_header("X-Request-ID")
-    if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and given.strip():
+    if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and not is_blank(given):
         return given
     return os.urandom(16).hex()

@@ -4,7 +4,7 @@ Every bound, pattern and name here is read from the constant the code checks
 against (id lengths, item counts, the amount's limit, page sizes, statuses, event
 types, scopes, problem types), so the contract cannot drift from what the server
 does. Strings that must be printable carry ``format: printable``: Python's
-``str.isprintable`` with at least one character that is not a space. No portable
+``str.isprintable`` and not blank (``orderlog.order.is_blank``). No portable
 regular expression says that, so the format names it and the description says it.
 """
 
@@ -69,7 +69,7 @@ def _printable(max_length: int, description: str) -> dict[str, Any]:
         "minLength": 1,
         "maxLength": max_length,
         "format": "printable",
-        "description": f"{description} Printable characters only, not only spaces.",
+        "description": f"{description} Printable characters only, not blank.",
     }
 
 
@@ -418,7 +418,7 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
                         "minLength": 1,
                         "maxLength": MAX_IDEMPOTENCY_KEY,
                         "pattern": LATIN1_PRINTABLE,
-                        "description": "A key the client chose: printable, not only spaces.",
+                        "description": "A key the client chose: printable, not blank.",
                     },
                 }
             ],
@@ -676,7 +676,9 @@ def document(anonymous: bool = False) -> dict[str, Any]:
                 "a path that does not exist answers 404 `not-found`, a method a path "
                 "does not offer 405 `method-not-allowed` with `Allow`. A string with "
                 "`format: printable` holds only characters for which Python's "
-                "`str.isprintable()` is true and is not only spaces."
+                "`str.isprintable()` is true, and at least one letter, number, punctuation "
+                "or symbol (Unicode categories L, N, P, S) other than the Hangul fillers "
+                "U+115F, U+1160, U+3164, U+FFA0 and U+2800 BRAILLE PATTERN BLANK."
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },

@@ -20,7 +20,7 @@ from api.static import Dashboard, StaticFile
 from orderlog.core import Readiness as CoreReadiness
 from orderlog.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
 from orderlog.events import RecordedEvent
-from orderlog.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id
+from orderlog.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id, is_blank
 from orderlog.order_status import MAX_LIST
 from orderlog.service import OrderService
 from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
@@ -68,12 +68,16 @@ class OrderCollection:
             )
         user_id = single_param(req, "user_id")
         if user_id is not None and not (
-            0 < len(user_id) <= MAX_ID_LENGTH and user_id.isprintable()
+            0 < len(user_id) <= MAX_ID_LENGTH and user_id.isprintable() and not is_blank(user_id)
         ):
             raise bad_request(
                 "invalid-parameter",
                 "user_id is not a user id",
-                [FieldError("user_id", f"must be 1 to {MAX_ID_LENGTH} printable characters")],
+                [
+                    FieldError(
+                        "user_id", f"must be 1 to {MAX_ID_LENGTH} printable characters, not blank"
+                    )
+                ],
             )
         limit = query_int(req, "limit", 100, 1, MAX_LIST)
         after = query_int(req, "after", 0, 0, 2**63 - 1)

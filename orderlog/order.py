@@ -11,6 +11,7 @@ import base64
 import hashlib
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
 # is a regular language that the OpenAPI document can state exactly.
 DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)", re.ASCII)
 PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
+# Letters and symbols drawn as nothing: the four Hangul fillers (the only letters
+# among Unicode's default-ignorable code points) and the blank Braille pattern.
+INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 class Status(StrEnum):
@@ -112,6 +116,19 @@ def is_order_id(value: str) -> bool:
     return len(value) <= MAX_ID_LENGTH and bool(ORDER_ID_PATTERN.match(value))
 
 
+def is_blank(text: str) -> bool:
+    """Whether ``text`` shows nothing: it holds no letter, number, punctuation or
+    symbol (Unicode categories L, N, P, S) but those in INVISIBLE.
+
+    So spaces and separators (Z), controls and format characters (C) and combining
+    marks (M) alone are blank, and so is every default-ignorable code point; a mark
+    after a letter (e + U+0301) is not. One rule for every id and key.
+    """
+    return not any(
+        unicodedata.category(char)[0] in "LNPS" and char not in INVISIBLE for char in text
+    )
+
+
 def integral(value: Any) -> Any:
     """An id written as an integral number (``7.0``, ``7e0``) is the integer 7, as JSON
     Schema's ``integer`` says; only exact values count (a Decimal from the HTTP
@@ -149,8 +166,11 @@ def _check_id(name: str, value: Any, errors: list[FieldError]) -> None:
         # Control characters rewrite terminals and logs; format characters such as
         # bidi overrides make one id look like another.
         errors.append(FieldError(name, "must hold only printable characters"))
-    elif isinstance(value, str) and not value.strip():
-        errors.append(FieldError(name, "must not be blank"))
+    elif isinstance(value, str) and is_blank(value):
+        # Hangul fillers, blank Braille and lone combining marks look like no id at all.
+        errors.append(
+            FieldError(name, "must not be blank: needs a letter, digit, punctuation or symbol")
+        )
     elif isinstance(value, int) and not 0 <= value <= MAX_INT_ID:
         errors.append(FieldError(name, f"must be between 0 and {MAX_INT_ID}"))
 

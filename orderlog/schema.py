@@ -6,6 +6,12 @@ order-status read model. A database records the migrations applied to it in
 ``schema_migrations``; a database from before versions existed holds the first
 version's tables and is recorded as version 1. A server meeting a schema newer
 than it knows refuses to start rather than guess.
+
+Ids compare byte for byte on every backend. SQLite and PostgreSQL do so by
+default; MySQL/MariaDB tables take the server's default collation, usually
+case-, accent- and trailing-space-insensitive, so the tables are converted to a
+binary collation without padding (version 6), which a table created by a later
+migration needs too.
 """
 
 from __future__ import annotations
@@ -215,6 +221,40 @@ def _projection_generations(db: peewee.Database, backend: str) -> None:
         db.execute_sql("ALTER TABLE projections ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
 
 
+# Binary collations that compare every byte, trailing spaces included, best first:
+# MariaDB's, then MySQL 8's. utf8mb4_bin, the only one older MySQL has, pads.
+_EXACT_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb4_bin")
+
+
+def _exact_collation(db: peewee.Database) -> str:
+    """The MySQL/MariaDB collation this server compares ids with byte for byte."""
+    placeholders = ", ".join(["%s"] * len(_EXACT_COLLATIONS))
+    found = {
+        name
+        for (name,) in db.execute_sql(
+            "SELECT collation_name FROM information_schema.collations "
+            f"WHERE collation_name IN ({placeholders})",
+            _EXACT_COLLATIONS,
+        ).fetchall()
+    }
+    return next(name for name in _EXACT_COLLATIONS if name in found)
+
+
+def _exact_ids(db: peewee.Database, backend: str) -> None:
+    # Every text column of every table, not only the ids: a projection's state is
+    # compared too (on save), and a column added later takes the table's default.
+    # A binary collation only tells apart what was equal, so no unique index can fail.
+    if backend != "mysql":
+        return
+    collation = _exact_collation(db)
+    for model in _ALL_MODELS:  # orderlog's tables only: the database may hold others
+        if model.table_exists():
+            db.execute_sql(
+                f"ALTER TABLE {model._meta.table_name} "
+                f"CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}"
+            )
+
+
 MIGRATIONS = (
     Migration(1, "the log: events, append_lock, projections", _the_log),
     Migration(2, "API tokens", _tokens),
@@ -223,6 +263,7 @@ MIGRATIONS = (
     Migration(
         5, "order-status second table, for rebuilds while serving", _order_status_second_table
     ),
+    Migration(6, "ids compare byte for byte on MySQL/MariaDB", _exact_ids),
 )
 LATEST = MIGRATIONS[-1].version
 

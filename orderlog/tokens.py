@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orderlog.errors import FieldError, StoreUnavailableError, ValidationError
+from orderlog.order import is_blank
 from orderlog.store import EventStore
 
 ADMIN = "admin"
@@ -156,7 +157,11 @@ class TokenStore:
 
 
 def _check_name(name: str) -> None:
-    if not 1 <= len(name) <= MAX_NAME_LENGTH or not name.isprintable() or not name.strip():
+    if not 1 <= len(name) <= MAX_NAME_LENGTH or not name.isprintable() or is_blank(name):
         raise ValidationError(
-            [FieldError("--name", f"must be 1 to {MAX_NAME_LENGTH} printable characters")]
+            [
+                FieldError(
+                    "--name", f"must be 1 to {MAX_NAME_LENGTH} printable characters, not blank"
+                )
+            ]
         )

@@ -1,7 +1,7 @@
 """What schemathesis needs to know of orderlog's contract beyond JSON Schema.
 
 ``format: printable`` (see ``api.openapi``) is Python's ``str.isprintable`` and
-not only spaces: valid values are drawn from exactly that set, so every positive
+not blank: valid values are drawn from exactly that set, so every positive
 example is one the server must accept.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import strategies as st
 
+from orderlog.order import is_blank
+
 NOT_PRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
 PRINTABLE = st.text(
     st.characters(exclude_categories=NOT_PRINTABLE) | st.just(" "), min_size=1, max_size=64
-).filter(lambda text: text.isprintable() and bool(text.strip()))
+).filter(lambda text: text.isprintable() and not is_blank(text))
 
 schemathesis.openapi.format("printable", PRINTABLE)

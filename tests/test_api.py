@@ -566,6 +566,12 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("item-bidi", order(item_ids=["ok", "\u202eevil"]), "item_ids[1]"),
     ("item-control", order(item_ids=["a\nb"]), "item_ids[0]"),
     ("item-blank", order(item_ids=[" "]), "item_ids[0]"),
+    ("user_id-hangul-filler", order(user_id="\u3164"), "user_id"),
+    ("user_id-braille-blank", order(user_id="\u2800"), "user_id"),
+    ("user_id-lone-combining-mark", order(user_id="\u0301"), "user_id"),
+    ("user_id-halfwidth-hangul-filler", order(user_id="\uffa0\u115f"), "user_id"),
+    ("item-hangul-filler", order(item_ids=["ok", "\u3164"]), "item_ids[1]"),
+    ("item-lone-combining-mark", order(item_ids=["\u0301"]), "item_ids[0]"),
     ("amount-leading-space", order(total_amount=" 1.00"), "total_amount"),
     ("amount-trailing-space", order(total_amount="1.00 "), "total_amount"),
     ("amount-plus", order(total_amount="+1.00"), "total_amount"),
@@ -603,6 +609,15 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("amount-too-large-number", order(total_amount=1e15), "total_amount"),
     ("amount-underscores", order(total_amount="1_000"), "total_amount"),
 ]
+
+
+def test_an_id_with_a_combining_mark_after_a_letter_is_accepted(
+    client: falcon.testing.TestClient,
+) -> None:
+    decomposed = "jose\u0301"  # e + COMBINING ACUTE ACCENT
+    result = post(client, order(user_id=decomposed, item_ids=["cafe\u0301"]))
+    assert result.status_code == 201, result.text
+    assert (result.json["user_id"], result.json["item_ids"]) == (decomposed, ["cafe\u0301"])
 
 
 @pytest.fixture
@@ -982,9 +997,12 @@ def test_the_same_key_with_another_body_is_a_conflict(
     assert node.core.store.head() == head + 2  # only the first order's own progress
 
 
-def test_different_keys_make_different_orders(client: falcon.testing.TestClient) -> None:
-    a = post(client, UNNAMED, headers={"Idempotency-Key": "a"})
-    b = post(client, UNNAMED, headers={"Idempotency-Key": "b"})
+@pytest.mark.parametrize(("first", "second"), [("a", "b"), ("Key-1", "key-1")])
+def test_different_keys_make_different_orders(
+    client: falcon.testing.TestClient, first: str, second: str
+) -> None:
+    a = post(client, UNNAMED, headers={"Idempotency-Key": first})
+    b = post(client, UNNAMED, headers={"Idempotency-Key": second})
     assert a.status_code == b.status_code == 201
     assert a.json["order_id"] != b.json["order_id"]
 
@@ -1095,6 +1113,35 @@ def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(
     assert done.json == {"orders": [], "next_after": None}
 
 
+def test_ids_that_differ_only_in_case_are_different_orders(
+    client: falcon.testing.TestClient,
+) -> None:
+    upper = post(client, order(order_id="Case-1", user_id="Alice"))
+    lower = post(client, order(order_id="case-1", user_id="alice"))
+    assert (upper.status_code, lower.status_code) == (201, 201), lower.text
+    assert client.simulate_get("/orders/Case-1").json["user_id"] == "Alice"
+    assert client.simulate_get("/orders/case-1").json["user_id"] == "alice"
+    assert_problem(client.simulate_get("/orders/cASE-1"), 404)
+    assert_problem(client.simulate_get("/orders/cASE-1/events"), 404)
+    history = client.simulate_get("/orders/case-1/events").json["events"]
+    assert [e["data"]["order_id"] for e in history] == ["case-1"] * len(history)
+
+
+@pytest.mark.parametrize(
+    ("user", "other"),
+    [("alice", "ALICE"), ("alice", "alice "), ("jose", "jos\u00e9")],
+    ids=["case", "trailing-space", "accent"],
+)
+def test_the_listing_by_user_id_matches_it_exactly(
+    client: falcon.testing.TestClient, user: str, other: str
+) -> None:
+    place(client, "exact-1", user)
+    place(client, "exact-2", other)
+    for user_id, expected in ((user, ["exact-1"]), (other, ["exact-2"])):
+        listed = client.simulate_get("/orders", params={"user_id": user_id}).json["orders"]
+        assert [o["order_id"] for o in listed] == expected, user_id
+
+
 @pytest.mark.parametrize(
     ("query", "name"),
     [
@@ -1103,6 +1150,8 @@ def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(
         ("status=Pending&status=Completed", "status"),
         ("user_id=" + "u" * 65, "user_id"),
         ("user_id=a%00b", "user_id"),
+        ("user_id=%E3%85%A4", "user_id"),  # U+3164 HANGUL FILLER
+        ("user_id=%20", "user_id"),
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("after=-1", "after"),

@@ -20,6 +20,7 @@ import pytest
 
 from api.auth import ROUTE_SCOPES, required_scope
 from api.node import Node
+from orderlog.errors import ValidationError
 from orderlog.tokens import SCOPES, digest
 from tests.support import ServerProcess, create_token, raw_fetch, settings_for, start_server
 
@@ -166,6 +167,25 @@ def test_with_no_token_off_loopback_allow_anonymous_opens_the_api(database_url: 
         assert call(client, ("/events", "GET"), None).status_code == 200
     finally:
         node.stop()
+
+
+def test_token_names_that_differ_only_in_case_are_different_tokens(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    lower = node.core.tokens.create("ci", ["metrics:read"])
+    upper = node.core.tokens.create("CI", ["metrics:read"])
+    assert node.core.tokens.revoke("CI")
+    assert [token.name for token in node.core.tokens.list()] == ["ci"]
+    assert call(client, ("/metrics", "GET"), lower).status_code == 200
+    assert call(client, ("/metrics", "GET"), upper).status_code == 401
+
+
+@pytest.mark.parametrize("name", ["\u3164", "\u2800", "\u0301", " "])
+def test_a_blank_token_name_is_refused(node: Node, name: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        node.core.tokens.create(name, ["metrics:read"])
+    assert [error.field for error in caught.value.errors] == ["--name"]
+    assert node.core.tokens.list() == []
 
 
 def test_a_route_nobody_mapped_is_closed_not_open() -> None:

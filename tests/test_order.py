@@ -219,6 +219,17 @@ def test_values_at_the_limits_are_accepted(changes: dict[str, Any]) -> None:
     PlaceOrder.from_payload(payload(**changes))
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["e\u0301", "\u0915\u093e", "\u3164a", "a\u2800b", "\u2801", "\u00e9", "-", "\u20ac"],
+    ids=["e-acute-decomposed", "ka-aa", "filler-then-letter", "braille-blank-inside",
+         "braille-dot", "e-acute", "punctuation", "symbol"],
+)  # fmt: skip
+def test_an_id_with_a_letter_number_punctuation_or_symbol_is_not_blank(text: str) -> None:
+    placed = PlaceOrder.from_payload(payload(user_id=text, item_ids=[text]))
+    assert (placed.user_id, placed.item_ids) == (text, (text,))
+
+
 INVALID: list[tuple[str, Any, str]] = [
     # (case id, payload, the field the error must name)
     ("body-list", [], "body"),
@@ -239,6 +250,17 @@ INVALID: list[tuple[str, Any, str]] = [
     ("user_id-too-long", payload(user_id="u" * (MAX_ID_LENGTH + 1)), "user_id"),
     ("user_id-negative", payload(user_id=-1), "user_id"),
     ("user_id-too-big", payload(user_id=MAX_INT_ID + 1), "user_id"),
+    ("user_id-hangul-filler", payload(user_id="\u3164"), "user_id"),
+    ("user_id-hangul-choseong-filler", payload(user_id="\u115f"), "user_id"),
+    ("user_id-hangul-jungseong-filler", payload(user_id="\u1160"), "user_id"),
+    ("user_id-halfwidth-hangul-filler", payload(user_id="\uffa0"), "user_id"),
+    ("user_id-braille-blank", payload(user_id="\u2800\u2800"), "user_id"),
+    ("user_id-lone-combining-mark", payload(user_id="\u0301"), "user_id"),
+    ("user_id-enclosing-mark", payload(user_id="\u20dd"), "user_id"),
+    ("user_id-spacing-mark", payload(user_id="\u093e"), "user_id"),
+    ("user_id-khmer-inherent-vowel", payload(user_id="\u17b4"), "user_id"),
+    ("user_id-variation-selector", payload(user_id="\ufe0f"), "user_id"),
+    ("user_id-marks-and-fillers", payload(user_id=" \u0301\u3164 \u2800"), "user_id"),
     ("item_ids-string", payload(item_ids="sku-1"), "item_ids"),
     ("item_ids-object", payload(item_ids={"0": "sku-1"}), "item_ids"),
     ("item_ids-null", payload(item_ids=None), "item_ids"),
@@ -251,6 +273,9 @@ INVALID: list[tuple[str, Any, str]] = [
     ("item-empty", payload(item_ids=[""]), "item_ids[0]"),
     ("item-too-long", payload(item_ids=["a", "b", "x" * (MAX_ID_LENGTH + 1)]), "item_ids[2]"),
     ("item-negative", payload(item_ids=[-1]), "item_ids[0]"),
+    ("item-hangul-filler", payload(item_ids=["sku-1", "\u3164"]), "item_ids[1]"),
+    ("item-braille-blank", payload(item_ids=["\u2800"]), "item_ids[0]"),
+    ("item-lone-combining-mark", payload(item_ids=["\u0301\u0301"]), "item_ids[0]"),
     ("order_id-int", payload(order_id=7), "order_id"),
     ("order_id-null", payload(order_id=None), "order_id"),
     ("order_id-bool", payload(order_id=True), "order_id"),

@@ -9,6 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import falcon.testing
 import pytest
 
 from api.node import Node
@@ -21,6 +22,7 @@ from orderlog.store import EventStore
 from tests.support import ROOT, admin_execute, make_store, raw_fetch, settings_for
 
 V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"
+V5_MYSQL = ROOT / "tests" / "data" / "schema-v5.mysql.sql"
 
 
 def tables(url: str) -> set[str]:
@@ -83,6 +85,65 @@ def test_a_database_of_the_previous_release_is_upgraded_and_its_orders_served(
     assert sorted(versions) == [m.version for m in schema.MIGRATIONS]
     types = [t for (t,) in raw_fetch(url, "SELECT type FROM events WHERE stream_id = 'old-1'")]
     assert types == ["OrderPlaced", "OrderProcessingStarted", "OrderCompleted"]
+
+
+def text_collations(url: str) -> dict[str, str]:
+    """Each character column's collation, and each table's default, on MySQL/MariaDB."""
+    columns = raw_fetch(
+        url,
+        "SELECT CONCAT(table_name, '.', column_name), collation_name "
+        "FROM information_schema.columns "
+        "WHERE table_schema = DATABASE() AND collation_name IS NOT NULL",
+    )
+    defaults = raw_fetch(
+        url,
+        "SELECT table_name, table_collation FROM information_schema.tables "
+        "WHERE table_schema = DATABASE()",
+    )
+    return dict(columns + defaults)
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_a_new_mysql_database_compares_every_text_column_byte_for_byte(
+    database_url: str,
+) -> None:
+    make_store(database_url).close()
+    collations = text_collations(database_url)
+    assert {"events.stream_id", "order_status.user_key", "tokens.name"} <= collations.keys()
+    assert {name for name, c in collations.items() if c != "utf8mb4_nopad_bin"} == set()
+
+
+@pytest.mark.parametrize("backend", ["mysql"])
+def test_a_mariadb_database_of_the_previous_release_compares_ids_exactly_once_upgraded(
+    database_url: str,
+) -> None:
+    """Its tables took the server's case-insensitive default; its order Case-1 is Alice's."""
+    script = "".join(
+        line for line in V5_MYSQL.read_text().splitlines(keepends=True) if not line.startswith("--")
+    )
+    admin_execute(database_url, [s for s in script.split(";\n") if s.strip()])
+    assert text_collations(database_url)["events.stream_id"] == "utf8mb4_general_ci"
+
+    node = Node(settings_for(database_url)).start(bind=False)
+    try:
+        client = falcon.testing.TestClient(node.app)
+        body = {"order_id": "case-1", "user_id": "alice", "item_ids": ["a"], "total_amount": 1}
+        placed = client.simulate_post("/orders", json=body)
+        assert placed.status_code == 201, placed.text
+        assert node.core.worker.wait_idle(30)
+        old = client.simulate_get("/orders/Case-1").json  # placed and processed before
+        assert (old["user_id"], old["status"]) == ("Alice", "Completed")
+        assert client.simulate_get("/orders/case-1").json["user_id"] == "alice"
+        assert client.simulate_get("/orders/cASE-1").status_code == 404
+        for user_id, expected in (("Alice", ["Case-1"]), ("alice", ["case-1"]), ("ALICE", [])):
+            listed = client.simulate_get("/orders", params={"user_id": user_id}).json["orders"]
+            assert [o["order_id"] for o in listed] == expected, user_id
+    finally:
+        node.stop()
+    versions = [v for (v,) in raw_fetch(database_url, "SELECT version FROM schema_migrations")]
+    assert sorted(versions) == [m.version for m in schema.MIGRATIONS]
+    collations = text_collations(database_url)
+    assert {name for name, c in collations.items() if c != "utf8mb4_nopad_bin"} == set()
 
 
 def test_a_first_version_database_on_any_backend_is_upgraded(database_url: str) -> None:

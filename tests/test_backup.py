@@ -250,7 +250,9 @@ def test_killed_backup_leaves_no_file_at_its_path(
         f"{running.stderr.read().decode() if running.stderr else ''}"
     )
 
-    assert not os.path.lexists(copy), sorted(p.name for p in folder.iterdir())
+    left = sorted(p.name for p in folder.iterdir())
+    assert not os.path.lexists(copy), left
+    assert left, "the kill left no partial copy beside the path: nothing to clean up"
 
     returncode, stdout, stderr = run_backup(str(copy), "--database", sqlite_url)
     assert (returncode, stderr) == (0, ""), stderr
@@ -294,7 +296,11 @@ def test_backup_keeps_the_files_of_a_backup_still_running_and_of_others(
     store_with_orders(sqlite_url, 3)
     # This process is alive: a temporary file named after it belongs to a running backup.
     running = tmp_path / f".copy.db.orderlog-backup-{os.getpid()}-0123abcd.tmp"
-    others = [running, tmp_path / ".copy.db.mine.tmp", tmp_path / ".other.db.orderlog-backup-1-0.tmp"]
+    others = [
+        running,
+        tmp_path / ".copy.db.mine.tmp",
+        tmp_path / ".other.db.orderlog-backup-1-0.tmp",
+    ]
     for path in others:
         path.write_bytes(b"someone else's")
 

@@ -44,6 +44,7 @@ def test_an_http11_request_without_host_is_refused(server: ServerProcess) -> Non
     assert status == 400
     assert headers["content-type"] == "application/problem+json"
     assert b"missing-host" in body
+    assert headers["x-content-type-options"] == "nosniff"
 
 
 def test_an_http10_request_without_host_is_answered(server: ServerProcess) -> None:
@@ -146,6 +147,7 @@ def test_a_request_framed_two_ways_is_refused_and_its_connection_closed(
         assert status == 400, body
         assert headers["content-type"] == "application/problem+json"
         assert headers["connection"].lower() == "close"
+        assert headers["x-content-type-options"] == "nosniff"
         problem = orjson.loads(body)
         assert problem["type"] == "urn:orderlog:problem:ambiguous-framing"
         assert problem["errors"][0]["field"] in ("Transfer-Encoding", "Content-Length")

@@ -260,6 +260,7 @@ class _DrainGate:
                     ("Content-Type", PROBLEM_JSON),
                     ("Content-Length", str(len(self._BODY))),
                     ("Retry-After", "1"),
+                    ("X-Content-Type-Options", "nosniff"),  # as the app's own answers
                 ],
             )
             return [self._BODY]

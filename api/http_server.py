@@ -143,7 +143,7 @@ def framing_refusal(header_plus: bytes) -> _Refused | None:
     if codings:
         if lengths:
             return _Refused("Transfer-Encoding", "must not come with Content-Length")
-        if not request_line.endswith(b" HTTP/1.1"):
+        if not request_line.rstrip().endswith(b" HTTP/1.1"):
             return _Refused("Transfer-Encoding", "needs HTTP/1.1")
         if len(codings) > 1 or codings[0].lower() != b"chunked":
             return _Refused("Transfer-Encoding", "must be chunked alone, sent once")

@@ -18,6 +18,7 @@ replace: for them it names the command to use. Standard library and peewee only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -155,11 +156,15 @@ def _create_temporary(out: Path, mode: int) -> tuple[Path, int]:
     try:
         os.fchmod(fd, mode)  # exactly the source's, whatever the umask
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Still ours? Another backup's clean-up could have taken it for a leftover just
+        # before the lock (only if it could not see this process: another pid namespace).
+        if os.stat(temp, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(errno.ENOENT, "removed by another backup")
     except OSError as exc:
         os.close(fd)
         _remove(temp)
         raise BackupError(
-            f"cannot prepare {temp}: {exc.strerror}", "check the permissions"
+            f"cannot prepare {temp}: {exc.strerror}", "check the permissions, then try again"
         ) from exc
     return temp, fd
 
@@ -185,7 +190,8 @@ def _remove_leftovers(out: Path) -> None:
             # A journal is never locked: its copy's lock says whether it is in use.
             copy = out.parent / name.removesuffix("-journal")
             if not os.path.lexists(copy):
-                _remove(path)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
             continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -194,7 +200,10 @@ def _remove_leftovers(out: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)  # locked: its writer is alive
+            # Locked: its writer is alive. (Where flock is emulated by POSIX locks, as on
+            # NFS, an exclusive lock on a read-only descriptor fails: leftovers there
+            # stay, rather than risk a copy being written.)
+            os.close(fd)
             continue
         try:
             _remove(path)

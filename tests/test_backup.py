@@ -10,6 +10,7 @@ written.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -290,24 +291,32 @@ def test_a_file_made_at_the_path_during_a_backup_is_never_overwritten(
     assert sorted(p.name for p in folder.iterdir()) == ["k.db"]  # and no copy left beside it
 
 
-def test_backup_keeps_the_files_of_a_backup_still_running_and_of_others(
+def test_backup_removes_only_what_dead_backups_to_its_path_left(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     store_with_orders(sqlite_url, 3)
-    # This process is alive: a temporary file named after it belongs to a running backup.
-    running = tmp_path / f".copy.db.orderlog-backup-{os.getpid()}-0123abcd.tmp"
-    others = [
-        running,
+    dead = subprocess.Popen([sys.executable, "-c", ""])  # its pid: no longer alive
+    dead.wait(timeout=60)
+    name = ".copy.db.orderlog-backup-{pid}-0123abcd.tmp"
+    left_by_dead = tmp_path / (name.format(pid=dead.pid) + "-journal")  # its copy gone already
+    # Named after a live process (this one): a backup still running.
+    running = tmp_path / name.format(pid=os.getpid())
+    # Named after a pid not alive here, but locked: a backup running where this process
+    # cannot see it (another pid namespace).
+    locked = tmp_path / name.format(pid=dead.pid).replace("0123abcd", "4567cdef")
+    others = [  # not named as a backup to copy.db names its files
         tmp_path / ".copy.db.mine.tmp",
-        tmp_path / ".other.db.orderlog-backup-1-0.tmp",
+        tmp_path / f".other.db.orderlog-backup-{dead.pid}-0123abcd.tmp",
     ]
-    for path in others:
-        path.write_bytes(b"someone else's")
+    for path in [left_by_dead, running, locked, *others]:
+        path.write_bytes(b"someone's")
 
-    backup(sqlite_url, tmp_path / "copy.db")
+    with open(locked, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        backup(sqlite_url, tmp_path / "copy.db")
 
-    assert sorted(tmp_path.glob(".*")) == sorted(others)
-    assert all(path.read_bytes() == b"someone else's" for path in others)
+    assert sorted(tmp_path.glob(".*")) == sorted([running, locked, *others])
+    assert all(path.read_bytes() == b"someone's" for path in [running, locked, *others])
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640])

@@ -114,7 +114,7 @@ CONTENT_LENGTH = b"content-length"
 _FRAMING_NAMES = {TRANSFER_ENCODING: "Transfer-Encoding", CONTENT_LENGTH: "Content-Length"}
 
 
-def framing_refusal(header_plus: bytes) -> _Refused | None:
+def _framing_refusal(header_plus: bytes) -> _Refused | None:
     """Why a request's head (its request line and headers, as received) leaves the length
     of its body open to more than one reading, if it does (RFC 9112 §6.1, §6.3, §5.2).
 
@@ -156,11 +156,11 @@ def framing_refusal(header_plus: bytes) -> _Refused | None:
 
 class _Request(HTTPRequestParser):
     """Waitress's request parser, refusing requests framed ambiguously (see
-    ``framing_refusal``), and reading nothing past a request it refuses: the
+    ``_framing_refusal``), and reading nothing past a request it refuses: the
     connection closes after the answer, and what came after is never a request."""
 
     def parse_header(self, header_plus: bytes) -> None:
-        refusal = framing_refusal(header_plus)
+        refusal = _framing_refusal(header_plus)
         try:
             super().parse_header(header_plus)
         except (ParsingError, TransferEncodingNotImplemented):

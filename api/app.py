@@ -42,7 +42,9 @@ class HttpRules:
 
     An HTTP/1.1 request must name its Host (RFC 9112 §3.2): one without is refused,
     as a proxy routing by Host would. OPTIONS answers 204 with Allow, no body and
-    no content type.
+    no content type. Every answer, errors and the dashboard's files included, says
+    ``X-Content-Type-Options: nosniff``: a browser takes its Content-Type as given
+    and never guesses (JSON holding client text is not run as a script or page).
     """
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -53,6 +55,7 @@ class HttpRules:
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, succeeded: bool
     ) -> None:
+        resp.set_header("X-Content-Type-Options", "nosniff")
         if req.method == "OPTIONS" and succeeded and resp.status_code == 200:
             resp.status = falcon.HTTP_204
             resp.content_type = None

@@ -13,6 +13,12 @@ with two hooks so the loop knows what changed) and what one client may hold:
   closed as they are accepted. A trusted reverse proxy's connections are exempt:
   it speaks for many clients, and its clients are bounded per forwarded address
   by ``api.forwarded`` instead;
+- a request whose body's length another parser or a proxy could read otherwise
+  (RFC 9112 §6.1, §6.3: Transfer-Encoding with Content-Length, anything but a lone
+  ``chunked``, chunked in HTTP/1.0, Content-Length twice or not in digits, framing
+  headers spelt with ``_`` or folded over lines) is answered 400 before the app sees
+  it and its connection closed: what follows it on the wire is never read as a
+  request (a smuggled one);
 - when open connections near ``connection_limit``, those waiting on their client
   (idle between requests, or still sending one) are closed, longest-waiting
   first, so a newcomer finds room. Connections with a request in the app or an
@@ -48,15 +54,16 @@ import orjson
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
+from waitress.parser import HTTPRequestParser, ParsingError, TransferEncodingNotImplemented
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.utilities import BadRequest
 
 from api.event_loop import EventLoop, LoopMap
 from api.limits import raise_file_limit
-from api.problem import PROBLEM_JSON, Problem
+from api.problem import PROBLEM_JSON, Problem, bad_request
 from orderlog.config import Settings
-from orderlog.errors import StartupError
+from orderlog.errors import FieldError, StartupError
 
 
 class _Task(WSGITask):
@@ -88,6 +95,99 @@ class _Task(WSGITask):
     def set_close_on_finish(self) -> None:
         if not self._bodiless:  # nothing to delimit: no reason to close
             super().set_close_on_finish()
+
+
+class _Refused(BadRequest):
+    """A request refused before the app sees it, answered as problem+json; waitress's
+    error task sends it and closes the connection."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.problem = bad_request(
+            "ambiguous-framing",
+            "the request's length could be read more than one way; the connection is closed",
+            [FieldError(field, message)],
+        )
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        headers = [("Content-Type", PROBLEM_JSON), ("X-Content-Type-Options", "nosniff")]
+        return f"{self.code} {self.reason}", headers, orjson.dumps(self.problem.to_problem())
+
+
+TRANSFER_ENCODING = b"transfer-encoding"
+CONTENT_LENGTH = b"content-length"
+_FRAMING_NAMES = {TRANSFER_ENCODING: "Transfer-Encoding", CONTENT_LENGTH: "Content-Length"}
+
+
+def _framing_refusal(header_plus: bytes) -> _Refused | None:
+    """Why a request's head (its request line and headers, as received) leaves the length
+    of its body open to more than one reading, if it does (RFC 9112 §6.1, §6.3, §5.2).
+
+    Waitress reads such requests one way (chunked wins over Content-Length, a folded
+    line is joined, a name with ``_`` is dropped, HTTP/1.0 ignores Transfer-Encoding);
+    a proxy in front may read them another, and then what one sees as a body the other
+    sees as a request of its own.
+    """
+    request_line, _, rest = header_plus.partition(b"\r\n")
+    codings: list[bytes] = []
+    lengths: list[bytes] = []
+    name = b""
+    for line in rest.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            folded = _FRAMING_NAMES.get(name.lower(), name.decode("latin-1"))
+            return _Refused(folded, "must be sent on one line, not folded onto the next")
+        name, _, value = line.partition(b":")
+        key = name.lower()
+        if key.replace(b"_", b"-") in _FRAMING_NAMES and b"_" in key:
+            spelt = _FRAMING_NAMES[key.replace(b"_", b"-")]
+            return _Refused(spelt, f"must be spelt {spelt}, with a hyphen")
+        if key == TRANSFER_ENCODING:
+            codings.append(value.strip(b" \t"))
+        elif key == CONTENT_LENGTH:
+            lengths.append(value.strip(b" \t"))
+    if codings:
+        if lengths:
+            return _Refused("Transfer-Encoding", "must not come with Content-Length")
+        if not request_line.rstrip().endswith(b" HTTP/1.1"):
+            return _Refused("Transfer-Encoding", "needs HTTP/1.1")
+        if len(codings) > 1 or codings[0].lower() != b"chunked":
+            return _Refused("Transfer-Encoding", "must be chunked alone, sent once")
+    if len(lengths) > 1:
+        return _Refused("Content-Length", "must be sent once")
+    if lengths and not lengths[0].isdigit():
+        return _Refused("Content-Length", "must be a number in ASCII digits")
+    return None
+
+
+class _Request(HTTPRequestParser):
+    """Waitress's request parser, refusing requests framed ambiguously (see
+    ``_framing_refusal``), and reading nothing past a request it refuses: the
+    connection closes after the answer, and what came after is never a request.
+    It notes when the request had fully arrived: the moment its answer's deadline
+    counts from, however long it then waits for a thread."""
+
+    arrived: float | None = None
+
+    def parse_header(self, header_plus: bytes) -> None:
+        refusal = _framing_refusal(header_plus)
+        try:
+            super().parse_header(header_plus)
+        except (ParsingError, TransferEncodingNotImplemented):
+            if refusal is None:
+                raise  # waitress's own refusal
+        if refusal is not None:
+            self.close()  # no body is read: the request ends with its head
+            self.body_rcv = None
+            self.chunked = False
+            self.content_length = 0
+            self.error = refusal
+
+    def received(self, data: bytes) -> int:
+        consumed: int = super().received(data)
+        if self.completed and self.arrived is None:
+            self.arrived = time.monotonic()
+        # An error ends the connection: the rest of what was read is dropped unparsed.
+        return len(data) if self.error is not None else consumed
 
 
 log = logging.getLogger(__name__)
@@ -178,6 +278,7 @@ class _DrainGate:
                     ("Content-Type", PROBLEM_JSON),
                     ("Content-Length", str(len(self._BODY))),
                     ("Retry-After", "1"),
+                    ("X-Content-Type-Options", "nosniff"),  # as the app's own answers
                 ],
             )
             return [self._BODY]
@@ -188,22 +289,9 @@ def _client_of(addr: Any) -> str:
     return str(addr[0]) if isinstance(addr, tuple) and addr else ""
 
 
-class _Parser(HTTPRequestParser):
-    """Waitress's parser, noting when the request had fully arrived: the moment its
-    answer's deadline counts from, however long it then waits for a thread."""
-
-    arrived: float | None = None
-
-    def received(self, data: bytes) -> int:
-        consumed: int = super().received(data)
-        if self.completed and self.arrived is None:
-            self.arrived = time.monotonic()
-        return consumed
-
-
 class _Channel(HTTPChannel):
     task_class = _Task
-    parser_class = _Parser
+    parser_class = _Request
 
     def __init__(
         self, server: _Listener, sock: socket.socket, addr: Any, adj: Any, map: Any

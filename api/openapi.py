@@ -345,7 +345,7 @@ NOT_MODIFIED = {"description": "Not modified (If-None-Match matched the ETag)"}
 
 def _common(scope: str | None, reads_log: bool, with_query: bool) -> dict[str, Any]:
     """What any operation may answer besides its own results."""
-    bad = ["bad-request", "missing-host"]
+    bad = ["bad-request", "missing-host", "ambiguous-framing"]
     if with_query:
         bad += ["invalid-parameter", "repeated-parameter"]
     unavailable = ["shutting-down"] + (["store-unavailable"] if reads_log else [])
@@ -435,6 +435,7 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
                     [
                         "bad-request",
                         "missing-host",
+                        "ambiguous-framing",
                         "malformed-json",
                         "duplicate-key",
                         "invalid-idempotency-key",

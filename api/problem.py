@@ -33,6 +33,10 @@ MAX_ERRORS = 20  # a problem lists at most this many; errors_omitted says how ma
 PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "bad-request": (400, "a header or the request line Falcon could not read"),
     "missing-host": (400, "an HTTP/1.1 request without Host"),
+    "ambiguous-framing": (
+        400,
+        "the body's length could be read more than one way (Transfer-Encoding, Content-Length)",
+    ),
     "malformed-json": (400, "the body is not JSON in UTF-8"),
     "duplicate-key": (400, "a key appears twice in one object"),
     "invalid-parameter": (400, "a query parameter is not what it must be"),

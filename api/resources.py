@@ -288,7 +288,6 @@ FOR_GOOD = "public, max-age=31536000, immutable"  # a versioned URL never change
 
 def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, caching: str) -> None:
     resp.set_header("Cache-Control", caching)
-    resp.set_header("X-Content-Type-Options", "nosniff")
     resp.etag = file.etag
     if unchanged(req, file.etag):
         resp.status = falcon.HTTP_304

@@ -18,7 +18,11 @@ replace: for them it names the command to use. Standard library and peewee only.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import re
+import secrets
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +52,12 @@ class Backup:
 def backup(database_url: str, target: str | os.PathLike[str]) -> Backup:
     """Copy the SQLite database at ``database_url`` to the new file ``target``.
 
-    Never overwrites: an existing ``target`` is refused. The copy is synced to disk
-    before returning (SQLite does not sync a VACUUM INTO output itself). Raises
-    BackupError saying what went wrong and what to do about it.
+    Never overwrites: an existing ``target`` is refused. ``target`` appears only once
+    the copy is whole and on disk: it is written under a temporary name beside it
+    (SQLite does not sync a VACUUM INTO output itself), then linked into place, so a
+    backup killed at any moment leaves nothing at ``target``. What killed backups
+    left beside it is removed first. Raises BackupError saying what went wrong and
+    what to do about it.
     """
     database = parse_url(database_url)
     if database.backend != "sqlite":
@@ -63,9 +70,11 @@ def backup(database_url: str, target: str | os.PathLike[str]) -> Backup:
         )
     if not out.parent.is_dir():
         raise BackupError(f"no directory {out.parent} to write the backup in", "create it first")
+    if os.path.lexists(out):  # said now, not after a long copy (the link checks it again)
+        raise BackupError(f"{out} already exists", NO_OVERWRITE)
 
-    _copy(source, out)
-    position = _last_position(out)
+    _remove_leftovers(out)
+    position = _copy(source, out)
     return Backup(source, out, position, out.stat().st_size)
 
 
@@ -85,7 +94,10 @@ def _options(database: DatabaseURL, user_option: str) -> list[tuple[str, object]
     return [(name, value) for name, value in given if value is not None]
 
 
-def _copy(source: Path, out: Path) -> None:
+def _copy(source: Path, out: Path) -> int:
+    """Write the copy under a temporary name, sync it, read its last position, link it
+    to ``out``; the copy's last position. The temporary file is gone afterwards, come
+    what may (short of a kill: then the next backup removes it)."""
     # mode=rw: a missing file is an error, never a new empty database.
     uri = f"file:{quote(str(source))}?mode=rw"
     try:
@@ -102,42 +114,138 @@ def _copy(source: Path, out: Path) -> None:
             raise BackupError(f"cannot read {source}: {exc}", "is it an SQLite file?") from exc
         if not has_log:
             raise BackupError(f"{source} holds no orderlog log", "is --database the right file?")
-        _create_empty(out, source.stat().st_mode & 0o777)
+        temp, fd = _create_temporary(out, source.stat().st_mode & 0o777)
         try:
-            conn.execute("VACUUM INTO ?", (str(out),))
-            _sync(out)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                out.unlink()  # ours, made empty above: no half-written copy is left behind
-            if isinstance(exc, (sqlite3.Error, OSError)):
+            try:
+                conn.execute("VACUUM INTO ?", (str(temp),))
+                os.fsync(fd)  # the copy on disk before any name points to it
+            except (sqlite3.Error, OSError) as exc:
                 raise BackupError(
                     f"cannot copy {source} to {out}: {exc}", "check the free space"
                 ) from exc
-            raise  # an interrupt, say: still no half-written copy
+            position = _last_position(temp)
+            _link(temp, out)
+        finally:
+            _remove(temp)  # the temporary name only: a linked copy stays at ``out``
+            os.close(fd)  # and with it the lock that said the file was in use
+        _sync_directory(out.parent)
+        return position
     finally:
         conn.close()
 
 
-def _create_empty(out: Path, mode: int) -> None:
-    """Create ``out`` empty with the source's permissions (a copy of the log is as private
-    as the log), failing if it exists: never overwrite. VACUUM INTO fills an empty file."""
+# A temporary copy is named after its target and its writer's pid, hidden beside the target:
+# ".<target name>.orderlog-backup-<pid>-<random>.tmp", and SQLite's "-journal" next to it.
+TEMPORARY_MARK = ".orderlog-backup-"
+
+
+def _temporary_name(out: Path) -> re.Pattern[str]:
+    prefix = re.escape(f".{out.name}{TEMPORARY_MARK}")
+    return re.compile(prefix + r"(?P<pid>[1-9][0-9]*)-[0-9a-f]{8}\.tmp(?P<journal>-journal)?")
+
+
+def _create_temporary(out: Path, mode: int) -> tuple[Path, int]:
+    """A new empty file beside ``out`` with the source's permissions (a copy of the log is
+    as private as the log), locked for as long as its descriptor stays open: the lock
+    and the pid in its name tell other backups that its writer is alive."""
+    temp = out.with_name(f".{out.name}{TEMPORARY_MARK}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise BackupError(f"cannot create {temp}: {exc.strerror}", "check the permissions") from exc
+    try:
+        os.fchmod(fd, mode)  # exactly the source's, whatever the umask
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Still ours? Another backup's clean-up could have taken it for a leftover just
+        # before the lock (only if it could not see this process: another pid namespace).
+        if os.stat(temp, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(errno.ENOENT, "removed by another backup")
+    except OSError as exc:
+        os.close(fd)
+        _remove(temp)
+        raise BackupError(
+            f"cannot prepare {temp}: {exc.strerror}", "check the permissions, then try again"
+        ) from exc
+    return temp, fd
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary files that backups to ``out`` killed earlier left behind.
+
+    Only files named as this module names them, and only those whose writer is
+    certainly gone: its pid is not a live process here, and no one holds the file's
+    lock (a writer in another pid namespace still does). Anything else stays.
+    """
+    pattern = _temporary_name(out)
+    try:
+        names = os.listdir(out.parent)
+    except OSError:
+        return  # writing the copy will say what is wrong with the folder
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or _alive(int(match["pid"])):
+            continue
+        path = out.parent / name
+        if match["journal"]:
+            # A journal is never locked: its copy's lock says whether it is in use.
+            copy = out.parent / name.removesuffix("-journal")
+            if not os.path.lexists(copy):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone already (another backup removed it), or not ours to open
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            # Locked: its writer is alive. (Where flock is emulated by POSIX locks, as on
+            # NFS, an exclusive lock on a read-only descriptor fails: leftovers there
+            # stay, rather than risk a copy being written.)
+            os.close(fd)
+            continue
+        try:
+            _remove(path)
+        finally:
+            os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's
+    return True
+
+
+def _remove(temp: Path) -> None:
+    """Unlink a temporary copy and whatever journal SQLite left beside it."""
+    for path in (temp, temp.with_name(f"{temp.name}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _link(temp: Path, out: Path) -> None:
+    """Give the finished copy its name, failing if the name is taken: a link never
+    replaces a file (a rename would)."""
+    try:
+        os.link(temp, out, follow_symlinks=False)
     except FileExistsError:
         raise BackupError(f"{out} already exists", NO_OVERWRITE) from None
     except OSError as exc:
-        raise BackupError(f"cannot create {out}: {exc.strerror}", "check the permissions") from exc
+        raise BackupError(
+            f"cannot link {temp} to {out}: {exc.strerror}",
+            "write the backup on a file system with hard links",
+        ) from exc
 
 
-def _sync(path: Path) -> None:
-    """The copy and its directory entry on disk, so a backup survives a power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _sync_directory(folder: Path) -> None:
+    """The backup's directory entry on disk, so a backup survives a power loss."""
     with contextlib.suppress(OSError):  # not every platform syncs directories
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

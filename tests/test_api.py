@@ -1162,3 +1162,25 @@ def test_bad_listing_filters_are_400_naming_the_filter(
     client: falcon.testing.TestClient, query: str, name: str
 ) -> None:
     assert_problem(client.simulate_get("/orders", query_string=query), 400, name)
+
+
+def test_every_answer_tells_browsers_not_to_sniff_its_type(
+    client: falcon.testing.TestClient,
+) -> None:
+    json = {"Content-Type": "application/json"}
+    requests = [
+        ("GET", "/healthz", None, 200),
+        ("GET", "/openapi.json", None, 200),
+        ("GET", "/metrics", None, 200),
+        ("GET", "/orders", None, 200),
+        ("GET", "/dashboard", None, 200),
+        ("OPTIONS", "/orders", None, 204),
+        ("GET", "/orders/no-such-order", None, 404),
+        ("GET", "/no/such/route", None, 404),
+        ("POST", "/orders", b"{", 400),
+        ("DELETE", "/orders", None, 405),
+    ]
+    for method, path, body, status in requests:
+        result = client.simulate_request(method, path, body=body, headers=json if body else None)
+        assert result.status_code == status, (method, path, result.text)
+        assert result.headers.get("x-content-type-options") == "nosniff", (method, path)

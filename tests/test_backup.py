@@ -9,7 +9,11 @@ written.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +26,7 @@ from api.cli import main
 from bench import loadgen
 from orderlog.backup import backup
 from orderlog.events import OrderPlaced
+from orderlog.store import AppendRequest
 from tests.support import (
     ROOT,
     BackgroundLoad,
@@ -33,12 +38,17 @@ from tests.support import (
     raw_fetch,
     start_server,
     total_orders,
+    wait_for,
 )
 
 NODE = ("--node-id", "backup-node")  # the copy is served as the same node, restored
 FIRST_ORDERS = 500
 ONE_LINE_ERROR = re.compile(r"orderlog: [^\n]+ \([^\n]+\)\n")
 EVENT_FIELDS = "position, stream_id, version, type, data, metadata, recorded_at"
+# Orders with a hundred items each: a log of about 50 MB, whose copy takes long enough
+# (about a second) to be caught in the middle.
+BIG_LOG_ORDERS = 12_000
+WIDE_ITEMS = tuple(f"item-{n:03d}-{'x' * 24}" for n in range(100))
 
 
 def place(number: int) -> loadgen.Request:
@@ -57,6 +67,39 @@ def store_with_orders(url: str, count: int) -> None:
             store.append(f"o-{n}", [OrderPlaced(f"o-{n}", n, ("i1",), "1.00")], 0)
     finally:
         store.close()
+
+
+def store_with_a_big_log(url: str, orders: int) -> None:
+    """Wide orders appended in batches, through the store: tens of MB in a few seconds."""
+    store = make_store(url, group_commit=False)
+    try:
+        for first in range(0, orders, 500):
+            requests = [
+                AppendRequest(f"w-{n:06d}", [OrderPlaced(f"w-{n:06d}", n, WIDE_ITEMS, "1.00")], 0)
+                for n in range(first, min(first + 500, orders))
+            ]
+            for outcome in store.append_many(requests):
+                if isinstance(outcome, Exception):
+                    raise outcome
+    finally:
+        store.close()
+
+
+def event_count(url: str) -> int:
+    ((count,),) = raw_fetch(url, "SELECT COUNT(*) FROM events")
+    return int(count)
+
+
+def writing_started(folder: Path) -> bool:
+    """Whether some file in ``folder`` (whatever its name) but a journal has bytes in it:
+    a copy is being written there."""
+    for path in folder.iterdir():
+        if path.name.endswith("-journal"):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size > 0:
+                return True
+    return False
 
 
 def head(server: ServerProcess) -> int:
@@ -179,6 +222,113 @@ def test_backup_copies_the_whole_log_and_reports_its_last_position(
     assert (written.target, written.position, written.size) == (copy, 20, copy.stat().st_size)
     assert log_rows(f"sqlite:///{copy}") == log_rows(sqlite_url)
     assert integrity_problems(f"sqlite:///{copy}") == []
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_killed_backup_leaves_no_file_at_its_path(
+    sqlite_url: str, tmp_path: Path, signal_number: signal.Signals
+) -> None:
+    store_with_a_big_log(sqlite_url, BIG_LOG_ORDERS)
+    folder = tmp_path / "bk"
+    folder.mkdir()
+    copy = folder / "k.db"
+    command = [sys.executable, "-m", "api", "backup", str(copy), "--database", sqlite_url]
+    running = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(
+            lambda: writing_started(folder) or running.poll() is not None,
+            timeout=60,
+            what="the backup to start writing",
+        )
+        running.send_signal(signal_number)
+        running.wait(timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait(timeout=60)
+    assert running.returncode == -signal_number, (
+        f"the backup ended on its own ({running.returncode}) before it could be killed: "
+        f"{running.stderr.read().decode() if running.stderr else ''}"
+    )
+
+    left = sorted(p.name for p in folder.iterdir())
+    assert not os.path.lexists(copy), left
+    assert left, "the kill left no partial copy beside the path: nothing to clean up"
+
+    returncode, stdout, stderr = run_backup(str(copy), "--database", sqlite_url)
+    assert (returncode, stderr) == (0, ""), stderr
+    assert stdout.startswith(f"wrote {copy}: ")
+    # The killed run's leftovers went with it: the folder holds the backup alone.
+    assert sorted(p.name for p in folder.iterdir()) == ["k.db"]
+    copy_url = f"sqlite:///{copy}"
+    assert event_count(copy_url) == event_count(sqlite_url) == BIG_LOG_ORDERS
+    assert integrity_problems(copy_url) == []
+
+
+def test_a_file_made_at_the_path_during_a_backup_is_never_overwritten(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    store_with_a_big_log(sqlite_url, BIG_LOG_ORDERS)
+    folder = tmp_path / "bk"
+    folder.mkdir()
+    copy = folder / "k.db"
+    command = [sys.executable, "-m", "api", "backup", str(copy), "--database", sqlite_url]
+    running = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: writing_started(folder), timeout=60, what="the backup to start writing")
+        with open(copy, "xb") as made:  # someone else's file, made while the copy is written
+            made.write(b"not to be lost")
+        _, stderr = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait(timeout=60)
+
+    assert running.returncode != 0
+    assert ONE_LINE_ERROR.fullmatch(stderr.decode()), stderr
+    assert f"{copy} already exists" in stderr.decode()
+    assert copy.read_bytes() == b"not to be lost"
+    assert sorted(p.name for p in folder.iterdir()) == ["k.db"]  # and no copy left beside it
+
+
+def test_backup_removes_only_what_dead_backups_to_its_path_left(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    store_with_orders(sqlite_url, 3)
+    dead = subprocess.Popen([sys.executable, "-c", ""])  # its pid: no longer alive
+    dead.wait(timeout=60)
+    name = ".copy.db.orderlog-backup-{pid}-0123abcd.tmp"
+    left_by_dead = tmp_path / (name.format(pid=dead.pid) + "-journal")  # its copy gone already
+    # Named after a live process (this one): a backup still running.
+    running = tmp_path / name.format(pid=os.getpid())
+    # Named after a pid not alive here, but locked: a backup running where this process
+    # cannot see it (another pid namespace).
+    locked = tmp_path / name.format(pid=dead.pid).replace("0123abcd", "4567cdef")
+    others = [  # not named as a backup to copy.db names its files
+        tmp_path / ".copy.db.mine.tmp",
+        tmp_path / f".other.db.orderlog-backup-{dead.pid}-0123abcd.tmp",
+    ]
+    for path in [left_by_dead, running, locked, *others]:
+        path.write_bytes(b"someone's")
+
+    with open(locked, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        backup(sqlite_url, tmp_path / "copy.db")
+
+    assert sorted(tmp_path.glob(".*")) == sorted([running, locked, *others])
+    assert all(path.read_bytes() == b"someone's" for path in [running, locked, *others])
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640])
+def test_backup_has_the_permissions_of_its_source(
+    sqlite_url: str, tmp_path: Path, mode: int
+) -> None:
+    store_with_orders(sqlite_url, 1)
+    (tmp_path / "orderlog.db").chmod(mode)
+
+    written = backup(sqlite_url, tmp_path / "copy.db")
+
+    assert written.target.stat().st_mode & 0o777 == mode
 
 
 def test_backup_never_overwrites_a_file(

@@ -1,9 +1,12 @@
-"""The documented settings match the real ones: every variable and flag is in .env.example."""
+"""The documented settings and scopes match the real ones: every variable and flag is in
+.env.example, and the README's scope table is the one ``api.auth`` enforces."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from api.auth import ROUTE_SCOPES
 from orderlog.config import env_example, env_name, markdown_table, settings_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,3 +35,23 @@ def test_readme_shows_the_two_commands_and_every_variable() -> None:
     assert "make run" in text and "make test" in text
     for f in settings_fields():
         assert env_name(f) in text, env_name(f)
+
+
+def readme_scope_table() -> dict[tuple[str, str], str | None]:
+    """The README's route -> scope table: each `METHOD /path` listed in a row, with the
+    row's scope (None for "none"); `any OPTIONS` is left out (it is no route)."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("| route | scope |\n| --- | --- |\n", 1)[1].split("\n\n", 1)[0]
+    scopes: dict[tuple[str, str], str | None] = {}
+    for row in table.splitlines():
+        routes, scope = row.strip("|").split("|")
+        needed = re.match(r"\s*`([a-z:]+)`", scope)
+        for method, path in re.findall(r"`([A-Z]+) (/[^`]*)`", routes):
+            assert (path, method) not in scopes, f"{method} {path} is listed twice"
+            scopes[(path, method)] = needed.group(1) if needed else None
+            assert needed or scope.strip().startswith("none"), row
+    return scopes
+
+
+def test_readme_scope_table_is_the_one_the_code_enforces() -> None:
+    assert readme_scope_table() == ROUTE_SCOPES

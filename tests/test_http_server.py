@@ -269,6 +269,7 @@ def test_a_drain_serves_the_request_in_hand_and_answers_the_waiting_503_then_clo
             assert status == b"HTTP/1.1 503 Service Unavailable"
             assert headers["content-type"] == "application/problem+json"
             assert headers["retry-after"] == "1" and headers["connection"] == "close"
+            assert headers["x-content-type-options"] == "nosniff"
             assert orjson.loads(body)["status"] == 503
             assert closed_by_server(sock)
         assert closed_by_server(busy) and closed_by_server(silent)

@@ -18,6 +18,7 @@ from orderlog.errors import (
     InvalidTransitionError,
     OrderConflictError,
     OrderNotFoundError,
+    StoreFullError,
     StoreUnavailableError,
     ValidationError,
 )
@@ -25,6 +26,8 @@ from orderlog.errors import (
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# Freeing a disk takes an operator: a client retrying every second only adds load.
+FULL_RETRY_AFTER = "10"
 MAX_ERRORS = 20  # a problem lists at most this many; errors_omitted says how many more
 # Every problem type the service answers: slug -> (status, what it means). The
 # OpenAPI document lists them from here, and a test checks that the code names no other.
@@ -55,6 +58,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "headers-too-large": (431, "the request's headers are too large"),
     "internal-error": (500, "the server failed; the log holds the reason"),
     "store-unavailable": (503, "the database cannot be reached"),
+    "store-full": (503, "the database's disk is full: nothing was written"),
     "projections-behind": (503, "the read models are behind the log"),
     "shutting-down": (503, "the server is stopping and did not act on the request"),
     "unavailable": (503, "the service cannot answer now"),
@@ -161,6 +165,18 @@ def _unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, p
     )
 
 
+def _full(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    # The store logs one line when the disk fills and one when it has room again;
+    # a line per refused request would bury them.
+    raise Problem(
+        503,
+        "store-full",
+        "Service unavailable",
+        "the event store's disk is full: nothing was written; retry later",
+        headers={"Retry-After": FULL_RETRY_AFTER},
+    )
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
@@ -181,4 +197,5 @@ def install(app: falcon.App) -> None:
         InvalidTransitionError, _handler(409, "invalid-transition", "Invalid transition")
     )
     app.add_error_handler(StoreUnavailableError, _unavailable)
+    app.add_error_handler(StoreFullError, _full)
     app.set_error_serializer(_serialize)

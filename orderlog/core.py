@@ -28,10 +28,11 @@ class Readiness:
     database: bool
     writer: bool
     worker: bool
+    writable: bool = True  # False while appends fail for a full disk
 
     @property
     def ready(self) -> bool:
-        return self.database and self.writer and self.worker
+        return self.database and self.writer and self.worker and self.writable
 
 
 class Core:
@@ -89,5 +90,9 @@ class Core:
 
     def readiness(self) -> Readiness:
         return Readiness(
-            self.settings.node, self.store.ping(), self.store.writer_alive, self.worker.alive
+            self.settings.node,
+            self.store.ping(),
+            self.store.writer_alive,
+            self.worker.alive,
+            writable=self.store.writable(),
         )

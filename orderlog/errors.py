@@ -71,6 +71,11 @@ class StoreUnavailableError(OrderlogError):
     """The database cannot be reached or refused the operation."""
 
 
+class StoreFullError(StoreUnavailableError):
+    """The database's disk is full: the write did not happen, and appends fail until
+    space is freed."""
+
+
 class MissingDriverError(OrderlogError):
     """The database URL needs a driver that is not installed."""
 

@@ -6,6 +6,10 @@ make the table append-only. Positions are handed out under one lock (the single
 ``append_lock`` row, or SQLite's write lock) that is held until commit, so positions
 become visible strictly in order on every backend: a reader paging the log by
 position can never skip an event that commits later.
+
+A full disk is told apart from other failures by the driver's code (StoreFullError),
+said in one log line when appends start failing for it and one when they succeed
+again; until then ``writable()`` checks for room itself, for readiness.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +29,12 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 from orderlog import schema
-from orderlog.errors import ConcurrencyError, OrderlogError, StoreUnavailableError
+from orderlog.errors import (
+    ConcurrencyError,
+    OrderlogError,
+    StoreFullError,
+    StoreUnavailableError,
+)
 from orderlog.events import Event, RecordedEvent, event_data, event_type
 from orderlog.group_commit import GroupCommitter, Request
 from orderlog.observe import StoreObserver
@@ -48,6 +58,21 @@ _TAKE_APPEND_LOCK = "SELECT id FROM append_lock WHERE id = 1 FOR UPDATE"
 _DRIVER_ERRORS_AS_PEEWEE = peewee.__exception_wrapper__
 # A pool that stays exhausted past its timeout is the database being unavailable too.
 _DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError, MaxConnectionsExceeded)
+
+# Free space on SQLite's file system that makes a full log writable again: room for
+# many batches' WAL frames and the checkpoints that follow, small beside any real disk.
+ROOM_TO_RESUME = 1 << 20
+# The trial write on PostgreSQL and MariaDB, rolled back: a row as large as a big
+# batch's, so a table that cannot grow on a full disk refuses it.
+_TRIAL_BYTES = 64 * 1024
+_SQLITE_FULL = 13  # the primary result code; extended codes keep it in the low byte
+_POSTGRES_DISK_FULL = "53100"
+# ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table ... is full").
+_MYSQL_FULL = {1021: "ER_DISK_FULL", 1114: "ER_RECORD_FILE_FULL"}
+# EE_WRITE, ER_ERROR_ON_WRITE, ER_GET_ERRNO: a failed write whose operating-system
+# error (28 is ENOSPC) MariaDB gives only inside its message.
+_MYSQL_WRITE_ERRORS = {3, 1026, 1030}
+_MYSQL_ENOSPC = re.compile(r"(?:errcode:|errno:|got error) 28\b", re.IGNORECASE)
 
 
 class EncodedEvent(NamedTuple):
@@ -185,6 +210,9 @@ class EventStore:
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
         self._begin = ("IMMEDIATE",) if self.backend == "sqlite" else ()
         self._take_append_lock = None if self.backend == "sqlite" else _TAKE_APPEND_LOCK
+        # The line said when writes began to fail for a full disk; None while they do not.
+        self._full: str | None = None
+        self._full_lock = threading.Lock()
         self._writer = (
             GroupCommitter(
                 self._commit_batch,
@@ -225,6 +253,41 @@ class EventStore:
         try:
             with self._connection():
                 self.db.execute_sql("SELECT 1").fetchone()
+            return True
+        except _DB_ERRORS:
+            return False
+
+    def writable(self) -> bool:
+        """False while writes fail for a full disk and there is still no room.
+
+        A node that is not ready gets no traffic to try with, so this looks for room
+        itself, and only in that state: on SQLite the free space of the database's
+        file system (a rolled-back write never reaches the disk there), on PostgreSQL
+        and MariaDB a trial write of one large row, rolled back.
+        """
+        if self._full is None:
+            return True
+        if not self._has_room():
+            return False
+        self._note_written()
+        return True
+
+    def _has_room(self) -> bool:
+        if self.backend == "sqlite":
+            try:
+                stat = os.statvfs(os.path.dirname(os.path.abspath(self.db.database)))
+            except OSError:
+                return False
+            return stat.f_bavail * stat.f_frsize >= ROOM_TO_RESUME
+        p = self._param
+        try:
+            with self._connection(), self._transaction() as cursor:
+                cursor.execute(
+                    f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join([p] * len(COLUMNS))})",
+                    (0, "", 0, "TrialWrite", "x" * _TRIAL_BYTES, "{}", ""),
+                )
+                raise _RollBack
+        except _RollBack:
             return True
         except _DB_ERRORS:
             return False
@@ -307,11 +370,14 @@ class EventStore:
                 except peewee.IntegrityError:
                     self._fail_clash(append)
                 except _DB_ERRORS as exc:
-                    append.error = StoreUnavailableError(f"append failed: {exc}")
+                    append.error = self._failure("append failed", exc)
         except _DB_ERRORS as exc:
             self._reset_connection()
             for request in batch:
-                request.error = StoreUnavailableError(f"append failed: {exc}")
+                request.error = self._failure("append failed", exc)
+        else:
+            if self._full is not None:
+                self._note_written()
 
     def _write(self, appends: list[_Append]) -> None:
         """One transaction: check the versions, insert every append that passes."""
@@ -375,9 +441,29 @@ class EventStore:
     def _transaction(self) -> Iterator[Any]:
         """A transaction (a savepoint inside a caller's) and its cursor, with the driver's
         errors raised as peewee's (IntegrityError, OperationalError...), as execute_sql
-        does: statements run on the driver's own cursor would raise the driver's."""
-        with _DRIVER_ERRORS_AS_PEEWEE, self.db.atomic(*self._begin):
-            yield self.db.cursor()
+        does: statements run on the driver's own cursor would raise the driver's.
+
+        The failure that ends a transaction is the one raised. SQLite rolls a
+        transaction back by itself when a statement or COMMIT fails for a full disk
+        (or an I/O error), and then refuses ROLLBACK ("no transaction is active"):
+        peewee's atomic() would raise that instead, hiding the real error.
+        """
+        if self.db.in_transaction():
+            with _DRIVER_ERRORS_AS_PEEWEE, self.db.atomic():
+                yield self.db.cursor()
+            return
+        with self.db.manual_commit():
+            self.db.begin(*self._begin)
+            try:
+                with _DRIVER_ERRORS_AS_PEEWEE:
+                    yield self.db.cursor()
+                self.db.commit()
+            except BaseException:
+                try:
+                    self.db.rollback()
+                except _DB_ERRORS as exc:
+                    log.debug("rollback after a failed transaction: %s", exc)
+                raise
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._inserts.get(rows)
@@ -394,7 +480,11 @@ class EventStore:
         )
 
     def _reset_connection(self) -> None:
-        """Drop a connection the server may have closed, so the next batch gets a fresh one."""
+        """Drop a connection the server may have closed, so the next batch gets a fresh one.
+
+        Only the writer's own: without one, the caller's connection context closes it."""
+        if self._writer is None:
+            return
         with contextlib.suppress(_DB_ERRORS):
             self.db.close()
         if self._writer and self._writer.running:
@@ -402,6 +492,48 @@ class EventStore:
                 self.db.connect(reuse_if_open=True)
             except _DB_ERRORS:
                 log.warning("database unreachable; the next append will retry")
+
+    def _failure(self, what: str, exc: BaseException) -> StoreUnavailableError:
+        """The store's error for a failed write, caused by ``exc``; a full disk is
+        StoreFullError, and said once in the log when writes begin to fail for it."""
+        code = disk_full_code(exc)
+        if code is None:
+            error = StoreUnavailableError(f"{what}: {exc}")
+        else:
+            error = StoreFullError(f"{what}: the database's disk is full ({code}): {exc}")
+            self._note_full(code)
+        error.__cause__ = exc
+        return error
+
+    def _note_full(self, code: str) -> None:
+        with self._full_lock:
+            if self._full is not None:
+                return
+            self._full = f"{self._disk()} is full ({code}): appends fail until space is freed"
+            log.error("%s; free space on %s", self._full, self._mount())
+
+    def _note_written(self) -> None:
+        with self._full_lock:
+            if self._full is None:
+                return
+            self._full = None
+            log.warning("%s has room again: appends succeed again", self._disk())
+
+    def _disk(self) -> str:
+        if self.backend == "sqlite":
+            return f"the disk holding {os.path.abspath(self.db.database)}"
+        name = {"postgres": "PostgreSQL", "mysql": "MariaDB/MySQL"}[self.backend]
+        host = self.db.connect_params.get("host") or "localhost"
+        return f"the disk of the {name} database {self.db.database!r} on {host}"
+
+    def _mount(self) -> str:
+        """Where to free space: the mount point holding SQLite's file, or the server."""
+        if self.backend != "sqlite":
+            return "the database server (its data directory)"
+        path = os.path.dirname(os.path.abspath(self.db.database))
+        while not os.path.ismount(path):
+            path = os.path.dirname(path)
+        return path
 
     # -- reading ---------------------------------------------------------------
 
@@ -536,7 +668,9 @@ class EventStore:
             with self._connection(), self._write_lock, self._transaction() as cursor:
                 yield cursor
         except _DB_ERRORS as exc:
-            raise StoreUnavailableError(f"write failed: {exc}") from exc
+            raise self._failure("write failed", exc) from exc
+        if self._full is not None:
+            self._note_written()
 
     @property
     def param(self) -> str:
@@ -554,6 +688,37 @@ class EventStore:
                 return list(self.db.execute_sql(sql, params).fetchall())
         except _DB_ERRORS as exc:
             raise StoreUnavailableError(f"read failed: {exc}") from exc
+
+
+class _RollBack(Exception):
+    """Ends a trial write: its transaction is rolled back."""
+
+
+def disk_full_code(exc: BaseException) -> str | None:
+    """The driver's code when ``exc`` says the database's disk is full, else None.
+
+    By code, never by the message where a code exists: SQLite's SQLITE_FULL,
+    PostgreSQL's SQLSTATE 53100 (disk_full), MariaDB/MySQL's errors 1021 and 1114,
+    and its failed writes whose operating-system error is ENOSPC.
+    """
+    driver = exc
+    # peewee keeps the driver's exception as ``orig`` (a peewee error again when one
+    # passed through its wrapper twice).
+    while isinstance(getattr(driver, "orig", None), BaseException):
+        driver = driver.orig  # type: ignore[attr-defined]
+    sqlite_code = getattr(driver, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return "SQLITE_FULL / ENOSPC" if sqlite_code & 0xFF == _SQLITE_FULL else None
+    pgcode = getattr(driver, "pgcode", None)
+    if pgcode is not None:
+        return f"SQLSTATE {pgcode} disk_full" if pgcode == _POSTGRES_DISK_FULL else None
+    if type(driver).__module__.startswith("pymysql") and driver.args:
+        number = driver.args[0]
+        if number in _MYSQL_FULL:
+            return f"error {number} {_MYSQL_FULL[number]}"
+        if number in _MYSQL_WRITE_ERRORS and _MYSQL_ENOSPC.search(str(driver.args[1:])):
+            return f"error {number} with ENOSPC"
+    return None
 
 
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:

@@ -34,8 +34,9 @@ from tests.support import (
 FULL_LINE = "is full (SQLITE_FULL / ENOSPC): appends fail until space is freed; free space on"
 RECOVERED_LINE = "appends succeed again"
 STORE_FULL = "urn:orderlog:problem:store-full"
-# Left free by the filler at first, so the log fills while the server is taking orders.
-HEADROOM = 64 * 1024
+# Left free by the filler at first, so the log fills while the server is taking orders;
+# below the store's ROOM_TO_RESUME, so the full disk is not taken for one with room.
+HEADROOM = 512 * 1024
 MAX_POSTS = 3000  # the 2 MB disk fills long before: this bounds the loop, nothing more
 
 

@@ -8,8 +8,8 @@ become visible strictly in order on every backend: a reader paging the log by
 position can never skip an event that commits later.
 
 A full disk is told apart from other failures by the driver's code (StoreFullError),
-said in one log line when appends start failing for it and one when they succeed
-again; until then ``writable()`` checks for room itself, for readiness.
+said in one log line when writes start failing for it and one when appends succeed
+again (or ``writable()``, asked by readiness, finds room by itself).
 """
 
 from __future__ import annotations
@@ -487,7 +487,7 @@ class EventStore:
             return
         with contextlib.suppress(_DB_ERRORS):
             self.db.close()
-        if self._writer and self._writer.running:
+        if self._writer.running:
             try:
                 self.db.connect(reuse_if_open=True)
             except _DB_ERRORS:
@@ -669,8 +669,6 @@ class EventStore:
                 yield cursor
         except _DB_ERRORS as exc:
             raise self._failure("write failed", exc) from exc
-        if self._full is not None:
-            self._note_written()
 
     @property
     def param(self) -> str:

@@ -262,6 +262,10 @@ def schemas() -> dict[str, Any]:
                 "database": {"type": "boolean"},
                 "writer": {"type": "boolean"},
                 "worker": {"type": "boolean"},
+                "writable": {
+                    "type": "boolean",
+                    "description": "false while appends fail because the database's disk is full",
+                },
             }
         ),
         "Problem": _object(
@@ -444,7 +448,13 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
                 "409": _problem(409, ["order-conflict", "idempotency-key-reused"]),
                 "503": _problem(
                     503,
-                    ["shutting-down", "store-unavailable", "append-failed", "outcome-unknown"],
+                    [
+                        "shutting-down",
+                        "store-unavailable",
+                        "append-failed",
+                        "outcome-unknown",
+                        "store-full",
+                    ],
                     RETRY_AFTER,
                 ),
                 "413": _problem(413, ["payload-too-large"]),
@@ -556,7 +566,7 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         },
         ("/readyz", "GET"): {
             "operationId": "readiness",
-            "summary": "Database, writer and worker are all up",
+            "summary": "Database, writer and worker are all up, and the log takes appends",
             "responses": {
                 "200": _json("Ready", "Readiness"),
                 "503": _json("Not ready: the body says which part is not", "Readiness")

@@ -20,6 +20,7 @@ from orderlog.errors import (
     OrderConflictError,
     OrderNotFoundError,
     OutcomeUnknownError,
+    StoreFullError,
     StoreUnavailableError,
     ValidationError,
 )
@@ -27,6 +28,8 @@ from orderlog.errors import (
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# Freeing a disk takes an operator: a client retrying every second only adds load.
+FULL_RETRY_AFTER = "10"
 MAX_ERRORS = 20  # a problem lists at most this many; errors_omitted says how many more
 # Every problem type the service answers: slug -> (status, what it means). The
 # OpenAPI document lists them from here, and a test checks that the code names no other.
@@ -67,6 +70,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
         "the database did not confirm whether the write was stored; sending it again with "
         "the order_id given is safe and answers which",
     ),
+    "store-full": (503, "the database's disk is full: nothing was written"),
     "projections-behind": (503, "the read models are behind the log"),
     "shutting-down": (503, "the server is stopping and did not act on the request"),
     "unavailable": (503, "the service cannot answer now"),
@@ -203,6 +207,18 @@ def _outcome_unknown(
     )
 
 
+def _full(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    # The store logs one line when the disk fills and one when it has room again;
+    # a line per refused request would bury them.
+    raise Problem(
+        503,
+        "store-full",
+        "Service unavailable",
+        "the event store's disk is full: nothing was written; retry later",
+        headers={"Retry-After": FULL_RETRY_AFTER},
+    )
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
     if isinstance(error, falcon.HTTPError):
         raise error
@@ -225,4 +241,5 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(StoreUnavailableError, _unavailable)
     app.add_error_handler(AppendFailedError, _append_failed)
     app.add_error_handler(OutcomeUnknownError, _outcome_unknown)
+    app.add_error_handler(StoreFullError, _full)
     app.set_error_serializer(_serialize)

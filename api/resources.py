@@ -270,6 +270,7 @@ class Readiness:
             "database": state.database,
             "writer": state.writer,
             "worker": state.worker,
+            "writable": state.writable,
         }
 
     on_head = on_get

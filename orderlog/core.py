@@ -29,10 +29,11 @@ class Readiness:
     database: bool
     writer: bool
     worker: bool
+    writable: bool = True  # False while appends fail for a full disk
 
     @property
     def ready(self) -> bool:
-        return self.database and self.writer and self.worker
+        return self.database and self.writer and self.worker and self.writable
 
 
 class Core:
@@ -51,7 +52,7 @@ class Core:
             observer=observer,
             timeout=settings.db_timeout,
         )
-        self.probe = DatabaseProbe(self.store.ping)
+        self.probe = DatabaseProbe(self.store.ping, self.store.writable)
         self.service = OrderService(self.store, on_placed=self._notify)
         self.tokens = TokenStore(self.store)
         self.worker = Worker(
@@ -109,5 +110,9 @@ class Core:
     def readiness(self) -> Readiness:
         """Read at once: the database's answer is the probe's last one."""
         return Readiness(
-            self.settings.node, self.probe.ok, self.store.writer_alive, self.worker.alive
+            self.settings.node,
+            self.probe.ok,
+            self.store.writer_alive,
+            self.worker.alive,
+            writable=self.probe.writable,
         )

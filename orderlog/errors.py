@@ -87,6 +87,11 @@ class OutcomeUnknownError(StoreUnavailableError):
         )
 
 
+class StoreFullError(AppendFailedError):
+    """The database's disk is full: the write did not happen, and appends fail until
+    space is freed."""
+
+
 class MissingDriverError(OrderlogError):
     """The database URL needs a driver that is not installed."""
 

@@ -18,10 +18,20 @@ log = logging.getLogger(__name__)
 
 
 class DatabaseProbe:
+    """``ping`` asks whether the database answers; ``writable`` whether appends can be
+    written (it looks for room itself once the disk was found full)."""
+
     def __init__(
-        self, ping: Callable[[], bool], *, interval: float = 1.0, patience: float = 1.0
+        self,
+        ping: Callable[[], bool],
+        writable: Callable[[], bool] = lambda: True,
+        *,
+        interval: float = 1.0,
+        patience: float = 1.0,
     ) -> None:
         self._ping = ping
+        self._writable = writable
+        self.writable = True
         self._interval = interval
         self._patience = patience
         self._ok = True  # the store was opened (and so answered) before the probe starts
@@ -56,6 +66,8 @@ class DatabaseProbe:
             self._asking_since = time.monotonic()
             try:
                 ok = self._ping()
+                if ok:
+                    self.writable = self._writable()
             except Exception:  # a thread's top loop: a failed question is a no
                 log.exception("database probe failed")
                 ok = False

@@ -14,6 +14,10 @@ backend terminated if need be; MariaDB: its connection killed and gone; SQLite: 
 own connection closed), the batch's first event is looked up by its position and
 event id. Found: committed. Not found: failed, safe to retry. No answer from the
 database within the bound: OutcomeUnknownError, which says just that.
+
+A full disk is told apart from other failures by the driver's code (StoreFullError),
+said in one log line when writes start failing for it and one when appends succeed
+again (or ``writable()``, asked by readiness, finds room by itself).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -39,6 +44,7 @@ from orderlog.errors import (
     ConcurrencyError,
     OrderlogError,
     OutcomeUnknownError,
+    StoreFullError,
     StoreUnavailableError,
 )
 from orderlog.events import Event, RecordedEvent, event_data, event_type
@@ -74,6 +80,21 @@ _SETTLE_POLL = 0.05
 _DRIVER_ERRORS_AS_PEEWEE = peewee.__exception_wrapper__
 # A pool that stays exhausted past its timeout is the database being unavailable too.
 _DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError, MaxConnectionsExceeded)
+
+# Free space on SQLite's file system that makes a full log writable again: room for
+# many batches' WAL frames and the checkpoints that follow, small beside any real disk.
+ROOM_TO_RESUME = 1 << 20
+# The trial write on PostgreSQL and MariaDB, rolled back: a row as large as a big
+# batch's, so a table that cannot grow on a full disk refuses it.
+_TRIAL_BYTES = 64 * 1024
+_SQLITE_FULL = 13  # the primary result code; extended codes keep it in the low byte
+_POSTGRES_DISK_FULL = "53100"
+# ER_DISK_FULL, ER_RECORD_FILE_FULL ("The table ... is full").
+_MYSQL_FULL = {1021: "ER_DISK_FULL", 1114: "ER_RECORD_FILE_FULL"}
+# EE_WRITE, ER_ERROR_ON_WRITE, ER_GET_ERRNO: a failed write whose operating-system
+# error (28 is ENOSPC) MariaDB gives only inside its message.
+_MYSQL_WRITE_ERRORS = {3, 1026, 1030}
+_MYSQL_ENOSPC = re.compile(r"(?:errcode:|errno:|got error) 28\b", re.IGNORECASE)
 
 
 class EncodedEvent(NamedTuple):
@@ -232,6 +253,9 @@ class EventStore:
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
         self._begin = ("IMMEDIATE",) if self.backend == "sqlite" else ()
         self._take_append_lock = _TAKE_APPEND_LOCK.get(self.backend)
+        # The line said when writes began to fail for a full disk; None while they do not.
+        self._full: str | None = None
+        self._full_lock = threading.Lock()
         self._writer = (
             GroupCommitter(
                 self._commit_batch,
@@ -275,6 +299,41 @@ class EventStore:
         try:
             with self._connection():
                 self.db.execute_sql("SELECT 1").fetchone()
+            return True
+        except _DB_ERRORS:
+            return False
+
+    def writable(self) -> bool:
+        """False while writes fail for a full disk and there is still no room.
+
+        A node that is not ready gets no traffic to try with, so this looks for room
+        itself, and only in that state: on SQLite the free space of the database's
+        file system (a rolled-back write never reaches the disk there), on PostgreSQL
+        and MariaDB a trial write of one large row, rolled back.
+        """
+        if self._full is None:
+            return True
+        if not self._has_room():
+            return False
+        self._note_written()
+        return True
+
+    def _has_room(self) -> bool:
+        if self.backend == "sqlite":
+            try:
+                stat = os.statvfs(os.path.dirname(os.path.abspath(self.db.database)))
+            except OSError:
+                return False
+            return stat.f_bavail * stat.f_frsize >= ROOM_TO_RESUME
+        p = self._param
+        try:
+            with self._connection(), self._transaction() as cursor:
+                cursor.execute(
+                    f"INSERT INTO events ({_COLUMN_LIST}) VALUES ({', '.join([p] * len(COLUMNS))})",
+                    (0, "", 0, "TrialWrite", "x" * _TRIAL_BYTES, "{}", ""),
+                )
+                raise _RollBack
+        except _RollBack:
             return True
         except _DB_ERRORS:
             return False
@@ -364,6 +423,8 @@ class EventStore:
         if error is not None:
             for request in batch:
                 request.error = error
+        elif self._full is not None:
+            self._note_written()
 
     def _write_settled(self, appends: list[_Append]) -> StoreUnavailableError | None:
         """Write one transaction and know its outcome: None when committed (each append
@@ -386,7 +447,10 @@ class EventStore:
                     )
                 return OutcomeUnknownError("", f"the commit went unanswered: {exc}")
             if not landed:
-                return AppendFailedError(f"append failed: {exc}")
+                failure = self._failure("append failed", exc)
+                if isinstance(failure, StoreFullError):
+                    return failure
+                return AppendFailedError(str(failure))
             log.warning("a commit's answer was lost (%s); its batch is in the log", exc)
         self._committed(attempt)
         return None
@@ -518,9 +582,29 @@ class EventStore:
     def _transaction(self) -> Iterator[Any]:
         """A transaction (a savepoint inside a caller's) and its cursor, with the driver's
         errors raised as peewee's (IntegrityError, OperationalError...), as execute_sql
-        does: statements run on the driver's own cursor would raise the driver's."""
-        with _DRIVER_ERRORS_AS_PEEWEE, self.db.atomic(*self._begin):
-            yield self.db.cursor()
+        does: statements run on the driver's own cursor would raise the driver's.
+
+        The failure that ends a transaction is the one raised. SQLite rolls a
+        transaction back by itself when a statement or COMMIT fails for a full disk
+        (or an I/O error), and then refuses ROLLBACK ("no transaction is active"):
+        peewee's atomic() would raise that instead, hiding the real error.
+        """
+        if self.db.in_transaction():
+            with _DRIVER_ERRORS_AS_PEEWEE, self.db.atomic():
+                yield self.db.cursor()
+            return
+        with self.db.manual_commit():
+            self.db.begin(*self._begin)
+            try:
+                with _DRIVER_ERRORS_AS_PEEWEE:
+                    yield self.db.cursor()
+                self.db.commit()
+            except BaseException:
+                try:
+                    self.db.rollback()
+                except _DB_ERRORS as exc:
+                    log.debug("rollback after a failed transaction: %s", exc)
+                raise
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._inserts.get(rows)
@@ -540,18 +624,59 @@ class EventStore:
         """Drop a connection the server may have closed, so the next batch gets a fresh one.
 
         Closed for good, never back to the pool: a transaction still open on it must
-        end here (SQLite rolls back on close), never be committed by its next user."""
+        end here (SQLite rolls back on close), never be committed by its next user.
+        Only the writer's own: without one, the caller's connection context closes it.
+        Not reopened here: the next batch connects when it comes, within its bound."""
+        if self._writer is None:
+            return
         with contextlib.suppress(*_DB_ERRORS):
             manual_close = getattr(self.db, "manual_close", None)
             if manual_close is not None:
                 manual_close()
             else:
                 self.db.close()
-        if self._writer and self._writer.running:
-            try:
-                self.db.connect(reuse_if_open=True)
-            except _DB_ERRORS:
-                log.warning("database unreachable; the next append will retry")
+
+    def _failure(self, what: str, exc: BaseException) -> StoreUnavailableError:
+        """The store's error for a failed write, caused by ``exc``; a full disk is
+        StoreFullError, and said once in the log when writes begin to fail for it."""
+        code = disk_full_code(exc)
+        if code is None:
+            error = StoreUnavailableError(f"{what}: {exc}")
+        else:
+            error = StoreFullError(f"{what}: the database's disk is full ({code}): {exc}")
+            self._note_full(code)
+        error.__cause__ = exc
+        return error
+
+    def _note_full(self, code: str) -> None:
+        with self._full_lock:
+            if self._full is not None:
+                return
+            self._full = f"{self._disk()} is full ({code}): appends fail until space is freed"
+            log.error("%s; free space on %s", self._full, self._mount())
+
+    def _note_written(self) -> None:
+        with self._full_lock:
+            if self._full is None:
+                return
+            self._full = None
+            log.warning("%s has room again: appends succeed again", self._disk())
+
+    def _disk(self) -> str:
+        if self.backend == "sqlite":
+            return f"the disk holding {os.path.abspath(self.db.database)}"
+        name = {"postgres": "PostgreSQL", "mysql": "MariaDB/MySQL"}[self.backend]
+        host = self.db.connect_params.get("host") or "localhost"
+        return f"the disk of the {name} database {self.db.database!r} on {host}"
+
+    def _mount(self) -> str:
+        """Where to free space: the mount point holding SQLite's file, or the server."""
+        if self.backend != "sqlite":
+            return "the database server (its data directory)"
+        path = os.path.dirname(os.path.abspath(self.db.database))
+        while not os.path.ismount(path):
+            path = os.path.dirname(path)
+        return path
 
     # -- reading ---------------------------------------------------------------
 
@@ -686,7 +811,7 @@ class EventStore:
             with self._connection(), self._turn(), self._transaction() as cursor:
                 yield cursor
         except _DB_ERRORS as exc:
-            raise StoreUnavailableError(f"write failed: {exc}") from exc
+            raise self._failure("write failed", exc) from exc
 
     @property
     def param(self) -> str:
@@ -715,6 +840,37 @@ class EventStore:
                 return list(self.db.execute_sql(sql, params).fetchall())
         except _DB_ERRORS as exc:
             raise StoreUnavailableError(f"read failed: {exc}") from exc
+
+
+class _RollBack(Exception):
+    """Ends a trial write: its transaction is rolled back."""
+
+
+def disk_full_code(exc: BaseException) -> str | None:
+    """The driver's code when ``exc`` says the database's disk is full, else None.
+
+    By code, never by the message where a code exists: SQLite's SQLITE_FULL,
+    PostgreSQL's SQLSTATE 53100 (disk_full), MariaDB/MySQL's errors 1021 and 1114,
+    and its failed writes whose operating-system error is ENOSPC.
+    """
+    driver = exc
+    # peewee keeps the driver's exception as ``orig`` (a peewee error again when one
+    # passed through its wrapper twice).
+    while isinstance(getattr(driver, "orig", None), BaseException):
+        driver = driver.orig  # type: ignore[attr-defined]
+    sqlite_code = getattr(driver, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return "SQLITE_FULL / ENOSPC" if sqlite_code & 0xFF == _SQLITE_FULL else None
+    pgcode = getattr(driver, "pgcode", None)
+    if pgcode is not None:
+        return f"SQLSTATE {pgcode} disk_full" if pgcode == _POSTGRES_DISK_FULL else None
+    if type(driver).__module__.startswith("pymysql") and driver.args:
+        number = driver.args[0]
+        if number in _MYSQL_FULL:
+            return f"error {number} {_MYSQL_FULL[number]}"
+        if number in _MYSQL_WRITE_ERRORS and _MYSQL_ENOSPC.search(str(driver.args[1:])):
+            return f"error {number} with ENOSPC"
+    return None
 
 
 def _decode(row: tuple[Any, ...]) -> RecordedEvent:

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from orderlog.errors import ConcurrencyError, OrderlogError
+from orderlog.errors import ConcurrencyError, OrderlogError, StoreFullError
 from orderlog.order import OrderState, Status, complete_order, start_processing
 from orderlog.order_status import OrderStatusModel
 from orderlog.policy import (
@@ -310,7 +310,8 @@ class Worker:
             else:  # the claim is still ours: nobody else will complete it, so try again,
                 # from the log (the completion may have landed with its answer lost)
                 self.failures += 1
-                log.warning("completing order %s failed: %s", decision.order_id, outcome)
+                if not isinstance(outcome, StoreFullError):  # the store said that once
+                    log.warning("completing order %s failed: %s", decision.order_id, outcome)
                 retry = (recorded_at + RETRY_AFTER, next(ties), decision.order_id, None)
                 heapq.heappush(heap, retry)
         for decision, outcome in zip(claims, outcomes[len(completions) :], strict=True):
@@ -323,7 +324,8 @@ class Worker:
             finished.append(decision.order_id)
             if not isinstance(outcome, ConcurrencyError):
                 self.failures += 1
-                log.warning("claiming order %s failed: %s", decision.order_id, outcome)
+                if not isinstance(outcome, StoreFullError):  # the store said that once
+                    log.warning("claiming order %s failed: %s", decision.order_id, outcome)
         self._unschedule(finished)
 
     def _leave_processing(self, heap: list[_InWork]) -> None:
@@ -371,6 +373,8 @@ class Worker:
         while not self._stopping.wait(self._sweep_interval):
             try:
                 self.sweep()
+            except StoreFullError:
+                pass  # the store said so once; the next sweep tries again
             except OrderlogError as exc:
                 log.warning("sweep skipped: %s", exc)
             except Exception:  # a thread's top loop

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from orderlog.errors import OrderlogError
+from orderlog.errors import OrderlogError, StoreFullError
 from orderlog.events import RecordedEvent
 from orderlog.order_status import OrderStatusModel
 from orderlog.store import EventStore
@@ -169,6 +169,8 @@ class Projector:
                 return
             try:
                 self.catch_up()
+            except StoreFullError:
+                pass  # the store said so once; the next round tries again
             except OrderlogError as exc:
                 log.warning("projector round skipped: %s", exc)
             except Exception:  # a thread's top loop: log and carry on

@@ -593,6 +593,9 @@ class EventStore:
             with _DRIVER_ERRORS_AS_PEEWEE, self.db.atomic():
                 yield self.db.cursor()
             return
+        if self.db.is_closed():  # connect first: connecting resets peewee's transaction stack
+            with _DRIVER_ERRORS_AS_PEEWEE:
+                self.db.connect()
         with self.db.manual_commit():
             self.db.begin(*self._begin)
             try:

@@ -194,8 +194,8 @@ def test_a_full_disk_is_reported_once_stops_readiness_and_loses_no_acknowledged_
         assert refused, "the disk never filled"
         assert accepted, "the disk filled before any order was taken"
 
-        status, readiness = ready(server)
-        assert status == 503, readiness
+        # Readiness reads the database probe's last answer (it asks once a second).
+        status, readiness = server.wait_until(lambda s: (r := ready(s))[0] == 503 and r, 10)
         assert readiness["writable"] is False and readiness["database"] is True, readiness
 
         filler.unlink()

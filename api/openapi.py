@@ -262,6 +262,7 @@ def schemas() -> dict[str, Any]:
                 "database": {"type": "boolean"},
                 "writer": {"type": "boolean"},
                 "worker": {"type": "boolean"},
+                "node_lock": {"type": "boolean"},
             }
         ),
         "Problem": _object(

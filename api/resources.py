@@ -266,6 +266,7 @@ class Readiness:
             "database": state.database,
             "writer": state.writer,
             "worker": state.worker,
+            "node_lock": state.node_lock,
         }
 
     on_head = on_get

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from orderlog.config import Settings
 from orderlog.database import explain_failure, open_database
 from orderlog.errors import StoreUnavailableError
+from orderlog.node_lock import NodeLock
 from orderlog.observe import StoreObserver
 from orderlog.order import OrderState
 from orderlog.service import OrderService
@@ -28,15 +29,17 @@ class Readiness:
     database: bool
     writer: bool
     worker: bool
+    node_lock: bool  # this process holds the node id on the database
 
     @property
     def ready(self) -> bool:
-        return self.database and self.writer and self.worker
+        return self.database and self.writer and self.worker and self.node_lock
 
 
 class Core:
     def __init__(self, settings: Settings, observer: StoreObserver | None = None) -> None:
         self.settings = settings
+        self.node_lock = NodeLock(settings.database_url, settings.node)
         self.db = open_database(
             settings.database_url,
             synchronous=settings.sqlite_synchronous,
@@ -66,10 +69,15 @@ class Core:
     # -- the steps, in the order they are meant to run -------------------------------
 
     def open_store(self) -> None:
-        """Bring the schema up to date and start the store's writer.
+        """Take the node id on the database, then bring the schema up to date and start
+        the store's writer.
 
-        Raises StartupError, in one line with a hint, when the database cannot be used.
+        Raises StartupError, in one line with a hint, when the database cannot be used,
+        or when another running process has this node id (it would take this node's
+        claims as its own), or an offline rebuild runs. The id is taken before anything
+        is read or written.
         """
+        self.node_lock.acquire()
         try:
             self.store.open()
         except StoreUnavailableError as exc:
@@ -84,10 +92,15 @@ class Core:
         return self.worker.stop(self.settings.shutdown_timeout)
 
     def close_store(self) -> None:
-        """Commit what the writer holds, then close every connection."""
+        """Commit what the writer holds, then close every connection, then let the id go."""
         self.store.close()
+        self.node_lock.release()
 
     def readiness(self) -> Readiness:
         return Readiness(
-            self.settings.node, self.store.ping(), self.store.writer_alive, self.worker.alive
+            self.settings.node,
+            self.store.ping(),
+            self.store.writer_alive,
+            self.worker.alive,
+            self.node_lock.check(),
         )

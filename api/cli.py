@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--offline",
         action="store_true",
         help="rebuild in place, for a database no server is using (refused while one is; "
-        "default: beside the live "
-        "read models, then swapped in, while servers keep answering)",
+        "default: beside the live read models, then swapped in, while servers keep "
+        "answering)",
     )
     backup = commands.add_parser(
         "backup",

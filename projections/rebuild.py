@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "--offline",
         action="store_true",
         help="rebuild in place, for a database no server is using (refused while one is; "
-        "default: beside the live "
-        "read models, then swapped in, while servers keep answering)",
+        "default: beside the live read models, then swapped in, while servers keep "
+        "answering)",
     )
     args = parser.parse_args(argv)
     try:

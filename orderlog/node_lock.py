@@ -23,8 +23,8 @@ restarted), the locks go with it: ``NodeLock.check``, run by readiness, connects
 again and takes them back, or reports them lost. Every wait is bounded: the locks
 are tried, never waited for, and connects and statements have timeouts.
 
-It imports the standard library, the database drivers, ``orderlog.database`` and
-``orderlog.errors``.
+It imports the standard library, peewee (for the connection, never its pool),
+``orderlog.database`` and ``orderlog.errors``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+import peewee
+
 from orderlog.database import DatabaseURL, explain_failure, parse_url
 from orderlog.errors import StartupError
 
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 SERVING_SLOTS = 64  # MariaDB/MySQL: at most this many servers on one database
 CONNECT_TIMEOUT = 5  # seconds, for the lock connection and each statement on it
 _NAMESPACE = "orderlog"
+_DB_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 
 
 class _Locks(Protocol):
@@ -132,23 +135,24 @@ class _SqliteLocks:
 
 
 class _ServerLocks:
-    """What the PostgreSQL and MariaDB locks share: one connection, driver errors as
-    StartupError (one line with a hint)."""
+    """What the PostgreSQL and MariaDB locks share: one connection of their own (a
+    peewee database without a pool, shared by the threads, which ``NodeLock`` takes
+    in turn, and never reconnected behind its back), driver errors as StartupError."""
 
-    _conn: Any
-
-    def __init__(self, url: str, errors: type[Exception]) -> None:
+    def __init__(self, url: str, db: peewee.Database) -> None:
         self._url = url
-        self._errors = errors
+        self._db = db
+        try:
+            db.connect()
+        except _DB_ERRORS as exc:
+            raise explain_failure(exc, url) from exc
 
     def _one(self, sql: str, *params: Any) -> Any:
         try:
-            with self._conn.cursor() as cursor:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-                return row[0] if row else None
-        except self._errors as exc:
+            row = self._db.execute_sql(sql, params).fetchone()
+        except _DB_ERRORS as exc:
             raise explain_failure(exc, self._url) from exc
+        return row[0] if row else None
 
     def alive(self) -> bool:
         try:
@@ -157,34 +161,27 @@ class _ServerLocks:
             return False
 
     def close(self) -> None:
-        with contextlib.suppress(self._errors):
-            self._conn.close()  # the session ends, and its locks with it
+        with contextlib.suppress(*_DB_ERRORS):
+            self._db.close()  # the session ends, and its locks with it
 
 
 class _PostgresLocks(_ServerLocks):
     def __init__(self, url: str, target: DatabaseURL) -> None:
-        import psycopg2
-
-        super().__init__(url, psycopg2.Error)
-        options: dict[str, Any] = {
-            "connect_timeout": CONNECT_TIMEOUT,
-            "application_name": "orderlog node lock",
-            "options": f"-c statement_timeout={CONNECT_TIMEOUT * 1000}",
-            # A dead peer is noticed while idle (keepalives) and while waiting on an answer.
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-        }
-        if psycopg2.__libpq_version__ >= 120000:
-            options["tcp_user_timeout"] = CONNECT_TIMEOUT * 1000
-        try:
-            self._conn = psycopg2.connect(
-                dbname=target.database, **options, **target.driver_params()
-            )
-        except psycopg2.Error as exc:
-            raise explain_failure(exc, url) from exc
-        self._conn.autocommit = True
+        db = peewee.PostgresqlDatabase(
+            target.database,
+            thread_safe=False,
+            autoconnect=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name="orderlog node lock",
+            options=f"-c statement_timeout={CONNECT_TIMEOUT * 1000}",
+            # A dead peer is noticed while the connection is idle.
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            **target.driver_params(),
+        )
+        super().__init__(url, db)
 
     def lock_node(self, node: str) -> bool:
         return bool(self._one("SELECT pg_try_advisory_lock(%s)", postgres_key("node", node)))
@@ -198,24 +195,24 @@ class _PostgresLocks(_ServerLocks):
 
 class _MysqlLocks(_ServerLocks):
     def __init__(self, url: str, target: DatabaseURL) -> None:
-        import pymysql
-
-        super().__init__(url, pymysql.Error)
+        db = peewee.MySQLDatabase(
+            target.database,
+            thread_safe=False,
+            autoconnect=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=CONNECT_TIMEOUT,
+            write_timeout=CONNECT_TIMEOUT,
+            **target.driver_params(),
+        )
+        super().__init__(url, db)
         self._database = target.database
-        try:
-            self._conn = pymysql.connect(
-                database=target.database,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=CONNECT_TIMEOUT,
-                write_timeout=CONNECT_TIMEOUT,
-                **target.driver_params(),
-            )
-        except pymysql.Error as exc:
-            raise explain_failure(exc, url) from exc
         # An idle connection is closed after wait_timeout (8 hours by default), and the
         # locks with it: this one is idle by design. A year is the most the server takes.
-        self._one("SET SESSION wait_timeout = 31536000")
+        try:
+            self._one("SET SESSION wait_timeout = 31536000")
+        except StartupError:
+            self.close()
+            raise
 
     def _get(self, name: str) -> bool:
         return self._one("SELECT GET_LOCK(%s, 0)", name) == 1

@@ -93,8 +93,10 @@ class Core:
 
     def close_store(self) -> None:
         """Commit what the writer holds, then close every connection, then let the id go."""
-        self.store.close()
-        self.node_lock.release()
+        try:
+            self.store.close()
+        finally:
+            self.node_lock.release()
 
     def readiness(self) -> Readiness:
         return Readiness(

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--offline",
         action="store_true",
-        help="rebuild in place, for a database no server is using (default: beside the live "
-        "read models, then swapped in, while servers keep answering)",
+        help="rebuild in place, for a database no server is using (refused while one is; "
+        "default: beside the live read models, then swapped in, while servers keep "
+        "answering)",
     )
     backup = commands.add_parser(
         "backup",

@@ -1,11 +1,12 @@
 """One orderlog node, composed: the one place that builds it and orders its start and stop.
 
 Start: bind the listening socket first (a port in use fails before anything
-touches the log), then open the store, then recover and start the worker, then
+touches the log), then take the node id on the database (a second process with it
+fails before it reads the log), then open the store, then recover and start the worker, then
 answer. Stop: stop accepting connections and answer the requests already received
 (within ``--drain-timeout``; the store and the worker still run, since those
 requests need them), then let the worker complete what is due, store the
-projections' checkpoints, close the store. ``serve`` runs exactly this,
+projections' checkpoints, close the store and let the node id go. ``serve`` runs exactly this,
 and the tests build the same Node (without binding a socket) to run the same
 steps in-process.
 """

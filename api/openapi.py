@@ -266,6 +266,7 @@ def schemas() -> dict[str, Any]:
                     "type": "boolean",
                     "description": "false while appends fail because the database's disk is full",
                 },
+                "node_lock": {"type": "boolean"},
             }
         ),
         "Problem": _object(

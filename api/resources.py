@@ -271,6 +271,7 @@ class Readiness:
             "writer": state.writer,
             "worker": state.worker,
             "writable": state.writable,
+            "node_lock": state.node_lock,
         }
 
     on_head = on_get

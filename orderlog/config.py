@@ -93,7 +93,13 @@ class Settings:
         "SQLite synchronous level: FULL keeps acknowledged orders through a power loss, "
         "NORMAL only through a process crash (and is faster)",
     )
-    node_id: str = _opt("", "--node-id", "this node's name in claims", shown="host name and port")
+    node_id: str = _opt(
+        "",
+        "--node-id",
+        "this node's name in claims; one running process per id on a database (a second is "
+        "refused)",
+        shown="host name and port",
+    )
     claim_timeout: float = _opt(
         30.0, "--claim-timeout", "seconds a claim on an order lasts before others may take it"
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from orderlog.config import Settings
 from orderlog.database import explain_failure, open_database
 from orderlog.errors import StoreUnavailableError
+from orderlog.node_lock import NodeLock
 from orderlog.observe import StoreObserver
 from orderlog.order import OrderState
 from orderlog.probe import DatabaseProbe
@@ -30,15 +31,17 @@ class Readiness:
     writer: bool
     worker: bool
     writable: bool = True  # False while appends fail for a full disk
+    node_lock: bool = True  # this process holds the node id on the database
 
     @property
     def ready(self) -> bool:
-        return self.database and self.writer and self.worker and self.writable
+        return self.database and self.writer and self.worker and self.writable and self.node_lock
 
 
 class Core:
     def __init__(self, settings: Settings, observer: StoreObserver | None = None) -> None:
         self.settings = settings
+        self.node_lock = NodeLock(settings.database_url, settings.node)
         self.db = open_database(
             settings.database_url,
             synchronous=settings.sqlite_synchronous,
@@ -52,7 +55,7 @@ class Core:
             observer=observer,
             timeout=settings.db_timeout,
         )
-        self.probe = DatabaseProbe(self.store.ping, self.store.writable)
+        self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
         self.service = OrderService(self.store, on_placed=self._notify)
         self.tokens = TokenStore(self.store)
         self.worker = Worker(
@@ -71,10 +74,15 @@ class Core:
     # -- the steps, in the order they are meant to run -------------------------------
 
     def open_store(self) -> None:
-        """Bring the schema up to date and start the store's writer.
+        """Take the node id on the database, then bring the schema up to date and start
+        the store's writer.
 
-        Raises StartupError, in one line with a hint, when the database cannot be used.
+        Raises StartupError, in one line with a hint, when the database cannot be used,
+        or when another running process has this node id (it would take this node's
+        claims as its own), or an offline rebuild runs. The id is taken before anything
+        is read or written.
         """
+        self.node_lock.acquire()
         try:
             self.store.open()
         except StoreUnavailableError as exc:
@@ -103,9 +111,12 @@ class Core:
         return self.worker.stop(work, grace=max(0.0, within - work - 0.5))
 
     def close_store(self, timeout: float | None = None) -> None:
-        """Commit what the writer holds, then close every connection; waits at most
-        ``timeout`` for the writer."""
-        self.store.close(timeout)
+        """Commit what the writer holds, then close every connection, then let the id go;
+        waits at most ``timeout`` for the writer."""
+        try:
+            self.store.close(timeout)
+        finally:
+            self.node_lock.release()
 
     def readiness(self) -> Readiness:
         """Read at once: the database's answer is the probe's last one."""
@@ -115,4 +126,5 @@ class Core:
             self.store.writer_alive,
             self.worker.alive,
             writable=self.probe.writable,
+            node_lock=self.probe.node_lock,
         )

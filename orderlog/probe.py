@@ -19,19 +19,23 @@ log = logging.getLogger(__name__)
 
 class DatabaseProbe:
     """``ping`` asks whether the database answers; ``writable`` whether appends can be
-    written (it looks for room itself once the disk was found full)."""
+    written (it looks for room itself once the disk was found full); ``node_lock``
+    whether this process still holds its node id (taken again after a reconnect)."""
 
     def __init__(
         self,
         ping: Callable[[], bool],
         writable: Callable[[], bool] = lambda: True,
+        node_lock: Callable[[], bool] = lambda: True,
         *,
         interval: float = 1.0,
         patience: float = 1.0,
     ) -> None:
         self._ping = ping
         self._writable = writable
+        self._node_lock = node_lock
         self.writable = True
+        self.node_lock = True
         self._interval = interval
         self._patience = patience
         self._ok = True  # the store was opened (and so answered) before the probe starts
@@ -68,6 +72,7 @@ class DatabaseProbe:
                 ok = self._ping()
                 if ok:
                     self.writable = self._writable()
+                    self.node_lock = self._node_lock()
             except Exception:  # a thread's top loop: a failed question is a no
                 log.exception("database probe failed")
                 ok = False

@@ -22,6 +22,7 @@ from orderlog import schema
 from orderlog.config import load_settings
 from orderlog.database import explain_failure, open_database, redact
 from orderlog.errors import OrderlogError, StartupError, StoreUnavailableError
+from orderlog.node_lock import offline_rebuild_guard
 from orderlog.order_status import OrderStatusModel
 from orderlog.store import EventStore
 from projections import metrics
@@ -116,31 +117,40 @@ def progress_printer(what: str = "metrics", stream: TextIO = sys.stderr) -> Prog
 
 def run(database_url: str, *, quiet: bool = False, offline: bool = False) -> dict[str, Any]:
     """Rebuild the projections of an existing log. It never creates a database: a path or
-    URL with no orderlog log behind it is a StartupError, as is one it cannot use."""
+    URL with no orderlog log behind it is a StartupError, as is one it cannot use.
+
+    ``offline`` refuses (StartupError) while any server uses the database, and keeps
+    servers from starting until it is done: it empties the live read models."""
     settings = load_settings(overrides={"database_url": database_url})
     db = open_database(
         settings.database_url, synchronous=settings.sqlite_synchronous, must_exist=True
     )
-    try:
-        if schema.current_version(db) == 0:
-            raise StartupError(
-                f"no orderlog log in {redact(settings.database_url)}",
-                "check --database: rebuild never creates one",
+    with contextlib.ExitStack() as guard:
+        try:
+            if schema.current_version(db) == 0:
+                raise StartupError(
+                    f"no orderlog log in {redact(settings.database_url)}",
+                    "check --database: rebuild never creates one",
+                )
+            if offline:  # before anything is written
+                guard.enter_context(offline_rebuild_guard(settings.database_url))
+            store = EventStore(db, group_commit=False).open()
+        except StoreUnavailableError as exc:
+            db.close_all()
+            raise explain_failure(exc.__cause__ or exc, settings.database_url) from exc
+        except BaseException:
+            db.close_all()
+            raise
+        try:
+            report = rebuild(store, progress=None if quiet else progress_printer())
+            rebuild_order_status(
+                store,
+                progress=None if quiet else progress_printer("order status"),
+                offline=offline,
             )
-        store = EventStore(db, group_commit=False).open()
-    except StoreUnavailableError as exc:
-        db.close_all()
-        raise explain_failure(exc.__cause__ or exc, settings.database_url) from exc
-    try:
-        report = rebuild(store, progress=None if quiet else progress_printer())
-        rebuild_order_status(
-            store,
-            progress=None if quiet else progress_printer("order status"),
-            offline=offline,
-        )
-        return report
-    finally:
-        store.close()
+            return report
+        finally:
+            store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--offline",
         action="store_true",
-        help="rebuild in place, for a database no server is using (default: beside the live "
-        "read models, then swapped in, while servers keep answering)",
+        help="rebuild in place, for a database no server is using (refused while one is; "
+        "default: beside the live read models, then swapped in, while servers keep "
+        "answering)",
     )
     args = parser.parse_args(argv)
     try:

@@ -66,6 +66,24 @@ def serve_until_refused(database_url: str, cwd: Path, *flags: str) -> tuple[int,
     return process.returncode, err.read_text()
 
 
+def id_held(database_url: str, backend: str, node: str) -> bool:
+    """Whether the database shows the node id's lock held (by anyone)."""
+    with raw_connection(database_url) as conn:
+        cursor = conn.cursor()
+        if backend == "postgres":
+            cursor.execute(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.mode = 'ExclusiveLock' "
+                "AND d.datname = current_database()"
+            )
+        else:
+            name = mysql_lock_name(parse_url(database_url).database, node)
+            cursor.execute("SELECT IS_USED_LOCK(%s) IS NOT NULL", (name,))
+        ((held,),) = cursor.fetchall()
+        cursor.close()
+    return bool(held)
+
+
 def rebuild_offline(database_url: str, cwd: Path) -> tuple[int, str]:
     done = subprocess.run(
         [sys.executable, "-m", "api", "rebuild", "--offline", "--quiet",
@@ -206,8 +224,10 @@ def test_a_node_takes_its_id_again_after_the_lock_connection_is_cut(
                 ((holder,),) = cursor.fetchall()
                 cursor.execute(f"KILL {int(holder)}")
             cursor.close()
-        # The next readiness check notices and takes the id again.
-        wait_for(lambda: first.request("GET", "/readyz")[2].get("node_lock") is True)
+        # The node's next check (its database probe, once a second) notices and takes the
+        # id again: the database shows it held.
+        wait_for(lambda: id_held(database_url, backend, "steady"), what="the id taken again")
+        assert first.request("GET", "/readyz")[2].get("node_lock") is True
         code, stderr = serve_until_refused(database_url, tmp_path / "second", "--node-id", "steady")
         assert_one_line(code, stderr, "node id 'steady' is in use")
         place(first, "o-1")

@@ -26,6 +26,9 @@ THIRD_PARTY_ALLOWED = {
     "orderlog": {"peewee", "playhouse", "orjson"},
     "projections": {"orjson", "orderlog"},
 }
+# One module more each: the module that opens connections may reach a driver where
+# peewee offers no way to bound its waits (psycopg2's wait callback); no other may.
+MODULE_ALLOWED = {"orderlog.database": {"psycopg2"}}
 
 
 def top_level_imports(source: str, module: str) -> set[str]:
@@ -84,9 +87,9 @@ def test_no_layer_imports_an_outer_layer_http_or_tooling(layer: str) -> None:
 def test_inner_layers_use_only_the_standard_library_and_allowed_packages(layer: str) -> None:
     allowed = THIRD_PARTY_ALLOWED[layer] | {layer, "__future__"} | set(sys.stdlib_module_names)
     offenders = {
-        module: sorted(imported - allowed)
+        module: sorted(imported - allowed - MODULE_ALLOWED.get(module, set()))
         for module, imported in imports_by_file(layer).items()
-        if imported - allowed
+        if imported - allowed - MODULE_ALLOWED.get(module, set())
     }
     assert offenders == {}
 

@@ -78,6 +78,13 @@ class OrderRow(NamedTuple):
 _COLUMNS = OrderRow._fields
 
 
+class OrderPage(NamedTuple):
+    """One page of the listing, and the cursor of the next one (None after the last)."""
+
+    rows: list[OrderRow]
+    next_after: int | None
+
+
 def apply(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
     """The order's row after one more event of its stream (a pure function)."""
     kind = event.type
@@ -306,8 +313,9 @@ class OrderStatusModel:
         user_key: str | None = None,
         after: int = 0,
         limit: int = 100,
-    ) -> list[OrderRow]:
-        """Orders oldest first (by the position of their OrderPlaced), after a cursor."""
+    ) -> OrderPage:
+        """Up to ``limit`` (at most MAX_LIST) orders oldest first (by the position of their
+        OrderPlaced) after a cursor, with the next page's cursor if there are more."""
         p = self._p
         where, params = [f"placed_position > {p}"], [after]
         if status is not None:
@@ -317,12 +325,13 @@ class OrderStatusModel:
             where.append(f"user_key = {p}")
             params.append(user_key)
         limit = max(1, min(limit, MAX_LIST))
-        rows = self.store.read(
+        found = self.store.read(
             f"SELECT {', '.join(_COLUMNS)} FROM {self._live_table()} "
-            f"WHERE {' AND '.join(where)} ORDER BY placed_position LIMIT {limit}",
+            f"WHERE {' AND '.join(where)} ORDER BY placed_position LIMIT {limit + 1}",
             params,
-        )
-        return [OrderRow._make(row) for row in rows]
+        )  # one row past the page says whether there is another
+        rows = [OrderRow._make(row) for row in found[:limit]]
+        return OrderPage(rows, rows[-1].placed_position if len(found) > limit else None)
 
 
 def _other(table: str) -> str:

@@ -511,10 +511,11 @@ def every_row(store: EventStore) -> dict[str, int]:
     """The live order-status rows, read page by page: order id -> version."""
     model = OrderStatusModel(store)
     rows: dict[str, int] = {}
-    after = 0
-    while page := model.list(after=after, limit=500):
-        rows.update((row.order_id, row.version) for row in page)
-        after = page[-1].placed_position
+    after: int | None = 0
+    while after is not None:
+        page = model.list(after=after, limit=500)
+        rows.update((row.order_id, row.version) for row in page.rows)
+        after = page.next_after
     return rows
 
 

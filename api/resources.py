@@ -82,15 +82,10 @@ class OrderCollection:
         limit = query_int(req, "limit", 100, 1, MAX_LIST)
         after = query_int(req, "after", 0, 0, 2**63 - 1)
         caught_up(self._service.store, self._projector)
-        rows = self._projector.status.list(
-            status=status, user_key=user_id, after=after, limit=limit + 1
+        page = self._projector.status.list(
+            status=status, user_key=user_id, after=after, limit=limit
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        resp.media = {
-            "orders": [row.view() for row in rows],
-            "next_after": rows[-1].placed_position if more else None,
-        }
+        resp.media = {"orders": [row.view() for row in page.rows], "next_after": page.next_after}
 
     on_head = on_get
 

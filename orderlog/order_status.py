@@ -78,6 +78,13 @@ class OrderRow(NamedTuple):
 _COLUMNS = OrderRow._fields
 
 
+class OrderPage(NamedTuple):
+    """One page of the listing, and the cursor of the next one (None after the last)."""
+
+    rows: list[OrderRow]
+    next_after: int | None
+
+
 def apply(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
     """The order's row after one more event of its stream (a pure function)."""
     kind = event.type
@@ -168,8 +175,9 @@ class OrderStatusModel:
     def catch_up(self, until: int | None = None) -> int:
         """Apply the log's new events to the rows; returns the checkpoint reached.
 
-        Reads and writes a page at a time, each page one short transaction.
-        ``until`` stops once the checkpoint is at or past that position.
+        Reads and writes a page at a time, each page one short transaction, always
+        from the checkpoint as stored. ``until`` stops once the checkpoint is at or
+        past that position.
         """
         while True:
             start = self.checkpoint()
@@ -180,21 +188,33 @@ class OrderStatusModel:
                 return start
             self.apply_page(start, events)
 
-    def apply_page(self, start: int, events: Sequence[RecordedEvent]) -> int:
-        """Apply ``events`` (the log right after ``start``) if the checkpoint is still at
-        ``start``; returns the checkpoint after (someone else's, if they got there first)."""
-        position, table = self.pointer()
-        if position != start:
-            return position
-        ids = list({event.stream_id for event in events})
-        rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(table, ids)}
-        for event in events:
-            rows[event.stream_id] = apply(rows.get(event.stream_id), event)
-        try:
-            self._save(start, events[-1].position, table, rows)
-        except _Moved:
-            return self.checkpoint()  # another follower wrote this page first
-        return events[-1].position
+    def apply_page(self, after: int, events: Sequence[RecordedEvent]) -> int:
+        """Apply what ``events`` (the log right after ``after``, as one read returned it)
+        holds past the checkpoint; returns the checkpoint afterwards.
+
+        What is applied always starts exactly at the stored checkpoint, and is written
+        only if the checkpoint is still there (compare-and-set), so rows never skip an
+        event whoever else is following. A checkpoint this page cannot continue (moved
+        behind ``after`` by a rebuild swapped in, or at or past the page's end by
+        another follower) is returned as it is: the caller reads on from there.
+        """
+        if not events:
+            return self.checkpoint()
+        end = events[-1].position
+        while True:
+            position, table = self.pointer()
+            if not after <= position < end:
+                return position
+            rest = [event for event in events if event.position > position]
+            ids = list({event.stream_id for event in rest})
+            rows: dict[str, OrderRow | None] = {row.order_id: row for row in self._load(table, ids)}
+            for event in rest:
+                rows[event.stream_id] = apply(rows.get(event.stream_id), event)
+            try:
+                self._save(position, end, table, rows)
+            except _Moved:
+                continue  # another follower wrote first: go on from where it left the rows
+            return end
 
     def reset(self) -> None:
         """Forget every row and the checkpoint of this view (to refill it from position 0)."""
@@ -293,8 +313,9 @@ class OrderStatusModel:
         user_key: str | None = None,
         after: int = 0,
         limit: int = 100,
-    ) -> list[OrderRow]:
-        """Orders oldest first (by the position of their OrderPlaced), after a cursor."""
+    ) -> OrderPage:
+        """Up to ``limit`` (at most MAX_LIST) orders oldest first (by the position of their
+        OrderPlaced) after a cursor, with the next page's cursor if there are more."""
         p = self._p
         where, params = [f"placed_position > {p}"], [after]
         if status is not None:
@@ -304,12 +325,13 @@ class OrderStatusModel:
             where.append(f"user_key = {p}")
             params.append(user_key)
         limit = max(1, min(limit, MAX_LIST))
-        rows = self.store.read(
+        found = self.store.read(
             f"SELECT {', '.join(_COLUMNS)} FROM {self._live_table()} "
-            f"WHERE {' AND '.join(where)} ORDER BY placed_position LIMIT {limit}",
+            f"WHERE {' AND '.join(where)} ORDER BY placed_position LIMIT {limit + 1}",
             params,
-        )
-        return [OrderRow._make(row) for row in rows]
+        )  # one row past the page says whether there is another
+        rows = [OrderRow._make(row) for row in found[:limit]]
+        return OrderPage(rows, rows[-1].placed_position if len(found) > limit else None)
 
 
 def _other(table: str) -> str:

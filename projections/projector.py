@@ -135,24 +135,34 @@ class Projector:
     # -- following ---------------------------------------------------------------------
 
     def catch_up(self) -> int:
-        """One round: every event after the models' positions, read once, fed to both."""
+        """One round: every event after the models' positions, read once, fed to both.
+
+        Other followers (other nodes, a rebuild) move the order-status checkpoint too;
+        the rows continue from wherever it is found (``OrderStatusModel.apply_page``),
+        and a checkpoint moved back behind the page read makes this round read again
+        from there."""
         with self._round_lock:
             state = self._load() if self._state is None else self._state
             self._reload_if_rebuilt()
             state = self._state or state
             status_at = self.status.checkpoint()
-            start = min(self._position, status_at)
-            for events in self.store.iter_pages(start, self._page):
+            after = min(self._position, status_at)
+            while events := self.store.read_all(after, self._page):
                 fresh = [e for e in events if e.position > self._position]
                 if fresh:
                     if self._observe is not None:
                         self._observe(state, fresh)
                     metrics.fold(fresh, state)
                     self._position = fresh[-1].position
-                behind = [e for e in events if e.position > status_at]
-                if behind:
-                    status_at = self.status.apply_page(status_at, behind)
-            self._status_position = max(status_at, self.status.checkpoint())
+                status_at = self.status.apply_page(after, events)
+                if status_at < after:  # a rebuild swapped in behind this page
+                    after = status_at
+                elif len(events) < self._page:
+                    break
+                else:
+                    after = events[-1].position
+            # As stored, not as written here: rows swapped in since may be behind it.
+            self._status_position = self.status.checkpoint()
             if self._position > self._saved_position and (
                 time.monotonic() - self._saved_at >= self._save_every
             ):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -92,6 +92,21 @@ def backend(request: pytest.FixtureRequest) -> str:
 def database_url(backend: str, server_databases: dict, tmp_path) -> str:  # type: ignore[type-arg]
     """A URL to an empty database of each backend in turn."""
     return backend_url(backend, server_databases, tmp_path)
+
+
+@pytest.fixture
+def empty_database(
+    backend: str,
+    server_databases: dict,  # type: ignore[type-arg]
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[], str]:
+    """Of each backend in turn, a URL to an empty database at every call: for hypothesis,
+    whose examples all run inside one test and its fixtures."""
+
+    def empty() -> str:
+        return backend_url(backend, server_databases, tmp_path_factory.mktemp("example"))
+
+    return empty
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.node import Node
+from orderlog.events import OrderPlaced
+from orderlog.order_status import MAX_LIST
+from orderlog.store import AppendRequest
 from tests.support import settings_for, wait_for
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
@@ -1095,6 +1098,32 @@ def test_the_listing_pages_with_next_after(client: falcon.testing.TestClient) ->
             break
         after = page["next_after"]
     assert seen == [f"pg-{n}" for n in range(7)]
+
+
+def test_the_listing_pages_through_more_orders_than_its_largest_page(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    node.core.worker.stop()  # nothing but the orders in the log
+    placed = [f"big-{n}" for n in range(MAX_LIST + 100)]
+    for start in range(0, len(placed), 500):
+        results = node.core.store.append_many(
+            [
+                AppendRequest(order_id, [OrderPlaced(order_id, 1, ("sku-1",), "1.00")], 0)
+                for order_id in placed[start : start + 500]
+            ]
+        )
+        assert all(isinstance(result, list) for result in results)
+    seen: list[str] = []
+    after = 0
+    while True:
+        page = client.simulate_get("/orders", query_string=f"limit={MAX_LIST}&after={after}")
+        assert page.status_code == 200
+        seen += [o["order_id"] for o in page.json["orders"]]
+        if page.json["next_after"] is None:
+            break
+        after = page.json["next_after"]
+    assert len(seen) == len(placed), f"{len(seen)} of {len(placed)} orders listed"
+    assert seen == placed
 
 
 def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(

@@ -100,7 +100,7 @@ def test_catching_up_in_pages_gives_every_order_its_status(
         expected = write(store, reached)
         model = OrderStatusModel(store, page=page)
         assert model.catch_up() == store.head() == model.checkpoint()
-        assert {row.order_id: row.status for row in model.list(limit=1000)} == expected
+        assert {row.order_id: row.status for row in model.list(limit=1000).rows} == expected
         open_ = {order.order_id: order.status for order in model.open_orders()}
         assert open_ == {
             order_id: Status(status)
@@ -133,7 +133,7 @@ def test_followers_catching_up_at_once_agree_and_store_each_page_once(database_u
             thread.join(60)
         assert errors == []
         assert models[0].checkpoint() == store.head()
-        rows = models[0].list(limit=1000)
+        rows = models[0].list(limit=1000).rows
         assert len(rows) == len(expected)  # one row per order, however many wrote
         assert {row.order_id: row.status for row in rows} == expected
     finally:
@@ -161,10 +161,12 @@ def test_listing_filters_by_status_and_user_and_pages_oldest_first(database_url:
         model = OrderStatusModel(store)
         model.catch_up()
         pending = model.list(status="Pending", limit=2)
-        assert [r.order_id for r in pending] == ["o0", "o2"]
-        rest = model.list(status="Pending", after=pending[-1].placed_position, limit=2)
-        assert [r.order_id for r in rest] == ["o4"]
-        assert [r.order_id for r in model.list(user_key="3")] == ["o3"]
-        assert model.list(user_key="3", status="Pending") == []
+        assert [r.order_id for r in pending.rows] == ["o0", "o2"]
+        assert pending.next_after == pending.rows[-1].placed_position
+        rest = model.list(status="Pending", after=pending.next_after, limit=2)
+        assert [r.order_id for r in rest.rows] == ["o4"]
+        assert rest.next_after is None
+        assert [r.order_id for r in model.list(user_key="3").rows] == ["o3"]
+        assert model.list(user_key="3", status="Pending") == ([], None)
     finally:
         store.close()

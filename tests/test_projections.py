@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +24,9 @@ from orderlog.events import (
     RecordedEvent,
     event_data,
 )
-from orderlog.store import EventStore
+from orderlog.order_status import OrderStatusModel
+from orderlog.policy import worker_id_for
+from orderlog.store import AppendRequest, EventStore
 from projections import metrics, order_view, quantile
 from projections.projector import NAME, Projector
 from projections.rebuild import rebuild
@@ -491,3 +494,173 @@ def test_rebuild_replaces_a_stale_saved_state(store: EventStore) -> None:
     assert position == 2
     assert saved is not None
     assert orjson.loads(saved) == metrics.fold(store.read_all(0, 100))
+
+
+# -- followers sharing the order-status checkpoint (every backend) ---------------------------
+#
+# Any number of followers (each node's projector, a sweep's own catching up, a rebuild) write
+# the order-status rows and move one checkpoint. Whatever the interleaving, every order placed
+# in the log must end with its row, at its stream's last version.
+
+
+def place_orders(store: EventStore, order_ids: list[str]) -> None:
+    store.append_many([AppendRequest(order_id, [placed(order_id)], 0) for order_id in order_ids])
+
+
+def every_row(store: EventStore) -> dict[str, int]:
+    """The live order-status rows, read page by page: order id -> version."""
+    model = OrderStatusModel(store)
+    rows: dict[str, int] = {}
+    after: int | None = 0
+    while after is not None:
+        page = model.list(after=after, limit=500)
+        rows.update((row.order_id, row.version) for row in page.rows)
+        after = page.next_after
+    return rows
+
+
+def assert_every_order_has_its_row(store: EventStore) -> None:
+    last: dict[str, int] = {}
+    placed_ids: set[str] = set()
+    for event in store.iter_all(0):
+        last[event.stream_id] = event.version
+        if event.type == OrderPlaced.__name__:
+            placed_ids.add(event.stream_id)
+    rows = every_row(store)
+    missing = sorted(placed_ids - rows.keys())
+    assert not missing, f"{len(missing)} of {len(placed_ids)} orders have no row: {missing}"
+    assert rows == {order_id: last[order_id] for order_id in placed_ids}
+
+
+def one_page(follower: OrderStatusModel) -> None:
+    """Let a follower apply a single page (its own page size) from the checkpoint."""
+    follower.catch_up(until=follower.checkpoint() + 1)
+
+
+def test_a_projector_applies_every_event_when_another_follower_moves_the_checkpoint_mid_page(
+    database_url: str,
+) -> None:
+    store = make_store(database_url, group_commit=False)
+    try:
+        place_orders(store, [f"o-{n}" for n in range(1, 61)])
+        other = OrderStatusModel(store, page=7)  # another node's follower, out of step
+        pages = itertools.count()
+
+        def between_pages(state: metrics.State, events: Any) -> None:
+            if next(pages) % 2 == 0:  # the other one moves on every other page
+                one_page(other)
+
+        projector = Projector(store, page=10, observe=between_pages)
+        assert projector.catch_up() == store.head()
+        OrderStatusModel(store, page=10).catch_up()
+        assert_every_order_has_its_row(store)
+    finally:
+        store.close()
+
+
+def test_a_projector_continues_from_a_checkpoint_moved_back_by_a_rebuild_swapped_in(
+    database_url: str,
+) -> None:
+    store = make_store(database_url, group_commit=False)
+    try:
+        place_orders(store, [f"o-{n}" for n in range(1, 61)])
+        pages = itertools.count()
+
+        def between_pages(state: metrics.State, events: Any) -> None:
+            if next(pages) == 2:  # a rebuild that got less far than the live rows swaps in
+                rebuilt = OrderStatusModel(store, page=5, shadow=True)
+                rebuilt.reset()
+                rebuilt.catch_up(until=15)
+                rebuilt.swap_in()
+
+        projector = Projector(store, page=10, observe=between_pages)
+        assert projector.catch_up() == store.head()
+        assert OrderStatusModel(store).checkpoint() == store.head()
+        assert_every_order_has_its_row(store)
+    finally:
+        store.close()
+
+
+STEPS = st.lists(
+    st.tuples(
+        # place so many orders, move one order an event on, run a projector's whole round
+        # (nested in the round that lets the step run), or one page of a sweep's follower
+        st.sampled_from(["place", "advance", "round", "page", "page"]),
+        st.integers(0, 999),  # how many orders (1 to 12), which order, projector or sweep
+    ),
+    max_size=40,
+)
+
+
+@given(
+    first=st.integers(0, 40),
+    projector_pages=st.lists(st.integers(1, 12), min_size=2, max_size=3),
+    sweep_pages=st.lists(st.integers(1, 12), min_size=1, max_size=2),
+    steps=STEPS,
+)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_followers_interleaved_at_random_leave_every_order_its_row(
+    empty_database: Callable[[], str],
+    first: int,
+    projector_pages: list[int],
+    sweep_pages: list[int],
+    steps: list[tuple[str, int]],
+) -> None:
+    """Projectors take turns at rounds; between two pages of its round a projector lets the
+    next step of the schedule run: appends, another projector's round, one page of a sweep."""
+    store = make_store(empty_database(), group_commit=False)
+    try:
+        schedule = iter(steps)
+        orders: list[str] = []
+        busy: set[int] = set()
+
+        def place(count: int) -> None:
+            fresh = [f"o-{len(orders) + k}" for k in range(count)]
+            place_orders(store, fresh)
+            orders.extend(fresh)
+
+        def round_of(index: int) -> None:
+            if index not in busy:  # a projector's own round never nests in itself
+                busy.add(index)
+                try:
+                    projectors[index].catch_up()
+                finally:
+                    busy.discard(index)
+
+        def next_step(*_: Any) -> None:
+            kind, n = next(schedule, ("done", 0))
+            taken.append(kind)
+            if kind == "place":
+                place(1 + n % 12)
+            elif kind == "advance" and orders:
+                order_id = orders[n % len(orders)]
+                version = store.stream_version(order_id)
+                worker = worker_id_for("n1", "w")
+                following = [OrderProcessingStarted(order_id, 1, worker)] * (version == 1)
+                following += [OrderCompleted(order_id, 1)] * (version == 2)
+                store.append(order_id, following, version)
+            elif kind == "round":
+                round_of(n % len(projectors))
+            elif kind == "page":
+                one_page(sweeps[n % len(sweeps)])
+
+        projectors = [Projector(store, page=page, observe=next_step) for page in projector_pages]
+        sweeps = [OrderStatusModel(store, page=page) for page in sweep_pages]
+        place(first)
+        taken: list[str] = []
+        for turn in itertools.count():
+            before = len(taken)
+            round_of(turn % len(projectors))
+            if len(taken) == before:  # nothing new to read: the schedule moves on by itself
+                next_step()
+            if taken[-1] == "done":
+                break
+        assert projectors[0].catch_up() == store.head()  # the schedule is spent: one catches up
+        assert OrderStatusModel(store).checkpoint() == store.head()
+        assert_every_order_has_its_row(store)
+    finally:
+        store.close()

@@ -40,6 +40,10 @@ import orjson
 import pytest
 
 from bench import loadgen
+from orderlog.database import open_database
+from orderlog.errors import ConcurrencyError, OutcomeUnknownError, StoreUnavailableError
+from orderlog.events import OrderPlaced
+from orderlog.store import EventStore
 from tests.support import (
     BackgroundLoad,
     ServerProcess,
@@ -185,9 +189,10 @@ class PostgresPair:
         self._settings(primary, synchronous_standby_names="'*'", synchronous_commit="on")
         self._pg_ctl(primary, "reload")
         wait_for(
-            lambda: raw_fetch(
-                primary.url(), "SELECT sync_state FROM pg_stat_replication"
-            ) == [("sync",)],
+            lambda: (
+                raw_fetch(primary.url(), "SELECT sync_state FROM pg_stat_replication")
+                == [("sync",)]
+            ),
             timeout=PG_WAIT,
             what="the standby replicating synchronously",
         )
@@ -202,6 +207,16 @@ class PostgresPair:
         pid = self.primary.postmaster_pid()
         assert pid is not None, "the primary is not running"
         os.kill(pid, signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def standby_stalled(self) -> Iterator[None]:
+        """The standby's WAL receiver stopped (SIGSTOP): the primary's commits wait for it."""
+        ((pid,),) = raw_fetch(self.standby.url("postgres"), "SELECT pid FROM pg_stat_wal_receiver")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def promote_standby(self) -> None:
         self._pg_ctl(self.standby, "promote", "-w", "-t", str(PG_WAIT))
@@ -241,6 +256,10 @@ def postgres_pair() -> Iterator[PostgresPair]:
         yield pair.start()
     finally:
         pair.stop()
+
+
+def placed(order_id: str) -> OrderPlaced:
+    return OrderPlaced(order_id, 7, ("i1",), "1.00")
 
 
 def order_body(prefix: str, number: int) -> dict[str, Any]:
@@ -378,7 +397,7 @@ def test_acknowledged_orders_survive_the_primary_being_killed_and_its_standby_pr
         for stream, kinds in streams.items()
         if kinds.count("OrderPlaced") != 1 or kinds.count("OrderCompleted") != 1
     }
-    assert dict(list(wrong.items())[:10]) == {}, f"{len(wrong)} orders not placed and completed once"
+    assert dict(list(wrong.items())[:10]) == {}, f"{len(wrong)} not placed and completed once"
 
     print(
         orjson.dumps(
@@ -392,3 +411,38 @@ def test_acknowledged_orders_survive_the_primary_being_killed_and_its_standby_pr
             }
         ).decode()
     )
+
+
+def test_a_commit_held_by_a_stalled_synchronous_standby_is_never_answered_as_failed(
+    postgres_pair: PostgresPair,
+) -> None:
+    """The primary has the commit on disk and waits for the standby to confirm it: the
+    transaction will be in the log as soon as the standby answers (or the wait is given
+    up), so "failed, safe to send again" would be a lie; "outcome unknown" is the truth."""
+    pair = postgres_pair
+    store = EventStore(open_database(pair.url(), timeout=1.0), group_commit=False, timeout=1.0)
+    store.open()
+    try:
+        store.append("before", [placed("before")], 0)
+        with pair.standby_stalled():
+            with pytest.raises(StoreUnavailableError) as caught:
+                store.append("held", [placed("held")], 0)
+            answered = caught.value
+        # The standby answers again: the commit it held is in the log.
+        wait_for(
+            lambda: (
+                raw_fetch(pair.primary.url(), "SELECT stream_id FROM events WHERE version = 1")
+                == [("before",), ("held",)]
+            ),
+            timeout=30,
+            what="the held commit in the log once the standby answers",
+        )
+        # Sent again, the stream's version decides: it is there, once.
+        with pytest.raises(ConcurrencyError):
+            store.append("held", [placed("held")], 0)
+    finally:
+        store.close()
+    assert isinstance(answered, OutcomeUnknownError), (
+        f"answered {type(answered).__name__}: {answered}\n{pair.log()}"
+    )
+    assert answered.stream_id == "held"

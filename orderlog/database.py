@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import re
 import select
 import socket
 import threading
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
 import peewee
 from playhouse.pool import (
@@ -91,10 +92,15 @@ class DatabaseURL:
     def redacted(self) -> str:
         """The URL without its password, for logs and health answers."""
         parsed = urlparse(self.url)
-        if parsed.password is None:
+        netloc, query = parsed.netloc, parsed.query
+        if parsed.password is not None:
+            netloc = netloc.replace(":" + parsed.password + "@", ":***@")
+        if "password" in self.options:  # libpq takes it in the query too
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+        if (netloc, query) == (parsed.netloc, parsed.query):
             return self.url
-        netloc = parsed.netloc.replace(":" + parsed.password + "@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
+        return parsed._replace(netloc=netloc, query=query).geturl()
 
 
 def backend_of(url: str) -> str:
@@ -171,11 +177,16 @@ def _hosts(text: str) -> tuple[tuple[str, int | None], ...]:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and health answers."""
+    """The URL without its password, for logs and health answers (even a URL that
+    cannot be used: its password is hidden all the same)."""
     try:
         return parse_url(url).redacted()
     except ValidationError:
-        return url
+        return _PASSWORD.sub(r"\1***@", url, count=1)
+
+
+# The password in a URL's user information: after "scheme://user:" and up to the last "@".
+_PASSWORD = re.compile(r"^([^:/?#]+://[^:/?#@]*:)[^/?#]*@")
 
 
 def open_database(

@@ -10,10 +10,11 @@ position can never skip an event that commits later.
 An append never answers wrongly. When the connection fails after its COMMIT was
 sent, the outcome is found out before anyone is told: once the old transaction
 can no longer commit (PostgreSQL: its transaction id is no longer in progress, its
-backend terminated if need be; MariaDB: its connection killed and gone; SQLite: our
-own connection closed), the batch's first event is looked up by its position and
-event id. Found: committed. Not found: failed, safe to retry. No answer from the
-database within the bound: OutcomeUnknownError, which says just that.
+backend terminated if the COMMIT never reached it, never while the COMMIT is carried
+out, which may be waiting for a synchronous standby; MariaDB: its connection killed
+and gone; SQLite: our own connection closed), the batch's first event is looked up
+by its position and event id. Found: committed. Not found: failed, safe to retry. No
+answer from the database within the bound: OutcomeUnknownError, which says just that.
 
 A full disk is told apart from other failures by the driver's code (StoreFullError),
 said in one log line when writes start failing for it and one when appends succeed
@@ -388,8 +389,14 @@ class EventStore:
                     self._writer.submit(pending, deadline.bound(self._wait))
                 else:
                     request = Request(pending)
-                    with self._connection():
+                    closed = self.db.is_closed()
+                    try:
                         self._commit_batch([request])
+                    finally:
+                        # Not connection_context(): a failed commit closes the connection
+                        # for good (_reset_connection), and the context would trip on that.
+                        if closed and not self.db.is_closed():
+                            self.db.close()
                     if request.error is not None:
                         raise request.error
             except OutcomeUnknownError as error:  # each stream is named in its own error
@@ -557,17 +564,24 @@ class EventStore:
         transaction, backend_id, started = session
         if self.backend == "postgres":
             rows = self.db.execute_sql(
-                "SELECT CAST(pg_postmaster_start_time() AS TEXT), txid_status(%s)",
-                (transaction,),
+                "SELECT CAST(pg_postmaster_start_time() AS TEXT), txid_status(%s), "
+                "(SELECT state FROM pg_stat_activity WHERE pid = %s)",
+                (transaction, backend_id),
             ).fetchall()
-            now_started, status = rows[0]
+            now_started, status, state = rows[0]
             if now_started != started:
                 # Another server (a promoted standby) or a restart: the old transaction
                 # ended with its server; what it committed is here or nowhere.
                 return True
             if status != "in progress":
                 return True
-            self.db.execute_sql("SELECT pg_terminate_backend(%s)", (backend_id,))
+            if state is not None and state.startswith("idle in transaction"):
+                # Its COMMIT never arrived: end it, so it can never commit later.
+                self.db.execute_sql("SELECT pg_terminate_backend(%s)", (backend_id,))
+            # Else the COMMIT is being carried out: with a synchronous standby, the commit
+            # is on the primary's disk and waits for the standby to confirm it. Ending it
+            # then would make it visible here without being on the standby, and answered
+            # as committed, a failover would lose it: let it end by itself, within the bound.
             return False
         rows = self.db.execute_sql(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s", (backend_id,)

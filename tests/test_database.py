@@ -19,7 +19,7 @@ import peewee
 import pytest
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from orderlog.database import backend_of, open_database, redact
+from orderlog.database import backend_of, open_database, parse_url, redact
 from orderlog.errors import MissingDriverError, StartupError, ValidationError
 from orderlog.events import OrderPlaced
 from orderlog.store import EventStore
@@ -161,6 +161,86 @@ def test_redact_hides_the_password_and_keeps_the_rest(url: str, secret: str) -> 
 )
 def test_redact_leaves_a_url_without_password_unchanged(url: str) -> None:
     assert redact(url) == url
+
+
+# -- several hosts and libpq parameters ---------------------------------------------
+
+
+def test_a_url_with_several_hosts_names_each_host_and_port_for_libpq() -> None:
+    url = "postgresql://u:pw@db-a:5433,db-b:5434,db-c/orders?target_session_attrs=read-write"
+    target = parse_url(url)
+    assert target.hosts == (("db-a", 5433), ("db-b", 5434), ("db-c", None))
+    assert (target.host, target.port, target.database) == ("db-a", 5433, "orders")
+    assert target.driver_params() == {
+        "host": "db-a,db-b,db-c",
+        "port": "5433,5434,5432",  # one port per host: a host without one gets the default
+        "user": "u",
+        "password": "pw",
+        "target_session_attrs": "read-write",
+    }
+
+
+def test_ipv6_hosts_in_brackets_are_taken_apart_with_their_ports() -> None:
+    target = parse_url("postgresql://u@[::1]:5433,[FE80::2],127.0.0.1:5435/db")
+    assert target.hosts == (("::1", 5433), ("fe80::2", None), ("127.0.0.1", 5435))
+    assert target.driver_params()["host"] == "::1,fe80::2,127.0.0.1"
+    assert target.driver_params()["port"] == "5433,5432,5435"
+
+
+def test_query_parameters_reach_the_driver_unquoted() -> None:
+    url = (
+        "postgresql://u@h/db?sslmode=disable&application_name=orderlog%20a"
+        "&options=-c%20statement_timeout%3D100"
+    )
+    params = parse_url(url).driver_params()
+    assert params["sslmode"] == "disable"
+    assert params["application_name"] == "orderlog a"
+    assert params["options"] == "-c statement_timeout=100"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u@h:5432,h:notaport/db", "port 'notaport' of 'h' is not a number"),
+        ("postgresql://u@h:0/db", "port 0 is out of range"),
+        ("postgresql://u@h:5432,h:70000/db", "port 70000 is out of range"),
+        ("postgresql://u@[::1]:x1/db", "port 'x1' of '::1' is not a number"),
+        ("mysql://root@h1:3306,h2:3306/db", "only PostgreSQL URLs may name several hosts"),
+        ("mysql://root@h/db?ssl=1", "mysql URLs take no query parameters (got 'ssl')"),
+    ],
+)
+def test_a_bad_port_or_host_list_is_refused_naming_it(url: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_url(url)
+    assert [(e.field, e.message) for e in caught.value.errors] == [("database", message)]
+
+
+def test_another_database_on_several_hosts_keeps_the_hosts_and_parameters() -> None:
+    url = "postgresql://u:pw@[::1]:5433,h:5434/orders?target_session_attrs=read-write"
+    other = parse_url(parse_url(url).with_database("test_1"))
+    assert other.database == "test_1"
+    assert other.hosts == (("::1", 5433), ("h", 5434))
+    assert other.options == {"target_session_attrs": "read-write"}
+    assert other.password == "pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "postgresql://u:s3cret@h:5433,[::1]:5434/db?target_session_attrs=read-write",
+            "postgresql://u:***@h:5433,[::1]:5434/db?target_session_attrs=read-write",
+        ),
+        (
+            "postgresql://u@h1,h2/db?password=s3cret&sslmode=disable",
+            "postgresql://u@h1,h2/db?password=***&sslmode=disable",
+        ),
+        # Not usable (a bad port), and still no password in what is shown.
+        ("postgresql://u:s3cret@h:5432,h:port/db", "postgresql://u:***@h:5432,h:port/db"),
+    ],
+)
+def test_redact_hides_the_password_of_a_url_with_several_hosts(url: str, expected: str) -> None:
+    assert redact(url) == expected
 
 
 # -- append-only -------------------------------------------------------------------

@@ -7,9 +7,10 @@ import threading
 import peewee
 import pytest
 
-from orderlog.errors import ConcurrencyError
+from orderlog.errors import AppendFailedError, ConcurrencyError
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
 from orderlog.store import EventStore
+from tests.support import admin_execute, make_store
 
 
 def placed(order_id: str) -> OrderPlaced:
@@ -122,8 +123,6 @@ def test_a_rebuilt_projection_is_a_new_generation_no_older_one_overwrites(
 
 
 def test_schema_creation_is_idempotent(database_url: str) -> None:
-    from tests.support import make_store
-
     first = make_store(database_url)
     first.append("o1", [placed("o1")], 0)
     first.close()
@@ -143,3 +142,25 @@ def test_event_ids_are_random_version_4_uuids() -> None:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
         assert str(parsed) == text
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_refused_write_without_group_commit_is_answered_as_failed(database_url: str) -> None:
+    """The failed transaction's connection is closed for good; the append still answers."""
+    store = make_store(database_url, group_commit=False)
+    try:
+        admin_execute(
+            database_url,
+            [
+                "CREATE FUNCTION refuse() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse BEFORE INSERT ON events "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()",
+            ],
+        )
+        with pytest.raises(AppendFailedError):
+            store.append("o1", [placed("o1")], 0)
+        admin_execute(database_url, ["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"])
+        assert [e.position for e in store.append("o1", [placed("o1")], 0)] == [1]
+    finally:
+        store.close()

@@ -172,7 +172,7 @@ def _hosts(text: str) -> tuple[tuple[str, int | None], ...]:
         port = int(port_text) if port_text else None
         if port is not None and not 0 < port <= 65535:
             raise ValidationError([FieldError("database", f"port {port} is out of range")])
-        found.append((unquote(host).lower(), port))
+        found.append((unquote(host), port))
     return tuple(found)
 
 

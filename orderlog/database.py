@@ -261,14 +261,20 @@ def idle_transaction_limit(timeout: float) -> float:
 def _postgres_bounds(timeout: float | None) -> dict[str, Any]:
     if timeout is None:
         return {}
-    _install_wait_callback()
     lock_ms = int(timeout * 1000)
     idle_ms = int(idle_transaction_limit(timeout) * 1000)
     return {
-        "connection_factory": _bounded_connection_class(timeout),
+        **postgres_wait_bound(timeout),
         "connect_timeout": max(2, math.ceil(timeout)),  # libpq's own, in whole seconds
         "options": f"-c lock_timeout={lock_ms} -c idle_in_transaction_session_timeout={idle_ms}",
     }
+
+
+def postgres_wait_bound(timeout: float) -> dict[str, Any]:
+    """psycopg2 parameters that bound every wait of a connection (its connect included)
+    on the client's side: a stalled path never holds a caller past ``timeout``."""
+    _install_wait_callback()
+    return {"connection_factory": _bounded_connection_class(timeout)}
 
 
 def _mysql_bounds(timeout: float | None) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import peewee
 
-from orderlog.database import DatabaseURL, explain_failure, parse_url
+from orderlog.database import DatabaseURL, explain_failure, parse_url, postgres_wait_bound
 from orderlog.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -179,6 +179,8 @@ class _PostgresLocks(_ServerLocks):
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
+            # What the server cannot see (a stalled path) the client bounds itself.
+            **postgres_wait_bound(CONNECT_TIMEOUT),
             **target.driver_params(),
         )
         super().__init__(url, db)

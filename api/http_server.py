@@ -128,6 +128,9 @@ def _framing_refusal(header_plus: bytes) -> _Refused | None:
     a proxy in front may read them another, and then what one sees as a body the other
     sees as a request of its own.
     """
+    lowered = header_plus.lower()
+    if _plainly_framed(header_plus, lowered):
+        return None
     request_line, _, rest = header_plus.partition(b"\r\n")
     codings: list[bytes] = []
     lengths: list[bytes] = []
@@ -157,6 +160,26 @@ def _framing_refusal(header_plus: bytes) -> _Refused | None:
     if lengths and not lengths[0].isdigit():
         return _Refused("Content-Length", "must be a number in ASCII digits")
     return None
+
+
+_LENGTH_LINE = b"\r\ncontent-length:"
+
+
+def _plainly_framed(header_plus: bytes, lowered: bytes) -> bool:
+    """The common case, told in a few scans of the bytes: no Transfer-Encoding, no
+    folded line, no framing name spelt with ``_``, and at most one Content-Length of
+    ASCII digits. Anything else gets the line-by-line reading."""
+    if b"transfer" in lowered or b"content_length" in lowered:
+        return False
+    if b"\r\n " in header_plus or b"\r\n\t" in header_plus:
+        return False
+    start = lowered.find(_LENGTH_LINE)
+    if start < 0:
+        return True
+    if lowered.find(_LENGTH_LINE, start + 1) >= 0:
+        return False
+    end = lowered.find(b"\r\n", start + 2)
+    return lowered[start + len(_LENGTH_LINE) : end if end >= 0 else None].strip(b" \t").isdigit()
 
 
 class _Request(HTTPRequestParser):

@@ -124,9 +124,15 @@ def is_blank(text: str) -> bool:
     marks (M) alone are blank, and so is every default-ignorable code point; a mark
     after a letter (e + U+0301) is not. One rule for every id and key.
     """
+    if text.isascii():  # the common case, at C speed: only spaces and controls are blank
+        return not text.strip(_ASCII_BLANK)
     return not any(
         unicodedata.category(char)[0] in "LNPS" and char not in INVISIBLE for char in text
     )
+
+
+# ASCII's blank characters: the controls, space and DEL (categories Cc and Zs).
+_ASCII_BLANK = "".join(map(chr, range(0x21))) + "\x7f"
 
 
 def integral(value: Any) -> Any:

@@ -347,3 +347,16 @@ def test_one_bad_item_among_many_is_reported_once() -> None:
     with pytest.raises(ValidationError) as caught:
         PlaceOrder.from_payload(payload(item_ids=[None] * MAX_ITEMS))
     assert [error.field for error in caught.value.errors] == ["item_ids[0]"]
+
+
+def test_blankness_of_ascii_text_follows_the_unicode_category_rule() -> None:
+    # ASCII takes a short cut; it must say what the rule says for every character.
+    import unicodedata
+
+    from orderlog.order import INVISIBLE, is_blank
+
+    def by_rule(text: str) -> bool:
+        return not any(unicodedata.category(c)[0] in "LNPS" and c not in INVISIBLE for c in text)
+
+    texts = [chr(code) for code in range(128)] + [" ", " a ", "\t\n", "  -", "\x7f ", "sku-1"]
+    assert [is_blank(t) for t in texts] == [by_rule(t) for t in texts]

@@ -14,7 +14,9 @@ steps in-process.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 import falcon
 
@@ -106,7 +108,9 @@ class Node:
             self.http = None
         finished = self.core.stop_worker(_left(deadline))
         self.projector.stop(_left(deadline))
-        self.core.close_store(_left(deadline))
+        # Closing waits on connections a stalled database may hold (a connect in flight
+        # holds the pool): bounded by what is left, the rest left to the process's end.
+        _within(deadline, "closing the store", lambda: self.core.close_store(_left(deadline)))
         self.core.stop_probe(_left(deadline))
         log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
         return finished
@@ -119,8 +123,25 @@ def stop_deadline(settings: Settings) -> float:
 
 
 # What a stop may add to --drain-timeout and --shutdown-timeout, and no more.
-STOP_MARGIN = 1.5
+STOP_MARGIN = 1.0
 
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+def _within(deadline: float, what: str, step: Callable[[], object]) -> None:
+    """Run ``step`` until ``deadline`` at most; past it, leave it running (a daemon
+    thread, ended with the process) and say so."""
+
+    def run() -> None:
+        try:
+            step()
+        except Exception:  # a thread's top loop: the stop carries on
+            log.exception("%s failed", what)
+
+    thread = threading.Thread(target=run, name="orderlog-stop", daemon=True)
+    thread.start()
+    thread.join(_left(deadline))
+    if thread.is_alive():
+        log.warning("%s did not finish by the stop's deadline; the process ends anyway", what)

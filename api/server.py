@@ -59,7 +59,7 @@ def serve(settings: Settings) -> int:
 
 
 # The watchdog fires this long after the node's own stop deadline.
-WATCHDOG_MARGIN = 0.3
+WATCHDOG_MARGIN = 0.5
 
 
 def _overdue() -> None:

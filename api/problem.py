@@ -165,29 +165,18 @@ def _handler(status: int, slug: str, title: str):  # type: ignore[no-untyped-def
     return handle
 
 
-def _unavailable(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
-    # The driver's message may name hosts and users: it goes to the log, not the client.
-    log.warning("%s %s: %s", req.method, req.path, error)
-    raise Problem(
-        503,
-        "store-unavailable",
-        "Service unavailable",
-        "the event store is unavailable; retry later",
-        headers={"Retry-After": "1"},
-    )
+def _unavailable(slug: str, detail: str, retry_after: str = "1", logged: bool = True):  # type: ignore[no-untyped-def]
+    """A 503 that says the request was not acted on (or, for a read, not answered)."""
 
+    def handle(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+        if logged:
+            # The driver's message may name hosts and users: it goes to the log, not the client.
+            log.warning("%s %s: %s", req.method, req.path, error)
+        raise Problem(
+            503, slug, "Service unavailable", detail, headers={"Retry-After": retry_after}
+        )
 
-def _append_failed(
-    req: falcon.Request, resp: falcon.Response, error: Exception, params: Any
-) -> None:
-    log.warning("%s %s: %s", req.method, req.path, error)
-    raise Problem(
-        503,
-        "append-failed",
-        "Service unavailable",
-        "the database failed and nothing was stored; send the request again",
-        headers={"Retry-After": "1"},
-    )
+    return handle
 
 
 def _outcome_unknown(
@@ -204,18 +193,6 @@ def _outcome_unknown(
         "the answer says which)",
         headers={"Retry-After": "1"},
         extra={"order_id": order_id},
-    )
-
-
-def _full(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
-    # The store logs one line when the disk fills and one when it has room again;
-    # a line per refused request would bury them.
-    raise Problem(
-        503,
-        "store-full",
-        "Service unavailable",
-        "the event store's disk is full: nothing was written; retry later",
-        headers={"Retry-After": FULL_RETRY_AFTER},
     )
 
 
@@ -238,8 +215,26 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(
         InvalidTransitionError, _handler(409, "invalid-transition", "Invalid transition")
     )
-    app.add_error_handler(StoreUnavailableError, _unavailable)
-    app.add_error_handler(AppendFailedError, _append_failed)
+    app.add_error_handler(
+        StoreUnavailableError,
+        _unavailable("store-unavailable", "the event store is unavailable; retry later"),
+    )
+    app.add_error_handler(
+        AppendFailedError,
+        _unavailable(
+            "append-failed", "the database failed and nothing was stored; send the request again"
+        ),
+    )
     app.add_error_handler(OutcomeUnknownError, _outcome_unknown)
-    app.add_error_handler(StoreFullError, _full)
+    # The store logs one line when the disk fills and one when it has room again;
+    # a line per refused request would bury them.
+    app.add_error_handler(
+        StoreFullError,
+        _unavailable(
+            "store-full",
+            "the event store's disk is full: nothing was written; retry later",
+            FULL_RETRY_AFTER,
+            logged=False,
+        ),
+    )
     app.set_error_serializer(_serialize)

@@ -3,34 +3,22 @@
 A request that waited for a thread has less time left to wait on the database:
 its answer is promised within a bound counted from its arrival, not from the
 moment its append reaches the writer. The HTTP layer sets the deadline for the
-request being served (``until``); the store bounds its wait by whichever comes
+request being served (``set_until``, ``reset``); the store bounds its wait by whichever comes
 first, its own timeout or the caller's deadline. A context variable keeps each
 thread's (each request's) deadline its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from contextvars import ContextVar
 
 _deadline: ContextVar[float | None] = ContextVar("orderlog_deadline", default=None)
 
 
-@contextlib.contextmanager
-def until(moment: float | None) -> Iterator[None]:
-    """Calls made inside must answer by ``moment`` (``time.monotonic()``); None: no deadline."""
-    token = _deadline.set(moment)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
 def set_until(moment: float | None) -> object:
-    """``until`` for callers that open and close it in two places (middleware); returns the
-    token for ``reset``."""
+    """Calls made from here on in this context must answer by ``moment``
+    (``time.monotonic()``; None: no deadline); returns the token for ``reset``."""
     return _deadline.set(moment)
 
 

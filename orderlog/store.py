@@ -389,14 +389,8 @@ class EventStore:
                     self._writer.submit(pending, deadline.bound(self._wait))
                 else:
                     request = Request(pending)
-                    closed = self.db.is_closed()
-                    try:
+                    with self._connection():
                         self._commit_batch([request])
-                    finally:
-                        # Not connection_context(): a failed commit closes the connection
-                        # for good (_reset_connection), and the context would trip on that.
-                        if closed and not self.db.is_closed():
-                            self.db.close()
                     if request.error is not None:
                         raise request.error
             except OutcomeUnknownError as error:  # each stream is named in its own error
@@ -539,7 +533,7 @@ class EventStore:
         if attempt.first is None:
             return False  # nothing was inserted: nothing can have landed
         position, event_id = attempt.first
-        deadline = time.monotonic() + (self.timeout if self.timeout is not None else 30.0)
+        give_up = time.monotonic() + (self.timeout if self.timeout is not None else 30.0)
         while True:
             try:
                 with self._connection():
@@ -551,9 +545,8 @@ class EventStore:
                         return bool(rows) and orjson.loads(rows[0][0]).get("event_id") == event_id
             except _DB_ERRORS as exc:
                 log.info("settling an unanswered commit: %s", exc)
-                with contextlib.suppress(*_DB_ERRORS):
-                    self.db.close()
-            if time.monotonic() + _SETTLE_POLL >= deadline:
+                self._drop_connection()
+            if time.monotonic() + _SETTLE_POLL >= give_up:
                 return None
             time.sleep(_SETTLE_POLL)  # the old transaction is still ending: ask again soon
 
@@ -644,8 +637,11 @@ class EventStore:
         end here (SQLite rolls back on close), never be committed by its next user.
         Only the writer's own: without one, the caller's connection context closes it.
         Not reopened here: the next batch connects when it comes, within its bound."""
-        if self._writer is None:
-            return
+        if self._writer is not None:
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        """Close this thread's connection for good, never back to the pool."""
         with contextlib.suppress(*_DB_ERRORS):
             manual_close = getattr(self.db, "manual_close", None)
             if manual_close is not None:

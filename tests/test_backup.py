@@ -224,16 +224,23 @@ def test_backup_copies_the_whole_log_and_reports_its_last_position(
     assert integrity_problems(f"sqlite:///{copy}") == []
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
-def test_killed_backup_leaves_no_file_at_its_path(
-    sqlite_url: str, tmp_path: Path, signal_number: signal.Signals
-) -> None:
+def start_big_backup(sqlite_url: str, tmp_path: Path) -> tuple[Path, Path, subprocess.Popen[bytes]]:
+    """A log big enough that copying it takes a while, and ``orderlog backup`` of it to
+    ``bk/k.db`` running; returns the folder, the backup's path and the process."""
     store_with_a_big_log(sqlite_url, BIG_LOG_ORDERS)
     folder = tmp_path / "bk"
     folder.mkdir()
     copy = folder / "k.db"
     command = [sys.executable, "-m", "api", "backup", str(copy), "--database", sqlite_url]
     running = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return folder, copy, running
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_killed_backup_leaves_no_file_at_its_path(
+    sqlite_url: str, tmp_path: Path, signal_number: signal.Signals
+) -> None:
+    folder, copy, running = start_big_backup(sqlite_url, tmp_path)
     try:
         wait_for(
             lambda: writing_started(folder) or running.poll() is not None,
@@ -268,12 +275,7 @@ def test_killed_backup_leaves_no_file_at_its_path(
 def test_a_file_made_at_the_path_during_a_backup_is_never_overwritten(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    store_with_a_big_log(sqlite_url, BIG_LOG_ORDERS)
-    folder = tmp_path / "bk"
-    folder.mkdir()
-    copy = folder / "k.db"
-    command = [sys.executable, "-m", "api", "backup", str(copy), "--database", sqlite_url]
-    running = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    folder, copy, running = start_big_backup(sqlite_url, tmp_path)
     try:
         wait_for(lambda: writing_started(folder), timeout=60, what="the backup to start writing")
         with open(copy, "xb") as made:  # someone else's file, made while the copy is written

@@ -389,8 +389,14 @@ class EventStore:
                     self._writer.submit(pending, deadline.bound(self._wait))
                 else:
                     request = Request(pending)
-                    with self._connection():
+                    opened = self.db.is_closed()
+                    try:
                         self._commit_batch([request])
+                    finally:
+                        # Not connection_context(): a failed commit closes the connection
+                        # for good, and the context would trip on that.
+                        if opened and not self.db.is_closed():
+                            self.db.close()
                     if request.error is not None:
                         raise request.error
             except OutcomeUnknownError as error:  # each stream is named in its own error
@@ -437,7 +443,7 @@ class EventStore:
         except (*_DB_ERRORS, StoreUnavailableError) as exc:
             if isinstance(exc, peewee.IntegrityError):
                 raise
-            self._reset_connection()
+            self._drop_connection()
             landed = self._settle(attempt) if attempt.committing else False
             if landed is None:
                 for append, _ in attempt.accepted:
@@ -630,18 +636,10 @@ class EventStore:
             append.stream_id, append.expected_version, self.stream_version(append.stream_id)
         )
 
-    def _reset_connection(self) -> None:
-        """Drop a connection the server may have closed, so the next batch gets a fresh one.
-
-        Closed for good, never back to the pool: a transaction still open on it must
-        end here (SQLite rolls back on close), never be committed by its next user.
-        Only the writer's own: without one, the caller's connection context closes it.
-        Not reopened here: the next batch connects when it comes, within its bound."""
-        if self._writer is not None:
-            self._drop_connection()
-
     def _drop_connection(self) -> None:
-        """Close this thread's connection for good, never back to the pool."""
+        """Close this thread's connection for good, never back to the pool: a transaction
+        still open on it must end here (SQLite rolls back on close), never be committed
+        by its next user. Not reopened here: the next write connects, within its bound."""
         with contextlib.suppress(*_DB_ERRORS):
             manual_close = getattr(self.db, "manual_close", None)
             if manual_close is not None:

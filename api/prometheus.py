@@ -134,7 +134,7 @@ class Exporter:
             position, counts = self._projected()
             for status, count in counts.items():
                 self.orders.labels(status).set(count)
-            self.lag.set(max(0, self._core.store.head() - position))
+            self.lag.set(self._core.store.count_after(position))
         if openmetrics:
             return openmetrics_text(self.registry), OPENMETRICS
         return prometheus_text(self.registry), PROMETHEUS_TEXT

@@ -201,7 +201,7 @@ READ_YOUR_WRITES_TIMEOUT = 5.0
 def caught_up(store: EventStore, projector: Projector) -> None:
     """Wait until the read models reflect the log as it was when the request arrived, so
     a client always sees its own writes; 503 if they cannot get there in time."""
-    if not projector.wait_for(store.head(), READ_YOUR_WRITES_TIMEOUT):
+    if not projector.wait_for(store.last_position(), READ_YOUR_WRITES_TIMEOUT):
         raise Problem(
             503,
             "projections-behind",

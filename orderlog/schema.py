@@ -1,6 +1,7 @@
 """The database schema and its numbered migrations, applied at start under one lock.
 
-The log itself (``events``, append-only by triggers), the lock row appends take,
+The log itself (``events``, append-only by triggers), the lock row appends take
+(on PostgreSQL, since version 7, the origin of positions drawn from transaction ids),
 the projections' checkpoints, and what later versions added: API tokens and the
 order-status read model. A database records the migrations applied to it in
 ``schema_migrations``; a database from before versions existed holds the first
@@ -53,6 +54,18 @@ class AppendLock(_Base):
 
     class Meta:
         table_name = "append_lock"
+
+
+class FeedOrigin(_Base):
+    """PostgreSQL only: where positions drawn from transaction ids start (see
+    ``orderlog.store``). One row; it replaces ``append_lock`` there."""
+
+    id = peewee.IntegerField(primary_key=True)
+    base = peewee.BigIntegerField()  # the first position after the log this row found
+    tx0 = peewee.BigIntegerField()  # the transaction id that ``base`` stands for
+
+    class Meta:
+        table_name = "feed_origin"
 
 
 class ProjectionRow(_Base):
@@ -170,6 +183,7 @@ _NODE_LOCK = {
 _ALL_MODELS = (
     EventRow,
     AppendLock,
+    FeedOrigin,
     ProjectionRow,
     TokenRow,
     OrderStatusRow,
@@ -255,6 +269,23 @@ def _exact_ids(db: peewee.Database, backend: str) -> None:
             )
 
 
+def _positions_from_transactions(db: peewee.Database, backend: str) -> None:
+    # PostgreSQL appends stop taking the lock row: each transaction's positions come
+    # from its own transaction id, after every position already in the log. Dropping
+    # the lock row (after waiting for whoever holds it) makes a node of an earlier
+    # release fail its appends, rather than write positions readers may have passed.
+    if backend != "postgres":
+        return
+    db.execute_sql("SELECT 1 FROM append_lock WHERE id = 1 FOR UPDATE")
+    db.create_tables((FeedOrigin,), safe=True)
+    db.execute_sql(
+        "INSERT INTO feed_origin (id, base, tx0) "
+        "SELECT 1, COALESCE(MAX(position), 0) + 1, txid_current() FROM events "
+        "ON CONFLICT (id) DO NOTHING"
+    )
+    db.execute_sql("DROP TABLE append_lock")
+
+
 MIGRATIONS = (
     Migration(1, "the log: events, append_lock, projections", _the_log),
     Migration(2, "API tokens", _tokens),
@@ -264,6 +295,9 @@ MIGRATIONS = (
         5, "order-status second table, for rebuilds while serving", _order_status_second_table
     ),
     Migration(6, "ids compare byte for byte on MySQL/MariaDB", _exact_ids),
+    Migration(
+        7, "PostgreSQL: positions from transaction ids, no lock", _positions_from_transactions
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -2,10 +2,24 @@
 
 A stored event is (position, stream_id, version, type, data, metadata, recorded_at).
 Unique (stream_id, version) makes a lost race a ConcurrencyError; database triggers
-make the table append-only. Positions are handed out under one lock (the single
-``append_lock`` row, or SQLite's write lock) that is held until commit, so positions
-become visible strictly in order on every backend: a reader paging the log by
-position can never skip an event that commits later.
+make the table append-only. Positions are unique and increase along the log, in one
+total order every reader follows and can resume from (``after``), never skipping an
+event that commits later:
+
+- SQLite and MariaDB/MySQL hand positions out under one lock (SQLite's write lock, the
+  ``append_lock`` row) held until commit: positions are dense, and become visible
+  strictly in order. SQLite has one writer at a time anyway. MariaDB offers a reader
+  no way to learn, inside its own snapshot, which transactions are still in flight,
+  so the lock stays there: one MariaDB database takes one commit at a time.
+- PostgreSQL appends take no lock, so commits from many connections and nodes are
+  flushed together. A transaction's positions come from its own transaction id:
+  ``base + (xid - tx0) * TRANSACTION_SPAN + i`` (``feed_origin`` holds base and
+  tx0), so positions have gaps. A reader reads only below the horizon: positions of
+  transactions older than the oldest one still in progress
+  (``txid_snapshot_xmin``), taken from the same snapshot as the rows. Every such
+  transaction has ended, so nothing can commit below the horizon later. The price:
+  a long write transaction anywhere on the server holds every reader back until it
+  ends (orderlog's own are bounded by ``--db-timeout``); ``horizon_age`` tells.
 
 An append never answers wrongly. When the connection fails after its COMMIT was
 sent, the outcome is found out before anyone is told: once the old transaction
@@ -20,7 +34,6 @@ A full disk is told apart from other failures by the driver's code (StoreFullErr
 said in one log line when writes start failing for it and one when appends succeed
 again (or ``writable()``, asked by readiness, finds room by itself).
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -66,12 +79,25 @@ _dumps = orjson.dumps
 # The lock row also names the transaction and the session holding it (no extra round
 # trip), so an ambiguous commit can be settled: did that transaction commit?
 _TAKE_APPEND_LOCK = {
+    # No lock on PostgreSQL: the transaction id gives the positions.
     "postgres": "SELECT txid_current(), pg_backend_pid(), "
-    "CAST(pg_postmaster_start_time() AS TEXT) FROM append_lock WHERE id = 1 FOR UPDATE",
+    "CAST(pg_postmaster_start_time() AS TEXT)",
     "mysql": "SELECT CONNECTION_ID(), CONNECTION_ID(), NULL FROM append_lock WHERE id = 1 "
     "FOR UPDATE",
 }
 VERDICT_GRACE = 0.4
+# PostgreSQL: positions one transaction may use (its events, at most), and so the
+# step between transactions' positions. Decimal, so a position reads as transaction
+# and row; small, so positions stay exact in JSON's numbers (below 2**53) for 9*10**11
+# transactions.
+TRANSACTION_SPAN = 10_000
+# How long the transaction at the horizon (the oldest still in progress) has run.
+_HORIZON_AGE = (
+    "SELECT EXTRACT(EPOCH FROM now() - xact_start), pid FROM pg_stat_activity "
+    "WHERE backend_xid IS NOT NULL "
+    "AND CAST(CAST(backend_xid AS TEXT) AS BIGINT) = "
+    "txid_snapshot_xmin(txid_current_snapshot()) % 4294967296"
+)
 # How often a settling append asks again whether the old transaction has ended.
 _SETTLE_POLL = 0.05
 
@@ -254,6 +280,11 @@ class EventStore:
         # SQLite's BEGIN IMMEDIATE already gives this writer the only write lock.
         self._begin = ("IMMEDIATE",) if self.backend == "sqlite" else ()
         self._take_append_lock = _TAKE_APPEND_LOCK.get(self.backend)
+        # PostgreSQL: (base, tx0) from feed_origin, read at open; positions below
+        # ``_horizon`` (SQL) are safe to read. Elsewhere every committed position is.
+        self._origin: tuple[int, int] | None = None
+        self._horizon = ""
+        self._versions_sql: dict[int, str] = {}
         # The line said when writes began to fail for a full disk; None while they do not.
         self._full: str | None = None
         self._full_lock = threading.Lock()
@@ -292,9 +323,61 @@ class EventStore:
             with self._connection(), unbounded(self.db):
                 schema.migrate(self.db, self.backend)
             with self._connection(), self._transaction() as cursor:
-                cursor.execute("UPDATE append_lock SET id = 1 WHERE id = 1")
+                if self.backend == "postgres":
+                    self._load_origin(cursor)
+                else:
+                    cursor.execute("UPDATE append_lock SET id = 1 WHERE id = 1")
         except _DB_ERRORS as exc:
             raise StoreUnavailableError(f"cannot create the schema: {exc}") from exc
+
+    def _load_origin(self, cursor: Any) -> None:
+        """Read where positions start; move it past the log if transaction ids went back.
+
+        They go back only when the log was restored into another PostgreSQL cluster
+        (pg_dump and restore; pg_upgrade and failover keep them): new positions would
+        then fall among old ones. Locking the row is also the proof of writing.
+        """
+        cursor.execute("SELECT base, tx0 FROM feed_origin WHERE id = 1 FOR UPDATE")
+        base, tx0 = cursor.fetchone()
+        cursor.execute("SELECT txid_current(), (SELECT COALESCE(MAX(position), 0) FROM events)")
+        now, last = cursor.fetchone()
+        if base + (now - tx0) * TRANSACTION_SPAN <= last:
+            log.warning(
+                "transaction ids are behind the log's positions (restored into another "
+                "PostgreSQL cluster?): new positions start after %d",
+                last,
+            )
+            base, tx0 = last + 1, now
+            cursor.execute("UPDATE feed_origin SET base = %s, tx0 = %s WHERE id = 1", (base, tx0))
+        self._set_origin(base, tx0)
+
+    def _read_origin(self) -> tuple[int, int]:
+        """The origin, for a store used without ``open()`` (a command, a backup)."""
+        rows = self._query("SELECT base, tx0 FROM feed_origin WHERE id = 1", [])
+        if not rows:
+            raise StoreUnavailableError("the log's schema is not there yet: open the store first")
+        self._set_origin(*rows[0])
+        assert self._origin is not None
+        return self._origin
+
+    def _set_origin(self, base: int, tx0: int) -> None:
+        self._origin = (base, tx0)
+        self._horizon = (
+            f"{base} + (txid_snapshot_xmin(txid_current_snapshot()) - {tx0}) * {TRANSACTION_SPAN}"
+        )
+
+    def _below_horizon(self) -> str:
+        """The condition for positions safe to read (every transaction below has ended)."""
+        if self.dense:
+            return ""
+        if not self._horizon:
+            self._read_origin()
+        return f" AND position < {self._horizon}"
+
+    @property
+    def dense(self) -> bool:
+        """Whether positions are 1, 2, 3… without gaps (SQLite, MariaDB/MySQL)."""
+        return self.backend != "postgres"
 
     def ping(self) -> bool:
         try:
@@ -408,30 +491,61 @@ class EventStore:
         return [a.error if a.error is not None else a.recorded() for a in appends]
 
     def _commit_batch(self, batch: list[Request]) -> None:
-        """Commit every request's appends in one transaction; each append gets its first
-        position and moment, or its error.
-
-        Versions are checked up front under the log lock, so a clash fails only its
-        own append. Should the database still refuse the batch (a writer outside this
-        store), each append is retried alone so neighbours are spared. Should the
-        connection fail once the COMMIT was sent, the outcome is settled first.
-        """
+        """Commit every request's appends in one transaction (on PostgreSQL, as many as
+        ``TRANSACTION_SPAN`` events allow); each append gets its first position and
+        moment, or its error."""
         appends: list[_Append] = [a for request in batch for a in request.payload]
-        try:
-            error = self._write_settled(appends)
-        except peewee.IntegrityError:
-            for append in appends:
-                append.error = None
-                try:
-                    append.error = self._write_settled([append])
-                except peewee.IntegrityError:
-                    self._fail_clash(append)
-            return
-        if error is not None:
-            for request in batch:
-                request.error = error
-        elif self._full is not None:
+        for chunk in self._transactions(appends):
+            error = self._commit_appends(chunk)
+            for append in chunk:
+                if error is not None and append.error is None:
+                    append.error = error
+        if self._full is not None and any(a.error is None for a in appends):
             self._note_written()
+
+    def _transactions(self, appends: list[_Append]) -> Iterator[list[_Append]]:
+        if self.dense:
+            yield appends
+            return
+        chunk: list[_Append] = []
+        rows = 0
+        for append in appends:
+            if len(append.events) > TRANSACTION_SPAN:
+                append.error = AppendFailedError(
+                    f"an append of {len(append.events)} events is more than one "
+                    f"transaction holds ({TRANSACTION_SPAN})"
+                )
+                continue
+            if rows + len(append.events) > TRANSACTION_SPAN:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append(append)
+            rows += len(append.events)
+        if chunk:
+            yield chunk
+
+    def _commit_appends(self, appends: list[_Append]) -> StoreUnavailableError | None:
+        """One transaction for ``appends``; None when it committed, else its error.
+
+        Versions are checked up front, so a clash fails only its own append. Should
+        the database still refuse the batch (on PostgreSQL a concurrent append to the
+        same stream that committed after the check; elsewhere a writer outside this
+        store), it is checked and tried again once, and then each append alone, so
+        neighbours are spared. Should the connection fail once the COMMIT was sent,
+        the outcome is settled first.
+        """
+        for _ in range(2):
+            try:
+                return self._write_settled(appends)
+            except peewee.IntegrityError:
+                for append in appends:
+                    append.error = None
+        for append in appends:
+            try:
+                append.error = self._write_settled([append])
+            except peewee.IntegrityError:
+                self._fail_clash(append)
+        return None
 
     def _write_settled(self, appends: list[_Append]) -> StoreUnavailableError | None:
         """Write one transaction and know its outcome: None when committed (each append
@@ -469,18 +583,18 @@ class EventStore:
             if self._take_append_lock:
                 cursor.execute(self._take_append_lock)
                 attempt.session = cursor.fetchone()
-            # Read under the lock, so every append before this one has committed: the
-            # last position and the batch's streams' versions, in one statement (each
-            # statement hands the GIL back and forth, which the writer pays for in turn).
+            # Read under the lock (if any), so every append before this one has
+            # committed: the last position and the batch's streams' versions, in one
+            # statement (each statement hands the GIL back and forth, which the writer
+            # pays for in turn).
             streams = list({a.stream_id for a in appends})
-            cursor.execute(
-                f"SELECT NULL, MAX(position) FROM events UNION ALL "
-                f"SELECT stream_id, MAX(version) FROM events WHERE stream_id IN "
-                f"({', '.join([p] * len(streams))}) GROUP BY stream_id",
-                streams,
-            )
+            cursor.execute(self._versions(len(streams)), streams)
             versions: dict[str | None, int] = dict(cursor.fetchall())
-            head = versions.pop(None) or 0
+            head = versions.pop(None, None) or 0
+            if not self.dense:  # PostgreSQL: this transaction's own positions
+                base, tx0 = self._origin or self._read_origin()
+                assert attempt.session is not None
+                head = base + (attempt.session[0] - tx0) * TRANSACTION_SPAN - 1
             now = self._clock()
             recorded_at = format_time(now)
             params: list[Any] = []
@@ -516,6 +630,19 @@ class EventStore:
                 chunk = params[start : start + step]
                 cursor.execute(self._insert_sql(len(chunk) // len(COLUMNS)), chunk)
             attempt.committing = True  # leaving the block sends the COMMIT
+
+    def _versions(self, streams: int) -> str:
+        sql = self._versions_sql.get(streams)
+        if sql is None:
+            sql = (
+                f"SELECT stream_id, MAX(version) FROM events WHERE stream_id IN "
+                f"({', '.join([self._param] * streams)}) GROUP BY stream_id"
+            )
+            if self.dense:
+                sql = "SELECT NULL, MAX(position) FROM events UNION ALL " + sql
+            if len(self._versions_sql) < 64:
+                self._versions_sql[streams] = sql
+        return sql
 
     def _committed(self, attempt: _Attempt) -> None:
         accepted = attempt.accepted
@@ -710,7 +837,8 @@ class EventStore:
         p = self._param
         limit = max(1, min(limit, MAX_PAGE * 100))
         return self._query(
-            f"SELECT {_COLUMN_LIST} FROM events WHERE position > {p} ORDER BY position LIMIT {p}",
+            f"SELECT {_COLUMN_LIST} FROM events WHERE position > {p}{self._below_horizon()} "
+            f"ORDER BY position LIMIT {p}",
             [after, limit],
         )
 
@@ -730,8 +858,34 @@ class EventStore:
             after = rows[-1][0]
 
     def head(self) -> int:
-        """The last position committed: the log's length."""
+        """The newest position safe to read: every event up to it is visible, and no
+        event at or below it can commit later. On SQLite and MariaDB the log's length."""
+        if self.dense:
+            return self._query(_LAST_POSITION, [])[0][0]
+        sql = "SELECT COALESCE(MAX(position), 0) FROM events WHERE position > 0"
+        return self._query(sql + self._below_horizon(), [])[0][0]
+
+    def last_position(self) -> int:
+        """The newest position committed, safe to read or not yet: a reader that has
+        passed it has seen every write committed before this call (read-your-writes)."""
         return self._query(_LAST_POSITION, [])[0][0]
+
+    def count_after(self, position: int, most: int = 1_000_000) -> int:
+        """How many events committed after ``position`` (at most ``most``): a reader's lag."""
+        p = self._param
+        rows = self._query(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE position > {p} LIMIT {p}) AS later",
+            [position, most],
+        )
+        return rows[0][0]
+
+    def horizon_age(self) -> float:
+        """PostgreSQL: seconds the oldest write transaction in progress on the server has
+        run (it holds every reader of the log back); 0 when none, and elsewhere."""
+        if self.dense:
+            return 0.0
+        rows = self._query(_HORIZON_AGE, [])
+        return float(rows[0][0] or 0.0) if rows else 0.0
 
     def stream_version(self, stream_id: str) -> int:
         rows = self._query(

@@ -29,6 +29,7 @@ BACKENDS = ["sqlite", *SERVER_BACKENDS]
 _TABLES = (
     "events",
     "append_lock",
+    "feed_origin",
     "projections",
     "tokens",
     "order_status",

@@ -106,6 +106,25 @@ def raw_fetch(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[An
         return rows
 
 
+def logged_positions(url: str) -> list[int]:
+    """Every position in the events table, in order, read with SQL of its own."""
+    return [row[0] for row in raw_fetch(url, "SELECT position FROM events ORDER BY position")]
+
+
+def dense(url: str) -> bool:
+    """Whether the backend hands out positions 1, 2, 3… (PostgreSQL's have gaps)."""
+    return parse_url(url).backend != "postgres"
+
+
+def nth_positions(url: str, *ranks: int) -> list[int]:
+    """The positions of the log's events at these ranks (1 is the first): the ranks
+    themselves where positions are dense, the stored positions on PostgreSQL."""
+    if dense(url):
+        return list(ranks)
+    logged = logged_positions(url)
+    return [logged[rank - 1] for rank in ranks]
+
+
 def admin_execute(url: str, statements: list[str]) -> None:
     """Statements outside any transaction (CREATE DATABASE refuses one)."""
     with raw_connection(url) as conn:

@@ -14,7 +14,7 @@ import pytest
 
 from api.node import Node
 from orderlog import schema
-from orderlog.database import open_database
+from orderlog.database import open_database, parse_url
 from orderlog.errors import SchemaError
 from orderlog.events import OrderPlaced
 from orderlog.order import PlaceOrder
@@ -23,6 +23,7 @@ from tests.support import ROOT, admin_execute, make_store, raw_fetch, settings_f
 
 V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"
 V5_MYSQL = ROOT / "tests" / "data" / "schema-v5.mysql.sql"
+V6_POSTGRES = ROOT / "tests" / "data" / "schema-v6.postgres.sql"
 
 
 def tables(url: str) -> set[str]:
@@ -38,9 +39,9 @@ def test_a_new_database_gets_every_migration_in_order(database_url: str) -> None
     make_store(database_url).close()
     versions = raw_fetch(database_url, "SELECT version FROM schema_migrations ORDER BY version")
     assert [v for (v,) in versions] == [m.version for m in schema.MIGRATIONS]
-    assert {"events", "append_lock", "projections", "tokens", "order_status"} <= tables(
-        database_url
-    )
+    # PostgreSQL's appends take no lock: its origin of positions replaces the lock row.
+    lock = "feed_origin" if parse_url(database_url).backend == "postgres" else "append_lock"
+    assert {"events", lock, "projections", "tokens", "order_status"} <= tables(database_url)
 
 
 def test_migrating_again_changes_nothing(database_url: str) -> None:
@@ -118,10 +119,7 @@ def test_a_mariadb_database_of_the_previous_release_compares_ids_exactly_once_up
     database_url: str,
 ) -> None:
     """Its tables took the server's case-insensitive default; its order Case-1 is Alice's."""
-    script = "".join(
-        line for line in V5_MYSQL.read_text().splitlines(keepends=True) if not line.startswith("--")
-    )
-    admin_execute(database_url, [s for s in script.split(";\n") if s.strip()])
+    run_script(database_url, V5_MYSQL)
     assert text_collations(database_url)["events.stream_id"] == "utf8mb4_general_ci"
 
     node = Node(settings_for(database_url)).start(bind=False)
@@ -144,6 +142,46 @@ def test_a_mariadb_database_of_the_previous_release_compares_ids_exactly_once_up
     assert sorted(versions) == [m.version for m in schema.MIGRATIONS]
     collations = text_collations(database_url)
     assert {name for name, c in collations.items() if c != "utf8mb4_nopad_bin"} == set()
+
+
+def run_script(url: str, path: Path) -> None:
+    script = "".join(
+        line for line in path.read_text().splitlines(keepends=True) if not line.startswith("--")
+    )
+    admin_execute(url, [s for s in script.split(";\n") if s.strip()])
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_postgres_log_of_the_previous_release_keeps_its_positions_and_feed_cursors(
+    database_url: str,
+) -> None:
+    """Positions 1..7 written under the lock row; new ones come after them, and the integers
+    a client of that release holds still resume the feed exactly where they were."""
+    run_script(database_url, V6_POSTGRES)
+    node = Node(settings_for(database_url)).start(bind=False)
+    try:
+        client = falcon.testing.TestClient(node.app)
+        assert node.core.worker.wait_idle(30)  # old-3, left Pending, is processed now
+        body = {"order_id": "new-1", "user_id": "u4", "item_ids": ["a"], "total_amount": "4.50"}
+        assert client.simulate_post("/orders", json=body).status_code == 201
+        assert node.core.worker.wait_idle(30)
+        feed = client.simulate_get("/events", params={"limit": 100}).json
+        positions = [e["position"] for e in feed["events"]]
+        assert positions[:7] == [1, 2, 3, 4, 5, 6, 7]
+        assert positions == sorted(positions) and len(set(positions)) == len(positions)
+        assert feed["head"] == positions[-1] == feed["next_after"]
+        new = [(e["stream_id"], e["type"]) for e in feed["events"][7:]]
+        assert ("old-3", "OrderCompleted") in new and ("new-1", "OrderCompleted") in new
+        for held in (3, 7):  # an old client's next_after resumes right after that event
+            page = client.simulate_get("/events", params={"after": held, "limit": 100}).json
+            assert [e["position"] for e in page["events"]] == positions[held:]
+        metrics = client.simulate_get("/metrics").json
+        assert metrics["status_counts"]["Completed"] == 4
+        assert client.simulate_get("/orders/old-3").json["status"] == "Completed"
+    finally:
+        node.stop()
+    assert raw_fetch(database_url, "SELECT base FROM feed_origin") == [(8,)]
+    assert "append_lock" not in tables(database_url)
 
 
 def test_a_first_version_database_on_any_backend_is_upgraded(database_url: str) -> None:

@@ -34,6 +34,7 @@ A full disk is told apart from other failures by the driver's code (StoreFullErr
 said in one log line when writes start failing for it and one when appends succeed
 again (or ``writable()``, asked by readiness, finds room by itself).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,8 +81,7 @@ _dumps = orjson.dumps
 # trip), so an ambiguous commit can be settled: did that transaction commit?
 _TAKE_APPEND_LOCK = {
     # No lock on PostgreSQL: the transaction id gives the positions.
-    "postgres": "SELECT txid_current(), pg_backend_pid(), "
-    "CAST(pg_postmaster_start_time() AS TEXT)",
+    "postgres": "SELECT txid_current(), pg_backend_pid(), CAST(pg_postmaster_start_time() AS TEXT)",
     "mysql": "SELECT CONNECTION_ID(), CONNECTION_ID(), NULL FROM append_lock WHERE id = 1 "
     "FOR UPDATE",
 }
@@ -91,6 +91,8 @@ VERDICT_GRACE = 0.4
 # and row; small, so positions stay exact in JSON's numbers (below 2**53) for 9*10**11
 # transactions.
 TRANSACTION_SPAN = 10_000
+# How long a read waits for this store's own latest write to become readable.
+OWN_WRITES_WAIT = 1.0
 # How long the transaction at the horizon (the oldest still in progress) has run.
 _HORIZON_AGE = (
     "SELECT EXTRACT(EPOCH FROM now() - xact_start), pid FROM pg_stat_activity "
@@ -284,6 +286,10 @@ class EventStore:
         # ``_horizon`` (SQL) are safe to read. Elsewhere every committed position is.
         self._origin: tuple[int, int] | None = None
         self._horizon = ""
+        # The newest position this store committed, and the newest known readable: a
+        # process reads its own writes (PostgreSQL may hold them back a moment).
+        self._written = 0
+        self._readable = 0
         self._versions_sql: dict[int, str] = {}
         # The line said when writes began to fail for a full disk; None while they do not.
         self._full: str | None = None
@@ -578,7 +584,6 @@ class EventStore:
 
     def _write(self, appends: list[_Append], attempt: _Attempt) -> None:
         """One transaction: check the versions, insert every append that passes."""
-        p = self._param
         with self._turn(), self._transaction() as cursor:
             if self._take_append_lock:
                 cursor.execute(self._take_append_lock)
@@ -650,6 +655,9 @@ class EventStore:
             append.first_position = first_position
             append.moment = attempt.moment
             append.moment_text = attempt.recorded_at
+        if accepted and not self.dense:
+            last, first_position = accepted[-1]
+            self._written = max(self._written, first_position + len(last.events) - 1)
         if self._observer is not None and accepted:
             self._observer.committed(
                 len(accepted), Counter(e.type for append, _ in accepted for e in append.events)
@@ -836,6 +844,7 @@ class EventStore:
         """A page of undecoded rows, for readers that decode only what they need."""
         p = self._param
         limit = max(1, min(limit, MAX_PAGE * 100))
+        self._own_writes_readable()
         return self._query(
             f"SELECT {_COLUMN_LIST} FROM events WHERE position > {p}{self._below_horizon()} "
             f"ORDER BY position LIMIT {p}",
@@ -862,13 +871,41 @@ class EventStore:
         event at or below it can commit later. On SQLite and MariaDB the log's length."""
         if self.dense:
             return self._query(_LAST_POSITION, [])[0][0]
+        self._own_writes_readable()
+        return self._safe_head()
+
+    def _safe_head(self) -> int:
         sql = "SELECT COALESCE(MAX(position), 0) FROM events WHERE position > 0"
-        return self._query(sql + self._below_horizon(), [])[0][0]
+        head = self._query(sql + self._below_horizon(), [])[0][0]
+        self._readable = max(self._readable, head)
+        return head
+
+    def _own_writes_readable(self) -> None:
+        """Wait (briefly: ``OWN_WRITES_WAIT``) until what this store committed can be read,
+        so a process reads its own writes; past that, read what can be read."""
+        if self._written > self._readable and not self.wait_readable(
+            self._written, OWN_WRITES_WAIT
+        ):
+            log.debug("own writes up to %d not readable yet: held back", self._written)
 
     def last_position(self) -> int:
         """The newest position committed, safe to read or not yet: a reader that has
         passed it has seen every write committed before this call (read-your-writes)."""
         return self._query(_LAST_POSITION, [])[0][0]
+
+    def wait_readable(self, position: int, timeout: float) -> bool:
+        """Wait until ``position`` (committed) can be read: at once on SQLite and MariaDB,
+        on PostgreSQL once every older transaction has ended. False at the timeout."""
+        if self.dense:
+            return True
+        give_up = time.monotonic() + timeout
+        pause = 0.001
+        while self._safe_head() < position:
+            if time.monotonic() + pause > give_up:
+                return False
+            time.sleep(pause)  # older transactions are still ending: look again soon
+            pause = min(pause * 2, 0.05)
+        return True
 
     def count_after(self, position: int, most: int = 1_000_000) -> int:
         """How many events committed after ``position`` (at most ``most``): a reader's lag."""

@@ -115,10 +115,21 @@ class Projector:
             return True
         if not self.alive:  # no thread (a test, a script): do the round here
             self.catch_up()
+            if self.position >= position or not self.store.wait_readable(position, timeout):
+                return self.position >= position
+            self.catch_up()
             return self.position >= position
-        self._kick.set()
+        # Kick a round, and another after each round that fell short: on PostgreSQL an
+        # event may be committed and still not readable until older transactions end.
+        deadline = time.monotonic() + timeout
         with self._advanced:
-            return self._advanced.wait_for(lambda: self.position >= position, timeout)
+            while self.position < position:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._kick.set()
+                self._advanced.wait(left)
+            return True
 
     def report(self) -> dict[str, Any]:
         """The metrics as of the position they reflect (call ``wait_for`` first)."""

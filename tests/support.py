@@ -111,6 +111,13 @@ def logged_positions(url: str) -> list[int]:
     return [row[0] for row in raw_fetch(url, "SELECT position FROM events ORDER BY position")]
 
 
+def readable(store: EventStore, timeout: float = 30.0) -> EventStore:
+    """The store once every event committed so far can be read (on PostgreSQL, readers
+    stop at the oldest transaction still in progress anywhere on the server)."""
+    assert store.wait_readable(store.last_position(), timeout), "the log did not settle"
+    return store
+
+
 def dense(url: str) -> bool:
     """Whether the backend hands out positions 1, 2, 3… (PostgreSQL's have gaps)."""
     return parse_url(url).backend != "postgres"

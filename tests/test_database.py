@@ -397,7 +397,7 @@ def test_a_second_event_at_the_same_stream_version_is_refused_by_the_database(
         with store.db.connection_context(), pytest.raises(peewee.IntegrityError):
             store.db.execute_sql(
                 "INSERT INTO events (position, stream_id, version, type, data, metadata, "
-                "recorded_at) VALUES (%d, 'o1', 1, 'X', '{}', '{}', 'now')" % (event.position + 1)
+                f"recorded_at) VALUES ({event.position + 1}, 'o1', 1, 'X', '{{}}', '{{}}', 'now')"
             )
     finally:
         store.close()

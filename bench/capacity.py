@@ -257,7 +257,7 @@ def _measure(kind: str, url: str, k: int, threads: int, seconds: float,
                 break
     finally:
         for process in processes:
-            process.join(max(0.0, 30.0))
+            process.join(30.0)  # it has answered, or the bound has passed
             if process.is_alive():
                 process.kill()
                 process.join(10)

@@ -129,16 +129,23 @@ def _store_processes_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="K,K,...",
         help="writer processes at once, each a node's own EventStore, against as many raw "
-        "driver processes (e.g. 1,4); without it: the in-process figures above",
+        "driver processes (e.g. 1,4); without it: --appends through one store from "
+        "--store-threads threads",
     )
     parser.add_argument(
-        "--seconds", type=float, default=4.0, help="with --processes: seconds each writes"
+        "--seconds",
+        type=_positive(float),
+        default=4.0,
+        help="with --processes: seconds each writes",
     )
     parser.add_argument(
-        "--threads", type=int, default=8, help="with --processes: appending threads per process"
+        "--threads",
+        type=_positive(int),
+        default=8,
+        help="with --processes: appending threads per process",
     )
     parser.add_argument(
-        "--runs", type=int, default=2, help="with --processes: runs of each (medians)"
+        "--runs", type=_positive(int), default=2, help="with --processes: runs of each (medians)"
     )
 
 
@@ -162,13 +169,32 @@ def _wrk_options(parser: argparse.ArgumentParser) -> None:
         metavar="N,N,...",
         help="server processes to measure, each for orderlog and the bare app (default 1,2)",
     )
-    parser.add_argument("--connections", type=int, default=100, help="keep-alive connections")
-    parser.add_argument("--seconds", type=int, default=10, help="seconds of load per measurement")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each (medians)")
-    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads")
+    count = _positive(int)
+    parser.add_argument("--connections", type=count, default=100, help="keep-alive connections")
+    parser.add_argument("--seconds", type=count, default=10, help="seconds of load per measurement")
+    parser.add_argument("--runs", type=count, default=3, help="runs of each (medians)")
+    parser.add_argument("--wrk-threads", type=count, default=1, help="wrk's threads")
     parser.add_argument(
-        "--wrk-timeout", type=int, default=10, help="seconds before wrk counts a request timed out"
+        "--wrk-timeout",
+        type=count,
+        default=10,
+        help="seconds before wrk counts a request timed out",
     )
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, and more than 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"want more than 0: {text!r}")
+        return value
+
+    return parse
 
 
 def _counts(text: str) -> list[int]:

@@ -4,15 +4,32 @@ A Falcon app whose POST /orders only parses the JSON body with orjson and answer
 201, served by stock waitress (``waitress.create_server``, its own loop) with
 orderlog's waitress settings: threads, connection_limit, backlog, poll(). What is
 left between the two figures is orderlog's own work, and its own event loop.
+
+With ``--processes N`` (N > 1) the parent binds the socket once and forks N workers
+that inherit it, each a whole waitress server accepting from the shared socket: the
+baseline for an orderlog serving from N processes. The parent only says where it
+serves once every worker is up, passes SIGTERM/SIGINT on to them, and exits when they
+have; a worker dies with its parent (Linux), so none outlives a killed bench.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import select
+import signal
+import socket
 import sys
+import time
+import traceback
+from typing import Any
 
 import falcon
 import orjson
+
+WORKER_START_TIMEOUT = 60.0  # importing nothing new, a fork is up in well under a second
+STOP_GRACE = 10  # seconds the workers get after SIGTERM before SIGKILL
 
 
 class BareOrders:
@@ -37,8 +54,6 @@ def create_bare_app() -> falcon.App:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import waitress
-
     from api.http_server import waitress_settings
     from api.limits import raise_file_limit
     from orderlog.config import load_settings
@@ -49,14 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default=None)
     parser.add_argument("--connection-limit", dest="connection_limit", default=None)
     parser.add_argument("--backlog", default=None)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes sharing one socket"
+    )
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    processes = args.processes
+    if processes < 1:
+        parser.error("--processes must be at least 1")
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "processes"}
     settings = load_settings(overrides=overrides)
     raise_file_limit(settings.connection_limit + settings.backlog + 256)
-    server = waitress.create_server(create_bare_app(), **waitress_settings(settings))
-    port = server.effective_port
-    sys.stdout.write(f"bare serving on http://{settings.host}:{port}\n")
-    sys.stdout.flush()
+    adjustments = waitress_settings(settings)
+    if processes == 1:
+        return _serve_alone(adjustments)
+    return _serve_forked(adjustments, processes)
+
+
+def _serve_alone(adjustments: dict[str, Any]) -> int:
+    import waitress
+
+    server = waitress.create_server(create_bare_app(), **adjustments)
+    _say(f"bare serving on http://{adjustments['host']}:{server.effective_port}")
     try:
         server.run()
     except KeyboardInterrupt:
@@ -64,6 +92,121 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
     return 0
+
+
+def _serve_forked(adjustments: dict[str, Any], processes: int) -> int:
+    host, port = adjustments.pop("host"), int(adjustments.pop("port"))
+    listener = socket.create_server((host, port), backlog=adjustments["backlog"])
+    port = listener.getsockname()[1]
+    ready_read, ready_write = os.pipe()
+    workers: set[int] = set()
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            os.close(ready_read)
+            _work(listener, adjustments, ready_write)
+        workers.add(pid)
+    os.close(ready_write)
+    listener.close()  # the workers hold it
+
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        _signal_all(workers, signal.SIGTERM)
+        signal.alarm(STOP_GRACE)
+
+    def kill(signum: int, frame: Any) -> None:
+        _signal_all(workers, signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGALRM, kill)
+    if not _all_ready(ready_read, processes):
+        _signal_all(workers, signal.SIGKILL)
+        sys.stderr.write("bare: the workers did not all start\n")
+        _reap(workers)
+        return 1
+    _say(f"bare serving on http://{host}:{port} with {processes} processes")
+    failed = False
+    while workers:
+        pid, status = os.wait()  # retried after each signal handler (PEP 475)
+        workers.discard(pid)
+        if not stopping:  # a worker died under load: the figure would be wrong, stop all
+            failed = True
+            sys.stderr.write(f"bare: worker {pid} exited ({status}); stopping\n")
+            stop(signal.SIGTERM, None)
+    return 1 if failed else 0
+
+
+def _work(listener: socket.socket, adjustments: dict[str, Any], ready: int) -> None:
+    """One worker: a waitress server on the inherited socket, until SIGTERM."""
+    code = 1
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _die_with_parent()
+        import waitress
+
+        server = waitress.create_server(create_bare_app(), sockets=[listener], **adjustments)
+        os.write(ready, b".")
+        os.close(ready)
+        server.run()
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel sends SIGTERM when the parent goes, however it goes."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent went before the request was made
+        os._exit(1)
+
+
+def _all_ready(ready: int, processes: int) -> bool:
+    """Each worker writes one byte once its server is made; wait for all, bounded."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    seen = 0
+    try:
+        while seen < processes:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([ready], [], [], left)[0]:
+                return False
+            got = os.read(ready, processes)
+            if not got:  # every write end closed: a worker died before it was ready
+                return False
+            seen += len(got)
+        return True
+    finally:
+        os.close(ready)
+
+
+def _signal_all(workers: set[int], signum: int) -> None:
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _reap(workers: set[int]) -> None:
+    for pid in workers:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

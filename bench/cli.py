@@ -1,4 +1,4 @@
-"""``python -m bench``: burst, sustained, store, rebuild, attack and all, as a table or ``--json``.
+"""``python -m bench``: burst, sustained, store, rebuild, attack, wrk, all; a table or ``--json``.
 
 It measures orderlog from outside, as a user runs it: the server is started as
 ``orderlog serve`` with its default settings on a fresh database (or ``--url``
@@ -22,7 +22,7 @@ import orjson
 
 from bench.placement import Placement, place
 
-SUBCOMMANDS = ("burst", "sustained", "store", "rebuild", "attack", "all")
+SUBCOMMANDS = ("burst", "sustained", "store", "rebuild", "attack", "wrk", "all")
 PLACEMENTS = {"unpinned": [False], "pinned": [True], "both": [False, True]}
 
 
@@ -65,17 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     burst = commands.add_parser("burst", parents=[common], help="N orders at once, then settle")
     _burst_options(burst, orders=1000)
+    _server_processes_option(burst)
     sustained = commands.add_parser("sustained", parents=[common], help="keep-alive load vs bare")
     _sustained_options(sustained, duration=10.0)
+    _server_processes_option(sustained)
     store = commands.add_parser("store", parents=[common], help="EventStore.append vs raw inserts")
     _store_options(store, appends=20000)
+    _store_processes_options(store)
     rebuild = commands.add_parser("rebuild", parents=[common], help="replay a big log vs raw scan")
     _rebuild_options(rebuild, events=1_000_000)
     attack = commands.add_parser(
         "attack", parents=[common], help="a normal client's latency while another hoards sockets"
     )
     _attack_options(attack, duration=15.0)
-    every = commands.add_parser("all", parents=[common], help="all of them, modest sizes")
+    wrk = commands.add_parser(
+        "wrk", parents=[common], help="wrk posting new orders, orderlog vs bare, 1..N processes"
+    )
+    _wrk_options(wrk)
+    every = commands.add_parser("all", parents=[common], help="all but wrk, modest sizes")
     _burst_options(every, orders=1000)
     _sustained_options(every, duration=5.0)
     _store_options(every, appends=5000)
@@ -112,6 +119,93 @@ def _store_options(parser: argparse.ArgumentParser, appends: int) -> None:
     parser.add_argument(
         "--store-threads", default="1,8", help="comma-separated thread counts (default 1,8)"
     )
+
+
+def _store_processes_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        dest="store_processes",
+        type=_counts,
+        default=None,
+        metavar="K,K,...",
+        help="writer processes at once, each a node's own EventStore, against as many raw "
+        "driver processes (e.g. 1,4); without it: --appends through one store from "
+        "--store-threads threads",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive(float),
+        default=4.0,
+        help="with --processes: seconds each writes",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=8,
+        help="with --processes: appending threads per process",
+    )
+    parser.add_argument(
+        "--runs", type=_positive(int), default=2, help="with --processes: runs of each (medians)"
+    )
+
+
+def _server_processes_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="orderlog serve --processes N, and the bare app from N processes (default: "
+        "neither is asked, both serve from one process)",
+    )
+
+
+def _wrk_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        dest="wrk_processes",
+        type=_counts,
+        default=[1, 2],
+        metavar="N,N,...",
+        help="server processes to measure, each for orderlog and the bare app (default 1,2)",
+    )
+    count = _positive(int)
+    parser.add_argument("--connections", type=count, default=100, help="keep-alive connections")
+    parser.add_argument("--seconds", type=count, default=10, help="seconds of load per measurement")
+    parser.add_argument("--runs", type=count, default=3, help="runs of each (medians)")
+    parser.add_argument("--wrk-threads", type=count, default=1, help="wrk's threads")
+    parser.add_argument(
+        "--wrk-timeout",
+        type=count,
+        default=10,
+        help="seconds before wrk counts a request timed out",
+    )
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``kind`` of the text, and more than 0."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"want more than 0: {text!r}")
+        return value
+
+    return parse
+
+
+def _counts(text: str) -> list[int]:
+    """``1,4`` -> [1, 4]: distinct positive counts, in the order given."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"want distinct counts of at least 1: {text!r}")
+    return counts
 
 
 def _rebuild_options(parser: argparse.ArgumentParser, events: int) -> None:
@@ -163,10 +257,13 @@ class Bench:
         self.placement = placement
         self.database_url: str = args.database or f"sqlite:///{workdir / 'bench.db'}"
         self.server_flags: tuple[str, ...] = tuple(args.server_flags)
+        # burst and sustained: orderlog serve --processes N and the bare app with N.
+        self.processes: int | None = getattr(args, "processes", None)
 
     @contextlib.contextmanager
-    def orderlog_server(self) -> Iterator[Any]:
-        """The server under test: the one at --url, or a fresh one on a fresh database."""
+    def orderlog_server(self, processes: int | None = None) -> Iterator[Any]:
+        """The server under test: the one at --url, or a fresh one on a fresh database
+        (with ``--processes N`` when ``processes`` is given)."""
         from bench.servers import make_token, scratch_database, server_from_url, start_orderlog
 
         if self.args.url:
@@ -174,7 +271,9 @@ class Bench:
             return
         with scratch_database(self.database_url, self.workdir, "serve") as url:
             secret = make_token(url, self.workdir) if self.args.auth else None
-            server = start_orderlog(url, self.workdir, self.placement, *self.server_flags)
+            server = start_orderlog(
+                url, self.workdir, self.placement, *self.server_flags, processes=processes
+            )
             if secret:
                 server.headers = {"Authorization": f"Bearer {secret}"}
             try:
@@ -188,18 +287,19 @@ class Bench:
 
         args = self.args
         connections = args.burst_connections or args.orders
-        bare = start_bare(self.workdir, self.placement)
+        self._check_processes()
+        bare = start_bare(self.workdir, self.placement, processes=self.processes)
         try:
             baseline = measure_bare_burst(bare, args.orders, connections, args.timeout)
         finally:
             bare.stop()
         few = None
         if args.few_connections:
-            with self.orderlog_server() as server:
+            with self.orderlog_server(self.processes) as server:
                 few = run_burst(
                     server, args.orders, args.few_connections, args.timeout, args.settle_timeout
                 )
-        with self.orderlog_server() as server:
+        with self.orderlog_server(self.processes) as server:
             report = run_burst(
                 server,
                 args.orders,
@@ -209,7 +309,7 @@ class Bench:
                 bare=baseline,
                 few=few,
             )
-        return _with_server_placement(report, server)
+        return self._with_processes(_with_server_placement(report, server))
 
     def sustained(self) -> dict[str, Any]:
         from bench.load import measure_bare, run_sustained, wrk_rate
@@ -222,20 +322,44 @@ class Bench:
 
         # The bare server runs first and alone: a live orderlog server would still be
         # completing its backlog and slow the baseline down.
-        bare = start_bare(self.workdir, self.placement)
+        self._check_processes()
+        bare = start_bare(self.workdir, self.placement, processes=self.processes)
         try:
             baseline = measure_bare(
                 bare, args.connections, args.duration, wrk if args.wrk else None
             )
         finally:
             bare.stop()
-        with self.orderlog_server() as server:
+        with self.orderlog_server(self.processes) as server:
             report = run_sustained(server, baseline, args.connections, args.duration)
-        return _with_server_placement(report, server)
+        return self._with_processes(_with_server_placement(report, server))
+
+    def _check_processes(self) -> None:
+        """Before anything is measured: an orderlog that cannot serve N processes stops
+        the bench here, not after the baseline."""
+        from bench.servers import processes_flags
+
+        if not self.args.url:
+            processes_flags(self.processes)
+
+    def _with_processes(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Say how many processes served, when the run asked for a number."""
+        if self.processes is None:
+            return report
+        from bench.servers import processes_flags
+
+        flags = " ".join(processes_flags(self.processes)) or "no flag (one process)"
+        report["processes"] = self.processes
+        report["table"].insert(
+            0, ("processes", f"bare app {self.processes}; orderlog serve {flags}")
+        )
+        return report
 
     def store(self) -> dict[str, Any]:
         from bench.store import run_store
 
+        if getattr(self.args, "store_processes", None):
+            return self.store_processes()
         threads = [int(n) for n in self.args.store_threads.split(",") if n.strip()]
         # In-process: the appending threads (and the raw baseline) run where the
         # server's threads would: the store is used inside orderlog serve.
@@ -247,6 +371,54 @@ class Bench:
         report["cpu"] = where
         report["table"].insert(0, ("store and baseline run on", where))
         return report
+
+    def store_processes(self) -> dict[str, Any]:
+        """k writer processes at once, each a node's own store, against raw inserts."""
+        from bench.capacity import run_store_processes
+
+        args = self.args
+        # Not pinned (each process may run anywhere, as nodes do) unless asked for.
+        cpus = tuple(sorted(self.placement.server_cpus)) if self.placement.pinned else None
+        return run_store_processes(
+            self.database_url,
+            self.workdir,
+            args.store_processes,
+            args.seconds,
+            args.threads,
+            args.runs,
+            cpus,
+        )
+
+    def wrk(self) -> dict[str, Any]:
+        """wrk against the bare app and orderlog, for each N processes."""
+        from bench.servers import BenchError, processes_flags, start_bare
+        from bench.wrk import drive, summarize, wrk_binary
+
+        args = self.args
+        if args.url:
+            raise BenchError("bench wrk starts its own servers, one per N: --url is not used")
+        wrk_binary()
+        counts = args.wrk_processes
+        processes_flags(max(counts) if max(counts) > 1 else None)  # refused: stop now
+
+        def load(server: Any) -> dict[str, Any]:
+            return drive(server, args.connections, args.seconds, args.wrk_threads,
+                         args.wrk_timeout, self.placement)  # fmt: skip
+
+        measured: dict[int, dict[str, list[dict[str, Any]]]] = {
+            n: {"orderlog": [], "bare": []} for n in counts
+        }
+        for _ in range(args.runs):
+            for n in counts:
+                bare = start_bare(self.workdir, self.placement, processes=n)
+                try:
+                    measured[n]["bare"].append(load(bare))
+                finally:
+                    bare.stop()
+                with self.orderlog_server(n if n > 1 else None) as server:
+                    measured[n]["orderlog"].append(load(server))
+        settings = "defaults" if not self.server_flags else " ".join(self.server_flags)
+        return summarize(measured, args.connections, args.seconds, args.wrk_threads, settings)
 
     def attack(self) -> dict[str, Any]:
         from bench.attack import run_attack
@@ -280,7 +452,17 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-bench (or all) under each placement asked for and print the report."""
+    from bench.servers import BenchError
+
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BenchError as exc:
+        sys.stderr.write(f"python -m bench {args.command}: {exc}\n")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     everything = ["store", "rebuild", "burst", "sustained", "attack"]
     names = everything if args.command == "all" else [args.command]
     from orderlog.config import Settings
@@ -321,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in out["runs"]:
             for report in run["results"].values():
                 report.pop("table", None)
+                report.pop("grid", None)
         sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 

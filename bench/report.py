@@ -1,13 +1,15 @@
 """Figures and their presentation: percentiles, the terminal table and target checks.
 
 Every sub-bench returns a plain dict (JSON-ready) with a ``table`` of
-(label, value) rows for people and ``targets`` for the pass/fail lines, so the
-terminal report and ``--json`` come from the same numbers. Standard library only.
+(label, value) rows for people, optionally a ``grid`` (a header and rows, for figures
+that vary along two axes) and ``targets`` for the pass/fail lines, so the terminal
+report and ``--json`` come from the same numbers. Standard library only.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +38,13 @@ def latency_summary(latencies: Sequence[float]) -> dict[str, float | None]:
 
 def median(values: Sequence[float]) -> float | None:
     return percentile(values, 0.5)
+
+
+def middle(values: Sequence[float | None]) -> float | None:
+    """The median of a few runs' rates (the mean of the middle two for an even count):
+    unlike a latency, a rate between two runs' rates is as real as either."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -74,7 +83,16 @@ def render(title: str, report: dict[str, Any]) -> str:
     width = max([len(label) for label, _ in rows] + [len(t["target"]) for t in targets] + [10])
     lines = [f"== {title} " + "=" * max(0, width + 20 - len(title))]
     lines += [f"  {label:<{width}}  {show(value)}" for label, value in rows]
+    if report.get("grid"):
+        lines += ["  " + line for line in grid(report["grid"]["header"], report["grid"]["rows"])]
     for t in targets:
         verdict = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
         lines.append(f"  {t['target']:<{width}}  {show(t['value'])}  (want {t['want']}: {verdict})")
     return "\n".join(lines)
+
+
+def grid(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Columns right-aligned under their headers: the first column names the row."""
+    cells = [list(header)] + [[show(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in cells]

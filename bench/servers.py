@@ -10,6 +10,7 @@ touch the tables behind the URL they were given.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import os
 import re
@@ -29,8 +30,13 @@ from bench.placement import Placement
 from orderlog.database import open_database, parse_url
 
 ROOT = Path(__file__).resolve().parents[1]
+PROCESSES_FLAG = "--processes"
 _SERVING = re.compile(r"serving on http://([^\s:]+):(\d+)")
 _PLACED = re.compile(r"serving on http://\S+ \(([^)]*)\)")
+
+
+class BenchError(Exception):
+    """What stops a bench before it measures anything wrong: said in one line, no traceback."""
 
 
 @dataclass
@@ -111,14 +117,49 @@ def start_orderlog(
     workdir: Path,
     placement: Placement,
     *extra: str,
+    processes: int | None = None,
     timeout: float = 300.0,
 ) -> Server:
     """``orderlog serve`` as a user starts it: its defaults, a port of its own, our database.
 
     ``extra`` flags are for explicit variants (a tuned row), never the headline.
+    ``processes`` is passed on as ``--processes N`` when given; see processes_flags.
     """
     args = ["-m", "api", "serve", "--port", "0", "--database", database_url, *extra]
+    args += processes_flags(processes)
     return launch(args, workdir, placement, "/readyz", timeout)
+
+
+def processes_flags(processes: int | None) -> list[str]:
+    """``--processes N`` for orderlog serve, asked of it only when N is given.
+
+    An orderlog without the flag serves from one process: asked for one, it is started
+    as it is; asked for more, the bench stops here and says so rather than measure one
+    process under the name of N.
+    """
+    if processes is None:
+        return []
+    if serves_processes():
+        return [PROCESSES_FLAG, str(processes)]
+    if processes == 1:
+        return []
+    raise BenchError(
+        f"orderlog serve has no {PROCESSES_FLAG} flag (see `orderlog serve --help`): this "
+        f"orderlog serves from one process, so {PROCESSES_FLAG} {processes} cannot be measured"
+    )
+
+
+@functools.cache
+def serves_processes() -> bool:
+    """Whether ``orderlog serve`` takes --processes, by its own help text."""
+    done = subprocess.run(
+        [sys.executable, "-m", "api", "serve", "--help"],
+        cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"orderlog serve --help failed: {done.stderr.strip()}")
+    return re.search(rf"(^|\s){PROCESSES_FLAG}\b", done.stdout, re.MULTILINE) is not None
 
 
 def make_token(database_url: str, workdir: Path) -> str:
@@ -134,9 +175,14 @@ def make_token(database_url: str, workdir: Path) -> str:
     return done.stdout.strip()
 
 
-def start_bare(workdir: Path, placement: Placement, *extra: str) -> Server:
-    """The bare Falcon app (bench.bare) with orderlog's default waitress settings."""
+def start_bare(
+    workdir: Path, placement: Placement, *extra: str, processes: int | None = None
+) -> Server:
+    """The bare Falcon app (bench.bare) with orderlog's default waitress settings, from
+    ``processes`` processes sharing one socket (one when not given)."""
     args = ["-m", "bench.bare", "--port", "0", *extra]
+    if processes is not None and processes > 1:
+        args += [PROCESSES_FLAG, str(processes)]
     return launch(args, workdir, placement, "/healthz", 60.0)
 
 

@@ -27,7 +27,8 @@ RAW_TRANSACTION = 1000
 METADATA = {"node": "bench"}
 
 
-def _placed(order_id: str) -> OrderPlaced:
+def placed(order_id: str) -> OrderPlaced:
+    """The event every bench append writes: one OrderPlaced for a new order."""
     return OrderPlaced(order_id, 42, ("sku-1", "sku-2"), str(Decimal("19.99")))
 
 
@@ -48,7 +49,7 @@ def _appends_per_second(url: str, appends: int, threads: int, group_commit: bool
                 order_id = f"st-{run}-{index}-{n}"
                 store.append(
                     order_id,
-                    [_placed(order_id)],
+                    [placed(order_id)],
                     0,
                     {"correlation_id": str(uuid.uuid4()), **METADATA},
                 )
@@ -79,7 +80,7 @@ def _raw_rows(count: int, run: str, first_position: int) -> list[tuple[Any, ...]
     recorded_at = format_time(utc_now())
     for n in range(count):
         order_id = f"raw-{run}-{first_position + n}"
-        (event,) = encode([_placed(order_id)], {"correlation_id": str(uuid.uuid4()), **METADATA})
+        (event,) = encode([placed(order_id)], {"correlation_id": str(uuid.uuid4()), **METADATA})
         rows.append(
             (first_position + n, order_id, 1, event.type, event.data_json, event.metadata_json,
              recorded_at)
@@ -92,7 +93,7 @@ def _raw_inserts_per_second(url: str, appends: int) -> dict[str, Any]:
     schema_db = open_database(url)
     EventStore(schema_db, group_commit=False).create_schema()
     schema_db.close_all()
-    connect, param = _raw_connection(url)
+    connect, param = raw_connection(url)
     conn = connect()
     run = uuid.uuid4().hex[:8]
     placeholders = ", ".join([param] * len(COLUMNS))
@@ -111,8 +112,9 @@ def _raw_inserts_per_second(url: str, appends: int) -> dict[str, Any]:
     return {"appends": appends, "seconds": round(seconds, 3), "per_second": appends / seconds}
 
 
-def _raw_connection(url: str) -> tuple[Callable[[], Any], str]:
-    """A DB-API connection factory for the URL's driver, with the store's SQLite pragmas."""
+def raw_connection(url: str, synchronous: str = "NORMAL") -> tuple[Callable[[], Any], str]:
+    """A DB-API connection factory for the URL's driver, with the store's SQLite pragmas,
+    and its parameter marker."""
     target = parse_url(url)
     if target.backend == "sqlite":
         import sqlite3
@@ -120,7 +122,7 @@ def _raw_connection(url: str) -> tuple[Callable[[], Any], str]:
         def connect() -> Any:
             conn = sqlite3.connect(target.database, isolation_level="DEFERRED")
             conn.execute("PRAGMA journal_mode=wal")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("PRAGMA cache_size=-32000")
             return conn
 

@@ -8,6 +8,9 @@ as a user would run it, so its CPU pinning never touches the test process.
 
 from __future__ import annotations
 
+import http.client
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +19,43 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.placement import place
+from bench.servers import serves_processes, start_bare
+
 ROOT = Path(__file__).resolve().parent.parent
+SERVER_URLS = {"postgres": "ORDERLOG_TEST_POSTGRES_URL", "mysql": "ORDERLOG_TEST_MYSQL_URL"}
 
 pytestmark = pytest.mark.slow
 
 
-def bench(*args: str) -> dict[str, Any]:
-    done = subprocess.run(
+def run_bench(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
         [sys.executable, "-m", "bench", *args, "--json", "--no-wrk"],
         cwd=ROOT,
         capture_output=True,
         timeout=300,
     )
+
+
+def bench(*args: str) -> dict[str, Any]:
+    done = run_bench(*args)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return orjson.loads(done.stdout)
+
+
+@pytest.fixture(params=["sqlite", *SERVER_URLS])
+def database_flags(request: pytest.FixtureRequest) -> list[str]:
+    """No flag for SQLite (the bench's own temporary file); the test server's URL
+    otherwise, on which the bench makes and drops its own scratch databases."""
+    if request.param == "sqlite":
+        return []
+    url = os.environ.get(SERVER_URLS[request.param])
+    if not url:
+        reason = f"{SERVER_URLS[request.param]} is not set"
+        if os.environ.get("ORDERLOG_TEST_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"{request.param} is required here but unavailable: {reason}")
+        pytest.skip(reason)
+    return ["--database", url]
 
 
 def test_burst_accounts_for_every_order_at_the_default_processing_delay() -> None:
@@ -102,3 +128,99 @@ def test_attack_probes_with_and_without_the_attack_and_accounts_for_every_probe(
             assert figures["requests"] > 0
             assert figures["answered"] + figures["failed"] == figures["requests"]
     assert result["quiet"]["orders"]["failed"] == 0
+
+
+def test_store_processes_runs_k_writers_and_k_raw_writers_and_counts_every_row(
+    database_flags: list[str],
+) -> None:
+    (run,) = bench(
+        "store", "--processes", "1,2", "--seconds", "0.5", "--runs", "1", *database_flags
+    )["runs"]
+    result = run["results"]["store"]
+    assert result["mode"] == "processes" and result["threads"] == 8
+    assert result["store_settings"]["group_commit"] is True  # as a node opens its store
+    assert [row["processes"] for row in result["processes"]] == [1, 2]
+    for row in result["processes"]:
+        for kind in ("store", "raw"):
+            (measured,) = row[f"{kind}_runs"]
+            assert len(measured["per_process"]) == row["processes"]  # each counted its own
+            assert all(p["appends"] > 0 for p in measured["per_process"])
+            assert measured["failed"] == 0
+            # The table holds exactly what the processes said they wrote.
+            assert measured["rows_in_table"] == measured["appends"]
+            assert row[kind] == measured["per_second"]  # the median of one run
+        assert row["ratio"] is not None
+    first = result["processes"][0]
+    assert first["store_scaling"] == first["raw_scaling"] == 1.0
+    assert result["rows_unlike_counted"] == 0
+
+
+def test_wrk_posts_new_orders_to_orderlog_and_the_bare_app_and_counts_every_answer() -> None:
+    (run,) = bench(
+        "wrk", "--processes", "1", "--seconds", "1", "--runs", "1", "--connections", "10"
+    )["runs"]
+    result = run["results"]["wrk"]
+    (row,) = result["processes"]
+    assert row["processes"] == 1 and row["ratio"] is not None
+    for side in ("orderlog", "bare"):
+        (measured,) = row[side]["runs"]
+        assert measured["requests"] > 0
+        # Every order id was new, so every answer was a 201, and each was counted.
+        assert measured["created"] == measured["requests"]
+        assert measured["non_201"] == {} and measured["non_2xx"] == 0
+        assert row[side]["scaling"] == 1.0
+
+
+def test_more_than_one_server_process_is_asked_of_orderlog_or_refused_in_one_line() -> None:
+    done = run_bench("sustained", "--processes", "2", "--duration", "1", "--connections", "10")
+    if serves_processes():
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        (run,) = orjson.loads(done.stdout)["runs"]
+        assert run["results"]["sustained"]["processes"] == 2
+    else:
+        said = done.stderr.decode()
+        assert done.returncode == 2
+        assert "has no --processes flag" in said and "Traceback" not in said
+
+
+def _children(pid: int) -> set[int]:
+    return {int(n) for n in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _post(host: str, port: int) -> int:
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(
+            "POST", "/orders", b'{"order_id": "o-1"}', {"Content-Type": "application/json"}
+        )
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_bare_app_forks_n_workers_on_one_socket_and_stops_them_all(tmp_path: Path) -> None:
+    server = start_bare(tmp_path, place(False), processes=3)
+    assert server.process is not None
+    try:
+        workers = _children(server.process.pid)
+        assert len(workers) == 3
+        assert "with 3 processes" in server.log()
+        assert [_post(server.host, server.port) for _ in range(6)] == [201] * 6
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+    for pid in workers:  # reaped by the parent before it exited
+        assert not Path(f"/proc/{pid}").exists()
+
+
+def test_bare_app_stops_every_worker_when_one_dies(tmp_path: Path) -> None:
+    server = start_bare(tmp_path, place(False), processes=2)
+    assert server.process is not None
+    try:
+        first, second = sorted(_children(server.process.pid))
+        os.kill(first, signal.SIGKILL)
+        assert server.process.wait(timeout=30) == 1  # a figure from fewer workers is wrong
+    finally:
+        server.stop()
+    assert not Path(f"/proc/{second}").exists()
+    assert f"worker {first} exited" in server.log()

@@ -584,57 +584,116 @@ class EventStore:
 
     def _write(self, appends: list[_Append], attempt: _Attempt) -> None:
         """One transaction: check the versions, insert every append that passes."""
-        with self._turn(), self._transaction() as cursor:
-            if self._take_append_lock:
-                cursor.execute(self._take_append_lock)
-                attempt.session = cursor.fetchone()
-            # Read under the lock (if any), so every append before this one has
-            # committed: the last position and the batch's streams' versions, in one
-            # statement (each statement hands the GIL back and forth, which the writer
-            # pays for in turn).
-            streams = list({a.stream_id for a in appends})
-            cursor.execute(self._versions(len(streams)), streams)
-            versions: dict[str | None, int] = dict(cursor.fetchall())
-            head = versions.pop(None, None) or 0
-            if not self.dense:  # PostgreSQL: this transaction's own positions
-                base, tx0 = self._origin or self._read_origin()
-                assert attempt.session is not None
-                head = base + (attempt.session[0] - tx0) * TRANSACTION_SPAN - 1
-            now = self._clock()
-            recorded_at = format_time(now)
-            params: list[Any] = []
-            accepted = attempt.accepted
-            for append in appends:
-                stream_id = append.stream_id
-                current = versions.get(stream_id, 0)
-                if current != append.expected_version:
-                    append.error = ConcurrencyError(stream_id, append.expected_version, current)
-                    continue
-                accepted.append((append, head + 1))
-                for event in append.events:
-                    head += 1
-                    current += 1
-                    params += (
-                        head,
-                        stream_id,
-                        current,
-                        event.type,
-                        event.data_json,
-                        event.metadata_json,
-                        recorded_at,
-                    )
-                versions[stream_id] = current
-            if accepted:
-                first_append, first_position = accepted[0]
-                attempt.first = (first_position, first_append.events[0].metadata["event_id"])
-            attempt.moment, attempt.recorded_at = now, recorded_at
-            # Few large statements, not one per row: each statement releases and
-            # retakes the GIL, and under load every retake may wait its turn.
-            step = _ROWS_PER_INSERT * len(COLUMNS)
-            for start in range(0, len(params), step):
-                chunk = params[start : start + step]
-                cursor.execute(self._insert_sql(len(chunk) // len(COLUMNS)), chunk)
-            attempt.committing = True  # leaving the block sends the COMMIT
+        with self._turn():
+            if not self.dense and not self.db.in_transaction():
+                self._write_in_two_trips(appends, attempt)
+                return
+            with self._transaction() as cursor:
+                if self._take_append_lock:
+                    cursor.execute(self._take_append_lock)
+                    attempt.session = cursor.fetchone()
+                # Read under the lock (if any), so every append before this one has
+                # committed: the last position and the batch's streams' versions, in
+                # one statement (each statement hands the GIL back and forth, which
+                # the writer pays for in turn).
+                streams = list({a.stream_id for a in appends})
+                cursor.execute(self._versions(len(streams)), streams)
+                versions: dict[str | None, int] = dict(cursor.fetchall())
+                for sql, params in self._insert_statements(appends, attempt, versions):
+                    cursor.execute(sql, params)
+                attempt.committing = True  # leaving the block sends the COMMIT
+
+    def _write_in_two_trips(self, appends: list[_Append], attempt: _Attempt) -> None:
+        """PostgreSQL's transaction in two round trips, where no lock orders commits and the
+        time a commit takes is what bounds a connection: BEGIN with the transaction id,
+        the session and the versions; then the INSERTs with the COMMIT."""
+        if self.db.is_closed():
+            with _DRIVER_ERRORS_AS_PEEWEE:
+                self.db.connect()
+        cursor = self.db.cursor()
+        streams = list({a.stream_id for a in appends})
+        try:
+            with _DRIVER_ERRORS_AS_PEEWEE:
+                cursor.execute("BEGIN; " + self._session_and_versions(len(streams)), streams)
+                rows = cursor.fetchall()
+                attempt.session = rows[0][:3]
+                versions: dict[str | None, int] = {r[3]: r[4] for r in rows if r[3] is not None}
+                statements = self._insert_statements(appends, attempt, versions)
+                if not statements:  # every append clashed: nothing to commit
+                    cursor.execute("ROLLBACK")
+                    return
+                for sql, params in statements[:-1]:
+                    cursor.execute(sql, params)
+                sql, params = statements[-1]
+                attempt.committing = True
+                cursor.execute(sql + "; COMMIT", params)
+        except BaseException:
+            # A failed statement left the transaction aborted: end it. On a broken
+            # connection this fails too, and the connection is dropped by the caller.
+            with contextlib.suppress(Exception):
+                cursor.execute("ROLLBACK")
+            raise
+
+    def _session_and_versions(self, streams: int) -> str:
+        sql = self._versions_sql.get(-streams)
+        if sql is None:
+            sql = (
+                "SELECT s.xid, s.pid, s.started, e.stream_id, e.version FROM (SELECT "
+                "txid_current() AS xid, pg_backend_pid() AS pid, "
+                "CAST(pg_postmaster_start_time() AS TEXT) AS started) AS s LEFT JOIN ("
+                "SELECT stream_id, MAX(version) AS version FROM events WHERE stream_id IN "
+                f"({', '.join(['%s'] * streams)}) GROUP BY stream_id) AS e ON TRUE"
+            )
+            if len(self._versions_sql) < 128:
+                self._versions_sql[-streams] = sql
+        return sql
+
+    def _insert_statements(
+        self, appends: list[_Append], attempt: _Attempt, versions: dict[str | None, int]
+    ) -> list[tuple[str, list[Any]]]:
+        """The INSERTs for every append at its expected version (the others get their
+        ConcurrencyError), positions after ``versions[None]`` or, on PostgreSQL, this
+        transaction's own."""
+        head = versions.pop(None, None) or 0
+        if not self.dense:
+            base, tx0 = self._origin or self._read_origin()
+            assert attempt.session is not None
+            head = base + (attempt.session[0] - tx0) * TRANSACTION_SPAN - 1
+        now = self._clock()
+        recorded_at = format_time(now)
+        params: list[Any] = []
+        accepted = attempt.accepted
+        for append in appends:
+            stream_id = append.stream_id
+            current = versions.get(stream_id, 0)
+            if current != append.expected_version:
+                append.error = ConcurrencyError(stream_id, append.expected_version, current)
+                continue
+            accepted.append((append, head + 1))
+            for event in append.events:
+                head += 1
+                current += 1
+                params += (
+                    head,
+                    stream_id,
+                    current,
+                    event.type,
+                    event.data_json,
+                    event.metadata_json,
+                    recorded_at,
+                )
+            versions[stream_id] = current
+        if accepted:
+            first_append, first_position = accepted[0]
+            attempt.first = (first_position, first_append.events[0].metadata["event_id"])
+        attempt.moment, attempt.recorded_at = now, recorded_at
+        # Few large statements, not one per row: each statement releases and retakes
+        # the GIL, and under load every retake may wait its turn.
+        step = _ROWS_PER_INSERT * len(COLUMNS)
+        return [
+            (self._insert_sql(len(chunk) // len(COLUMNS)), chunk)
+            for chunk in (params[i : i + step] for i in range(0, len(params), step))
+        ]
 
     def _versions(self, streams: int) -> str:
         sql = self._versions_sql.get(streams)

@@ -205,8 +205,10 @@ class FaultProxy:
             if "INSERT INTO EVENTS" in upper and self._cut_containing in text:
                 connection.wrote_events = True
             action = "forward"
-            if upper in ("COMMIT", "ROLLBACK"):
-                if upper == "COMMIT" and connection.wrote_events and self._cut is not None:
+            # A COMMIT alone, or sent with the INSERTs before it in one message.
+            commits = upper == "COMMIT" or upper.endswith("; COMMIT")
+            if commits or upper == "ROLLBACK":
+                if commits and connection.wrote_events and self._cut is not None:
                     action = "cut" if self._cut == "before" else "cut-after"
                     self._cut = None
                     self.cuts += 1

@@ -307,8 +307,8 @@ def test_a_node_stalled_in_the_middle_of_an_append_stops_no_other_node(
     stalled = start_server(proxy.url(server_url), tmp_path, "--node-id", "stalled")
     healthy = start_server(server_url, tmp_path, "--node-id", "healthy")
     servers += [stalled, healthy]
-    # The next append, once it holds the lock (MariaDB) or has written its event.
-    proxy.pause_after("INSERT INTO events" if proxy.protocol == "postgres" else "FOR UPDATE")
+    # The next append, once it holds the lock (MariaDB) or its transaction id (PostgreSQL).
+    proxy.pause_after("txid_current()" if proxy.protocol == "postgres" else "FOR UPDATE")
     answer: list[Any] = []
     placing = threading.Thread(
         target=lambda: answer.append(stalled.request("POST", "/orders", order("held-1"))),

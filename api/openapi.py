@@ -121,7 +121,11 @@ def _event(with_stream: bool) -> dict[str, Any]:
     variants = []
     for name in EVENT_TYPES:
         properties: dict[str, Any] = {
-            "position": {"type": "integer", "minimum": 1, "description": "in the whole log"},
+            "position": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "in the whole log: unique and rising, with gaps on PostgreSQL",
+            },
             "version": {"type": "integer", "minimum": 1, "description": "in the order's stream"},
             "type": {"const": name},
             "data": _ref(f"{name}Data"),
@@ -236,7 +240,12 @@ def schemas() -> dict[str, Any]:
                     "minimum": 0,
                     "description": "pass as after= for the next page",
                 },
-                "head": {"type": "integer", "minimum": 0, "description": "the log's last position"},
+                "head": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "the newest position safe to read: nothing at or below it "
+                    "can appear later",
+                },
             }
         ),
         "Metrics": _object(
@@ -519,7 +528,14 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
             "operationId": "readEvents",
             "summary": "The whole log in order, a page at a time",
             "parameters": [
-                _int_query("after", 0, MAX_POSITION, 0, "Events after this position."),
+                _int_query(
+                    "after",
+                    0,
+                    MAX_POSITION,
+                    0,
+                    "Events after this position: 0, or a next_after (or a position) from "
+                    "an earlier answer.",
+                ),
                 _int_query("limit", 1, MAX_PAGE, 100, "Events per page."),
             ],
             "responses": {"200": _json("A page of events", "EventPage")},

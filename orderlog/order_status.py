@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
+import peewee
 
 from orderlog.errors import StoreUnavailableError
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
@@ -261,6 +262,16 @@ class OrderStatusModel:
     def _save(self, start: int, end: int, table: str, rows: dict[str, OrderRow | None]) -> None:
         """Rows and checkpoint together, only if nobody moved the checkpoint (or swapped
         the table) meanwhile."""
+        try:
+            self._write(start, end, table, rows)
+        except StoreUnavailableError as exc:
+            if start == 0 and isinstance(exc.__cause__, peewee.IntegrityError):
+                # Two followers of a new log both found no checkpoint row and both made
+                # one: the one that made it second has moved, like any follower behind.
+                raise _Moved from exc
+            raise
+
+    def _write(self, start: int, end: int, table: str, rows: dict[str, OrderRow | None]) -> None:
         p = self._p
         kept = [row for row in rows.values() if row is not None]
         with self.store.writing() as cursor:

@@ -1,0 +1,395 @@
+"""``orderlog serve --processes N``: one node served by N forked processes, as real processes.
+
+Every test starts a real supervisor with 2 or 3 children over real HTTP on every
+backend, and reads what happened from the log itself: a child SIGKILLed in the
+middle of a burst of 1,000 orders comes back under its index and node id and
+nothing acknowledged is lost or done twice; a SIGTERM drains every child and a
+restart completes what was left; a SIGKILLed supervisor takes its children and
+the port with it; a second server on the port is refused; a child that cannot
+start stops the node. Which child answers a request is the kernel's choice, so
+a test that needs a particular one asks ``/readyz`` (which names the process that
+answered) until it has met it, within a bound.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import loadgen
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    all_done,
+    raw_fetch,
+    restartable_port,
+    start_server,
+    wait_for,
+)
+
+PORT_IN_USE = "the port is in use"
+
+
+def order_body(order_id: str) -> bytes:
+    body = {"order_id": order_id, "user_id": 5, "item_ids": ["i1"], "total_amount": "3.50"}
+    return orjson.dumps(body)
+
+
+def readiness(server: ServerProcess) -> dict[str, Any]:
+    """``/readyz`` on a fresh connection: any of the node's processes may answer."""
+    status, _, body = server.request("GET", "/readyz", timeout=10)
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def meet_every_process(server: ServerProcess, count: int) -> dict[int, dict[str, Any]]:
+    """Ask ``/readyz`` until each of the ``count`` processes has answered; by index."""
+    met: dict[int, dict[str, Any]] = {}
+
+    def all_met() -> bool:
+        body = readiness(server)
+        met[body["process"]["index"]] = body
+        return len(met) == count
+
+    wait_for(all_met, timeout=60, what=f"an answer from each of {count} processes")
+    return met
+
+
+def children_of(pid: int) -> set[int]:
+    """The live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state not in ("Z", "X"):
+            found.add(int(entry.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def events_by_order(url: str) -> dict[str, list[str]]:
+    """Every stream in the log with its event types in version order."""
+    streams: dict[str, list[str]] = defaultdict(list)
+    for stream_id, kind in raw_fetch(url, "SELECT stream_id, type FROM events ORDER BY position"):
+        streams[stream_id].append(kind)
+    return dict(streams)
+
+
+def assert_each_order_completed_exactly_once(url: str, acknowledged: set[str]) -> None:
+    streams = events_by_order(url)
+    assert acknowledged <= set(streams), (
+        f"acknowledged, not in the log: {acknowledged - set(streams)}"
+    )
+    for order_id, kinds in streams.items():
+        counts = Counter(kinds)
+        assert kinds[0] == "OrderPlaced" and counts["OrderPlaced"] == 1, (order_id, kinds)
+        assert counts["OrderCompleted"] == 1 and kinds[-1] == "OrderCompleted", (order_id, kinds)
+    positions = [row[0] for row in raw_fetch(url, "SELECT position FROM events ORDER BY position")]
+    assert positions == list(range(1, len(positions) + 1))
+
+
+def last_statuses(url: str) -> Counter[str]:
+    """How many orders the log leaves in each status (by each stream's last event)."""
+    streams = events_by_order(url)
+    after = {
+        "OrderPlaced": "Pending",
+        "OrderProcessingStarted": "Processing",
+        "OrderCompleted": "Completed",
+    }
+    return Counter(after[kinds[-1]] for kinds in streams.values())
+
+
+def placed(url: str) -> int:
+    return int(raw_fetch(url, "SELECT COUNT(*) FROM events WHERE type = 'OrderPlaced'")[0][0])
+
+
+def serve_command(url: str, *flags: str) -> list[str]:
+    return [sys.executable, "-m", "api", "serve", "--database", url, "--log-level", "WARNING",
+            *flags]  # fmt: skip
+
+
+def run_serve(url: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``orderlog serve`` expected to fail at start: its outcome, bounded."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("ORDERLOG_PORT", None)
+    return subprocess.run(
+        serve_command(url, *flags), cwd=cwd, env=env, capture_output=True, text=True, timeout=90
+    )
+
+
+@pytest.mark.slow
+def test_a_child_killed_mid_burst_comes_back_as_itself_and_no_acknowledged_order_is_lost(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(
+        database_url, tmp_path, "--processes", "2", "--node-id", "pk",
+        "--processing-delay", "0.1", "--claim-timeout", "600",
+    )  # fmt: skip
+    try:
+        before = meet_every_process(server, 2)
+        assert {k: body["node"] for k, body in before.items()} == {1: "pk-1", 2: "pk-2"}
+        pids = {k: body["process"]["pid"] for k, body in before.items()}
+        assert set(pids.values()) == children_of(server.process.pid)
+        assert all(body["processes"] == {"configured": 2, "serving": 2} for body in before.values())
+
+        orders = [f"kill-{n:04d}" for n in range(1000)]
+        requests = [("POST", "/orders", order_body(order_id)) for order_id in orders]
+        answers: list[loadgen.Response] = []
+        burst = threading.Thread(
+            target=lambda: answers.extend(
+                loadgen.run(server.host, server.port, requests, connections=100, timeout=60)
+            )
+        )
+        burst.start()
+        try:
+            at_kill = wait_for(lambda: (n := placed(database_url)) >= 200 and n, timeout=60)
+            os.kill(pids[1], signal.SIGKILL)
+        finally:
+            burst.join(timeout=180)
+        assert not burst.is_alive()
+        assert at_kill < len(orders), "the burst was over before the kill"
+
+        # Unanswered (status 0): the requests the killed child had in hand, at most one
+        # per connection; each connection carried on through the other child.
+        statuses = Counter(a.status for a in answers)
+        assert set(statuses) <= {0, 201}, Counter(a.error or a.status for a in answers)
+        assert statuses[0] <= 100, statuses
+        acknowledged = {orders[n] for n, a in enumerate(answers) if a.status == 201}
+
+        def child_back() -> dict[str, Any] | None:
+            body = readiness(server)
+            back = body["process"]["index"] == 1 and body["process"]["pid"] != pids[1]
+            return body if back and body["processes"]["serving"] == 2 else None
+
+        again = wait_for(child_back, timeout=60, what="process 1 serving again")
+        assert again["node"] == "pk-1"  # the same node id: it took back its own claims
+        assert children_of(server.process.pid) == {again["process"]["pid"], pids[2]}
+
+        # Within the bound, long before any claim's lease ends: process 1 took back the
+        # orders it had claimed, by its node id, and completed them.
+        server.wait_until(all_done, timeout=120)
+        assert_each_order_completed_exactly_once(database_url, acknowledged)
+        assert set(events_by_order(database_url)) <= set(orders)
+        claims = Counter(
+            stream_id
+            for stream_id, metadata in raw_fetch(
+                database_url,
+                "SELECT stream_id, metadata FROM events WHERE type = 'OrderProcessingStarted'",
+            )
+            if orjson.loads(metadata)["node"] == "pk-1"
+        )
+        assert any(count > 1 for count in claims.values()), "no claim of pk-1 taken back"
+        assert server.terminate(timeout=60) == 0, server.log()
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_child_with_exit_0_and_a_restart_completes_what_was_left(
+    database_url: str, tmp_path: Path
+) -> None:
+    node = ("--processes", "3", "--node-id", "pt")
+    # Work outlasts the shutdown timeout: the orders in hand at the stop stay Processing.
+    server = start_server(
+        database_url, tmp_path, *node, "--processing-delay", "3", "--shutdown-timeout", "0.2"
+    )
+    try:
+        orders = [f"term-{n:03d}" for n in range(300)]
+        requests = [("POST", "/orders", order_body(order_id)) for order_id in orders]
+        answers = loadgen.run(server.host, server.port, requests, connections=50, timeout=60)
+        assert Counter(a.status for a in answers) == {201: len(orders)}
+        children = children_of(server.process.pid)
+        assert len(children) == 3
+        assert server.terminate(timeout=60) == 0, server.log()
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+    assert not any(running(pid) for pid in children)
+    left = last_statuses(database_url)
+    assert sum(left.values()) == len(orders)
+    assert left["Pending"] + left["Processing"] > 0, left  # the restart has work to finish
+
+    restarted = start_server(database_url, tmp_path, *node, "--processing-delay", "0.05")
+    try:
+        restarted.wait_until(all_done, timeout=120)
+        assert_each_order_completed_exactly_once(database_url, set(orders))
+        assert restarted.terminate(timeout=60) == 0, restarted.log()
+    finally:
+        if restarted.process.poll() is None:
+            restarted.kill()
+
+
+def test_a_sigkilled_supervisor_leaves_no_child_and_nothing_listening(
+    database_url: str, tmp_path: Path
+) -> None:
+    server = start_server(database_url, tmp_path, "--processes", "2", "--node-id", "pz")
+    try:
+        children = children_of(server.process.pid)
+        assert len(children) == 2
+    finally:
+        server.kill()
+    wait_for(lambda: not listening(server.host, server.port), timeout=5, what="the port closed")
+    wait_for(lambda: not any(map(running, children)), timeout=5, what="every child gone")
+
+
+def test_a_child_that_does_not_stop_in_time_is_sigkilled_and_the_exit_says_so(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # The stop's deadline is then 1 s (--drain-timeout + --shutdown-timeout + 1 s).
+    server = start_server(
+        sqlite_url, tmp_path, "--processes", "2", "--node-id", "ps",
+        "--drain-timeout", "0", "--shutdown-timeout", "0",
+    )  # fmt: skip
+    try:
+        children = children_of(server.process.pid)
+        stuck = meet_every_process(server, 2)[1]["process"]["pid"]
+        os.kill(stuck, signal.SIGSTOP)  # it cannot act on the SIGTERM it is sent
+        assert server.terminate(timeout=60) == 1, server.log()
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+    assert "SIGKILLed 1 processes still running" in server.log()
+    assert f"1 (pid {stuck})" in server.log()
+    assert not any(map(running, children))
+
+
+def test_a_second_server_on_the_port_is_refused_while_several_processes_serve_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = str(restartable_port())
+    server = start_server(database_url, tmp_path, "--processes", "2", "--port", port)
+    try:
+        for processes in ("1", "2"):
+            second = run_serve(database_url, tmp_path, "--port", port, "--processes", processes,
+                               "--node-id", f"second-{processes}")  # fmt: skip
+            assert second.returncode == 2, second.stderr
+            assert PORT_IN_USE in second.stderr, second.stderr
+            assert "serving on" not in second.stdout
+        assert readiness(server)["processes"]["serving"] == 2
+    finally:
+        assert server.terminate(timeout=60) == 0, server.log()
+
+
+def test_a_child_that_cannot_start_stops_the_node_saying_why(
+    database_url: str, tmp_path: Path
+) -> None:
+    first = start_server(database_url, tmp_path, "--processes", "2", "--node-id", "dup")
+    try:
+        second = run_serve(database_url, tmp_path, "--port", "0", "--processes", "2",
+                           "--node-id", "dup")  # fmt: skip
+        assert second.returncode == 2, second.stderr
+        assert "orderlog: node id 'dup-" in second.stderr, second.stderr
+        assert "is in use by another running process" in second.stderr
+        assert "serving on" not in second.stdout
+        assert {body["node"] for body in meet_every_process(first, 2).values()} == {
+            "dup-1",
+            "dup-2",
+        }
+    finally:
+        assert first.terminate(timeout=60) == 0, first.log()
+
+
+def scrape(server: ServerProcess) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """One Prometheus exposition, from whichever process answers: sample values by name
+    and labels."""
+    status, _, raw = server.request("GET", "/metrics/prometheus")
+    assert status == 200
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_prometheus_figures_cover_every_process_whichever_answers_and_survive_a_restart(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    server = start_server(
+        sqlite_url, tmp_path, "--processes", "2", "--node-id", "pp", "--processing-delay", "0"
+    )
+    try:
+        orders = [f"prom-{n:03d}" for n in range(200)]
+        requests = [("POST", "/orders", order_body(order_id)) for order_id in orders]
+        answers = loadgen.run(server.host, server.port, requests, connections=20, timeout=60)
+        assert Counter(a.status for a in answers) == {201: len(orders)}
+        server.wait_until(all_done, timeout=60)
+        events = len(raw_fetch(sqlite_url, "SELECT position FROM events"))
+
+        def whole(samples: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> bool:
+            return (
+                sum(samples["orderlog_events_appended_total"].values()) == events
+                and samples["orderlog_processing_seconds_count"][()] == len(orders)
+                and samples["orderlog_end_to_end_seconds_count"][()] == len(orders)
+            )
+
+        # Each process counts what it did; every answer holds them all. The completions
+        # are counted as each process's read models fold them: wait for that.
+        wait_for(lambda: whole(scrape(server)), timeout=30, what="every completion counted")
+        met: set[int] = set()
+
+        def every_process_answers_whole() -> bool:
+            met.add(readiness(server)["process"]["index"])
+            samples = scrape(server)
+            assert whole(samples), samples
+            assert samples["orderlog_orders"][(("status", "Completed"),)] == len(orders)
+            assert samples["orderlog_queue_depth"][()] == 0
+            return len(met) == 2
+
+        wait_for(every_process_answers_whole, timeout=60)
+        placed_by = sum(
+            v for k, v in scrape(server)["orderlog_http_request_duration_seconds_count"].items()
+            if ("route", "/orders") in k and ("status", "201") in k
+        )  # fmt: skip
+        assert placed_by == len(orders)
+
+        victim = meet_every_process(server, 2)[1]["process"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                (b := readiness(server))["processes"]["serving"] == 2
+                and b["process"]["index"] == 1
+                and b["process"]["pid"] != victim
+            ),
+            timeout=60,
+            what="process 1 serving again",
+        )
+        # A dead process's counts stay: the totals never go back.
+        after = scrape(server)
+        assert whole(after), after
+    finally:
+        if server.process.poll() is None:
+            assert server.terminate(timeout=60) == 0, server.log()

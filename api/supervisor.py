@@ -31,9 +31,10 @@ signal to every child and waits for all of them, at most the node's stop deadlin
 and ``STOP_MARGIN`` (past a child's own watchdog); stragglers are SIGKILLed, in one
 log line. It exits 0 when every child stopped cleanly, 1 otherwise.
 
-Its private directory holds the status file the children read for ``/readyz``
-(``api.processes``) and prometheus_client's multiprocess files (``api.prometheus``);
-it is removed at exit. Linux only (PR_SET_PDEATHSIG).
+Its private directory (on /dev/shm, or in $TMPDIR when set) holds the status file
+the children read for ``/readyz`` (``api.processes``) and prometheus_client's
+multiprocess files (``api.prometheus``); it is removed at exit. Linux only
+(PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def supervise(settings: Settings) -> int:
     sockets = bind(settings)  # first: a port in use fails before anything else happens
     try:
         cpus = choose_cpus(settings.cpu, settings.process_count)
-        private = tempfile.mkdtemp(prefix="orderlog-")
+        private = _private_directory()
         try:
             return Supervisor(settings, sockets, cpus, private, libc).run()
         finally:
@@ -114,6 +115,35 @@ def supervise(settings: Settings) -> int:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _private_directory() -> str:
+    """A new directory only this supervisor uses: in $TMPDIR when that is set, else on
+    /dev/shm where there is one (memory, as prometheus_client advises for its files,
+    and out of reach of the cleaners that age files out of /tmp). Those left by
+    supervisors that are gone (killed outright, they could not remove their own) are
+    removed first."""
+    shm = "/dev/shm"
+    usable = os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK)
+    root = shm if usable and "TMPDIR" not in os.environ else tempfile.gettempdir()
+    for entry in os.scandir(root):
+        owner = entry.name.removeprefix(_PRIVATE_PREFIX).split("-", 1)[0]
+        if entry.name.startswith(_PRIVATE_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(entry.path, ignore_errors=True)  # another user's: left alone
+    return tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-", dir=root)
+
+
+_PRIVATE_PREFIX = "orderlog-supervisor-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _libc_with_prctl() -> ctypes.CDLL:
@@ -375,8 +405,8 @@ class Supervisor:
             if fd >= 0:
                 os.close(fd)
         try:
+            pin(child.cpu)  # before any thread (the log's writer is the first): they inherit it
             logs.configure(self.settings.log_level, self.settings.log_format)
-            pin(child.cpu)  # before any thread: threads inherit it
             settings = dataclasses.replace(self.settings, node_id=child.node_id)
             place = ProcessPlace(child.index, self.count, self.status_file, self.metrics_dir)
             node = Node(settings, place).start(sockets=self.sockets)

@@ -41,6 +41,16 @@ from tests.support import (
 PORT_IN_USE = "the port is in use"
 
 
+def start(url: str, tmp_path: Path, *flags: str) -> ServerProcess:
+    """``orderlog serve`` with these flags, its private directory in the test's own."""
+    return start_server(url, tmp_path, *flags, env={"TMPDIR": str(tmp_path)})
+
+
+def private_directories(tmp_path: Path, pid: int | None = None) -> list[Path]:
+    prefix = "orderlog-supervisor-" + (f"{pid}-" if pid else "")
+    return [path for path in tmp_path.iterdir() if path.name.startswith(prefix)]
+
+
 def order_body(order_id: str) -> bytes:
     body = {"order_id": order_id, "user_id": 5, "item_ids": ["i1"], "total_amount": "3.50"}
     return orjson.dumps(body)
@@ -142,7 +152,7 @@ def serve_command(url: str, *flags: str) -> list[str]:
 
 def run_serve(url: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     """``orderlog serve`` expected to fail at start: its outcome, bounded."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(cwd)}
     env.pop("ORDERLOG_PORT", None)
     return subprocess.run(
         serve_command(url, *flags), cwd=cwd, env=env, capture_output=True, text=True, timeout=90
@@ -153,7 +163,7 @@ def run_serve(url: str, cwd: Path, *flags: str) -> subprocess.CompletedProcess[s
 def test_a_child_killed_mid_burst_comes_back_as_itself_and_no_acknowledged_order_is_lost(
     database_url: str, tmp_path: Path
 ) -> None:
-    server = start_server(
+    server = start(
         database_url, tmp_path, "--processes", "2", "--node-id", "pk",
         "--processing-delay", "0.1", "--claim-timeout", "600",
     )  # fmt: skip
@@ -223,7 +233,7 @@ def test_sigterm_stops_every_child_with_exit_0_and_a_restart_completes_what_was_
 ) -> None:
     node = ("--processes", "3", "--node-id", "pt")
     # Work outlasts the shutdown timeout: the orders in hand at the stop stay Processing.
-    server = start_server(
+    server = start(
         database_url, tmp_path, *node, "--processing-delay", "3", "--shutdown-timeout", "0.2"
     )
     try:
@@ -242,7 +252,7 @@ def test_sigterm_stops_every_child_with_exit_0_and_a_restart_completes_what_was_
     assert sum(left.values()) == len(orders)
     assert left["Pending"] + left["Processing"] > 0, left  # the restart has work to finish
 
-    restarted = start_server(database_url, tmp_path, *node, "--processing-delay", "0.05")
+    restarted = start(database_url, tmp_path, *node, "--processing-delay", "0.05")
     try:
         restarted.wait_until(all_done, timeout=120)
         assert_each_order_completed_exactly_once(database_url, set(orders))
@@ -255,21 +265,31 @@ def test_sigterm_stops_every_child_with_exit_0_and_a_restart_completes_what_was_
 def test_a_sigkilled_supervisor_leaves_no_child_and_nothing_listening(
     database_url: str, tmp_path: Path
 ) -> None:
-    server = start_server(database_url, tmp_path, "--processes", "2", "--node-id", "pz")
+    flags = ("--processes", "2", "--node-id", "pz", "--port", str(restartable_port()))
+    server = start(database_url, tmp_path, *flags)
     try:
         children = children_of(server.process.pid)
         assert len(children) == 2
+        (private,) = private_directories(tmp_path, server.process.pid)
     finally:
         server.kill()
     wait_for(lambda: not listening(server.host, server.port), timeout=5, what="the port closed")
     wait_for(lambda: not any(map(running, children)), timeout=5, what="every child gone")
+
+    assert private.exists()  # killed outright, it could not remove its own directory
+    again = start(database_url, tmp_path, *flags)  # the port and the node ids are free
+    try:
+        assert not private.exists()  # the next supervisor removed what the dead one left
+    finally:
+        assert again.terminate(timeout=60) == 0, again.log()
+    assert private_directories(tmp_path) == []  # and its own, at its exit
 
 
 def test_a_child_that_does_not_stop_in_time_is_sigkilled_and_the_exit_says_so(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     # The stop's deadline is then 1 s (--drain-timeout + --shutdown-timeout + 1 s).
-    server = start_server(
+    server = start(
         sqlite_url, tmp_path, "--processes", "2", "--node-id", "ps",
         "--drain-timeout", "0", "--shutdown-timeout", "0",
     )  # fmt: skip
@@ -290,7 +310,7 @@ def test_a_second_server_on_the_port_is_refused_while_several_processes_serve_it
     database_url: str, tmp_path: Path
 ) -> None:
     port = str(restartable_port())
-    server = start_server(database_url, tmp_path, "--processes", "2", "--port", port)
+    server = start(database_url, tmp_path, "--processes", "2", "--port", port)
     try:
         for processes in ("1", "2"):
             second = run_serve(database_url, tmp_path, "--port", port, "--processes", processes,
@@ -306,7 +326,7 @@ def test_a_second_server_on_the_port_is_refused_while_several_processes_serve_it
 def test_a_child_that_cannot_start_stops_the_node_saying_why(
     database_url: str, tmp_path: Path
 ) -> None:
-    first = start_server(database_url, tmp_path, "--processes", "2", "--node-id", "dup")
+    first = start(database_url, tmp_path, "--processes", "2", "--node-id", "dup")
     try:
         second = run_serve(database_url, tmp_path, "--port", "0", "--processes", "2",
                            "--node-id", "dup")  # fmt: skip
@@ -338,7 +358,7 @@ def scrape(server: ServerProcess) -> dict[str, dict[tuple[tuple[str, str], ...],
 def test_prometheus_figures_cover_every_process_whichever_answers_and_survive_a_restart(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    server = start_server(
+    server = start(
         sqlite_url, tmp_path, "--processes", "2", "--node-id", "pp", "--processing-delay", "0"
     )
     try:

@@ -45,7 +45,11 @@ class Node:
         self.core = Core(settings, observer=self.exporter)
         self.projector = Projector(self.core.store, observe=self.exporter.completions)
         self.core.worker.follow_with(self.projector.catch_up)  # one reader of the log
-        self.exporter.bind(self.core, lambda: (self.projector.position, self.projector.counts()))
+        self.exporter.bind(
+            self.core,
+            lambda: (self.projector.position, self.projector.counts()),
+            lambda position: self.projector.wait_for(position, SCRAPE_CATCH_UP),
+        )
         self.anonymous = AnonymousAccess(
             self.core.tokens, settings.host, allow_anonymous=settings.allow_anonymous
         )
@@ -133,6 +137,9 @@ def stop_deadline(settings: Settings) -> float:
 
 # What a stop may add to --drain-timeout and --shutdown-timeout, and no more.
 STOP_MARGIN = 1.0
+# The longest a scrape waits for the read models to reach the log's head (then it
+# reports what they have, and their lag).
+SCRAPE_CATCH_UP = 1.0
 
 
 def _left(deadline: float) -> float:

@@ -10,18 +10,19 @@ work from this node's worker.
 With ``--processes N`` a node is N processes sharing one listening socket, and a
 scrape reaches whichever of them accepts it. Each answers for all: the figures
 live in prometheus_client's multiprocess files, in a directory private to the
-supervisor, and every process's exposition reads them all (``MultiProcessCollector``).
-A counter stays monotonic across a scrape that reaches another process, and
-across a process's restart: a dead process's counts stay in its files (a
+supervisor, and every process's exposition reads them all
+(``MultiProcessCollector``). A counter stays monotonic whichever process answers,
+and across a process's restart: a dead process's counts stay in its files (a
 completion is counted by the incarnation whose worker wrote it, so a restarted
 process never counts its predecessor's again). The gauges from the log are set by
-the process answering, just before it reads the files (``livemostrecent``: its
-value wins); queue depth and orders in work are each process's own, written by it
-every second and summed over the live processes (``livesum``: the supervisor
-drops a dead one's). The alternative, the supervisor serving one exposition,
-would need it to gather the children's figures over a channel of its own and to
-serve HTTP itself, where now it runs no thread and no server at all. A process
-serving alone keeps one in-memory registry, as before.
+the process answering, once its read models have caught up with the log, just
+before it reads the files (``livemostrecent``: its value wins). Queue depth and
+orders in work are each process's own, written by it every second and summed over
+the live processes (``livesum``; the supervisor drops a dead one's). The
+alternative, the supervisor serving one exposition, would need a channel from
+every child to it and an HTTP server in it, where now it runs no thread and serves
+nothing (it must fork safely at any time), and a scrape would no longer reach the
+node's own port. A process serving alone keeps one in-memory registry, as before.
 
 The core reports batches through ``orderlog.observe``; the projector reports the
 completions it folds; nothing in the core imports this module.
@@ -124,6 +125,7 @@ class Exporter:
         )
         self._core: Core | None = None
         self._projected: Callable[[], tuple[int, dict[str, int]]] | None = None
+        self._catch_up: Callable[[int], object] | None = None
         self._worker_id: str | None = None  # of several processes: whose completions count
         self._sampler: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -169,11 +171,18 @@ class Exporter:
             return _worker_of(event) == self._worker_id
         return _node_of(event) == self.node
 
-    def bind(self, core: Core, projected: Callable[[], tuple[int, dict[str, int]]]) -> None:
+    def bind(
+        self,
+        core: Core,
+        projected: Callable[[], tuple[int, dict[str, int]]],
+        catch_up: Callable[[int], object] | None = None,
+    ) -> None:
         """Where the gauges read from at scrape time: the worker, and the read models'
-        (position, counts by status)."""
+        (position, counts by status); ``catch_up(position)`` brings the read models
+        there, waiting a moment at most."""
         self._core = core
         self._projected = projected
+        self._catch_up = catch_up
         if self.multiprocess_dir is None:
             self.queued.set_function(lambda: core.worker.queued)
             self.in_work.set_function(lambda: core.worker.in_work)
@@ -209,10 +218,15 @@ class Exporter:
 
     def scrape(self, openmetrics: bool) -> tuple[bytes, str]:
         if self._core is not None and self._projected is not None:
+            head = self._core.store.head()
+            if self.multiprocess_dir is not None and self._catch_up is not None:
+                # Whichever process answers, the counts are the log's as of now (the
+                # process answering last sets them), not one process's older reading.
+                self._catch_up(head)
             position, counts = self._projected()
             for status, count in counts.items():
                 self.orders.labels(status).set(count)
-            self.lag.set(max(0, self._core.store.head() - position))
+            self.lag.set(max(0, head - position))
             if self.multiprocess_dir is not None:
                 self._set_worker_gauges()  # this process's own, fresh; the others' a second old
         if openmetrics:

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import orjson
 import peewee
 
+from orderlog.database import is_deadlock
 from orderlog.errors import StoreUnavailableError
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
 from orderlog.order import Status
@@ -265,9 +266,10 @@ class OrderStatusModel:
         try:
             self._write(start, end, table, rows)
         except StoreUnavailableError as exc:
-            if start == 0 and isinstance(exc.__cause__, peewee.IntegrityError):
-                # Two followers of a new log both found no checkpoint row and both made
-                # one: the one that made it second has moved, like any follower behind.
+            cause = exc.__cause__
+            if start == 0 and (isinstance(cause, peewee.IntegrityError) or is_deadlock(cause)):
+                # Followers of a new log all found no checkpoint row and all made one: those
+                # refused (or chosen as a deadlock's victim) have moved, like any behind.
                 raise _Moved from exc
             raise
 

@@ -69,7 +69,7 @@ def test_open_database_gives_a_pooled_database_of_the_right_kind_that_connects(
     }
     db = open_database(database_url)
     try:
-        assert type(db) is kinds[backend_of(database_url)]
+        assert isinstance(db, kinds[backend_of(database_url)])
         with db.connection_context():
             assert db.execute_sql("SELECT 1").fetchone()[0] == 1
     finally:

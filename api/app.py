@@ -13,6 +13,7 @@ from api.auth import AnonymousAccess, Authentication
 from api.forwarded import ForwardedClientLimit
 from api.http_server import ARRIVED
 from api.inputs import request_id
+from api.processes import ProcessPlace
 from api.prometheus import Exporter
 from api.resources import (
     DashboardAsset,
@@ -110,11 +111,16 @@ class RequestLog:
 
 
 def create_app(
-    core: Core, projector: Projector, exporter: Exporter, anonymous: AnonymousAccess
+    core: Core,
+    projector: Projector,
+    exporter: Exporter,
+    anonymous: AnonymousAccess,
+    place: ProcessPlace | None = None,
 ) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses.
 
-    ``anonymous`` decides whether a request without a token may pass (``api.auth``).
+    ``anonymous`` decides whether a request without a token may pass (``api.auth``);
+    ``place`` says where this process stands among the node's processes (``/readyz``).
     """
     settings = core.settings
     # Only behind a trusted proxy do requests name their client (see api.forwarded).
@@ -152,7 +158,7 @@ def create_app(
     app.add_route("/metrics", Metrics(core.store, projector, exporter))
     app.add_route("/metrics/prometheus", PrometheusMetrics(exporter))
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Readiness(core.readiness))
+    app.add_route("/readyz", Readiness(core.readiness, (place or ProcessPlace()).describe))
     app.add_route("/openapi.json", OpenAPIDocument(anonymous))
     dashboard = load_dashboard()
     app.add_route("/", Home())

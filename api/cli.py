@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         settings = load_settings(overrides=overrides)
-        logs.configure(settings.log_level, settings.log_format)
         if args.command == "serve":
             from api.server import serve
 
-            return serve(settings)
+            return serve(settings)  # sets up its logging itself: a supervisor forks first
+        logs.configure(settings.log_level, settings.log_format)
         if args.command == "token":
             return _token(args, settings.database_url)
         if args.command == "backup":
@@ -183,8 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     except OrderlogError as exc:  # every failure the core names: one line, no traceback
-        sys.stderr.write(f"orderlog: {' '.join(str(exc).split())}\n")
-        return 2
+        return report_failure(exc)
+
+
+def report_failure(exc: OrderlogError) -> int:
+    """A failure the core names, as one line on stderr; the exit status it gets."""
+    sys.stderr.write(f"orderlog: {' '.join(str(exc).split())}\n")
+    sys.stderr.flush()
+    return 2
 
 
 if __name__ == "__main__":

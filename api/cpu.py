@@ -6,8 +6,10 @@ system call can wait a whole switch interval for the GIL: measured here, the
 same server answered about twice as many requests per second on one core as
 when free to use two (and so did a bare Falcon app). So ``serve`` pins its
 process to one CPU before it starts any thread (threads inherit it) and leaves
-the other CPUs to everything else, its clients included. Linux only; elsewhere,
-and with ``--cpu none``, nothing is pinned.
+the other CPUs to everything else, its clients included. Several processes
+(``--processes N``) get a CPU each, the N least busy, when N are allowed; with
+fewer, none is pinned (two pinned to one CPU would take turns for it). Linux only;
+elsewhere, and with ``--cpu none``, nothing is pinned.
 """
 
 from __future__ import annotations
@@ -42,15 +44,35 @@ def choose_cpu(setting: str) -> int | None:
     return int(value)
 
 
+def choose_cpus(setting: str, count: int) -> list[int | None]:
+    """A CPU (or None) for each of ``count`` processes, for ``--cpu`` auto or none."""
+    if count == 1:
+        return [choose_cpu(setting)]
+    value = setting.strip().lower()
+    if value not in ("auto", "none"):
+        raise ValidationError(
+            [FieldError("--cpu", "a CPU number pins one process: use auto or none")]
+        )
+    allowed = allowed_cpus()
+    if value == "none" or len(allowed) < count:
+        return [None] * count
+    return list(least_busy_first(allowed)[:count])
+
+
 def least_busy(cpus: list[int]) -> int:
     """The CPU with the most idle time over a short sample; ties are broken at random,
     so servers started together on an idle machine tend to spread out."""
+    return least_busy_first(cpus)[0]
+
+
+def least_busy_first(cpus: list[int]) -> list[int]:
+    """``cpus`` by idle time over a short sample, most idle first, ties in random order."""
     before = _idle_times()
     time.sleep(SAMPLE_SECONDS)  # the sample itself: idle ticks are counted over it
     after = _idle_times()
     idle = {cpu: after.get(cpu, 0) - before.get(cpu, 0) for cpu in cpus}
-    most = max(idle.values())
-    return random.choice([cpu for cpu in cpus if idle[cpu] >= most])
+    shuffled = random.sample(cpus, len(cpus))
+    return sorted(shuffled, key=lambda cpu: -idle[cpu])  # stable: ties keep the shuffle
 
 
 def _idle_times() -> dict[int, int]:

@@ -32,7 +32,8 @@ sockets close, requests received are served (or, once the drain timeout is up
 and they still wait for a thread, answered 503 with Retry-After, nothing done),
 every answer says ``Connection: close``, and idle connections are closed once
 they had a moment to send a last request. Listening sockets may be handed in
-already bound, so a server can bind before anything else starts.
+already bound (``bind``), so a server can bind before anything else starts, and
+processes forked from one that bound them can share them.
 """
 
 from __future__ import annotations
@@ -616,22 +617,59 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-def make_server(app: Any, settings: Settings) -> HttpServer:
-    """Bind and prepare to serve ``app``; nothing is answered until ``run``.
+def make_server(
+    app: Any, settings: Settings, sockets: list[socket.socket] | None = None
+) -> HttpServer:
+    """Bind (unless ``sockets`` are given, bound by ``bind``) and prepare to serve
+    ``app``; nothing is answered until ``run``.
 
     Raises StartupError, in one line, when the address cannot be used.
     """
     raise_file_limit(settings.connection_limit + settings.backlog + 256)
     # One line per request queued behind busy threads costs ~10% throughput under load.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    bound = bind(settings) if sockets is None else None
+    adjustments = waitress_settings(settings)
+    del adjustments["host"], adjustments["port"]  # the sockets say where
+    try:
+        return HttpServer(
+            app, sockets=sockets or bound, limits=connection_limits(settings), **adjustments
+        )
+    except BaseException:
+        for sock in bound or ():
+            sock.close()
+        raise
+
+
+def bind(settings: Settings) -> list[socket.socket]:
+    """Listening sockets on ``--host`` and ``--port``, bound as waitress binds them (one
+    per address the host name has; SO_REUSEADDR, never SO_REUSEPORT: a second server
+    on the port is refused). They may be handed to ``make_server`` in this process or,
+    inherited, in processes forked from it.
+
+    Raises StartupError, in one line, when the address cannot be used.
+    """
     address = f"{settings.host}:{settings.port}"
     try:
-        return HttpServer(app, limits=connection_limits(settings), **waitress_settings(settings))
+        listen = Adjustments(**waitress_settings(settings)).listen
     except ValueError:  # waitress could not resolve the host
         raise StartupError(
             f"cannot listen on {address}", "--host must be an address or a name this machine knows"
         ) from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, sockaddr in listen:
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(settings.backlog)
+            sock.setblocking(False)
     except OSError as exc:
+        for sock in sockets:
+            sock.close()
         hints = {
             errno.EADDRINUSE: "the port is in use: stop the other server or choose another --port",
             errno.EADDRNOTAVAIL: "no interface here has that address: check --host",
@@ -639,3 +677,4 @@ def make_server(app: Any, settings: Settings) -> HttpServer:
         }
         hint = hints.get(exc.errno or 0, exc.strerror or str(exc))
         raise StartupError(f"cannot listen on {address}", hint) from None
+    return sockets

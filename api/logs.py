@@ -96,9 +96,14 @@ class BatchedStream(logging.Handler):
             self.flush()
 
 
-def configure(level: str, style: str = "text") -> None:
-    """One handler on stderr, text or JSON, with the request id on every record."""
-    handler = BatchedStream(sys.stderr)
+def configure(level: str, style: str = "text", *, batched: bool = True) -> None:
+    """One handler on stderr, text or JSON, with the request id on every record.
+
+    ``batched`` False writes each record at once, from the thread that logs it, and
+    starts no thread: for a process that forks (``api.supervisor``), which must have
+    no thread when it does, and logs little.
+    """
+    handler: logging.Handler = BatchedStream(sys.stderr) if batched else logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
     if style == "json":
         handler.setFormatter(
@@ -117,7 +122,7 @@ def configure(level: str, style: str = "text") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     global _SINK, _JSON
-    _SINK, _JSON = handler, style == "json"
+    _SINK, _JSON = handler if isinstance(handler, BatchedStream) else None, style == "json"
 
 
 _SINK: BatchedStream | None = None  # where configure() sends the log, once it has run

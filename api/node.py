@@ -14,6 +14,7 @@ steps in-process.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import falcon
 from api.app import create_app
 from api.auth import AnonymousAccess
 from api.http_server import HttpServer, make_server
+from api.processes import ProcessPlace
 from api.prometheus import Exporter
 from orderlog.config import Settings
 from orderlog.core import Core
@@ -34,30 +36,40 @@ log = logging.getLogger(__name__)
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, place: ProcessPlace | None = None) -> None:
+        """``place``: where this process stands among several serving one node (their
+        supervisor's status and metrics directory); by default it serves alone."""
         self.settings = settings
-        self.exporter = Exporter(settings.node)
+        self.place = place or ProcessPlace()
+        self.exporter = Exporter(settings.node, self.place.metrics_dir)
         self.core = Core(settings, observer=self.exporter)
         self.projector = Projector(self.core.store, observe=self.exporter.completions)
         self.core.worker.follow_with(self.projector.catch_up)  # one reader of the log
-        self.exporter.bind(self.core, lambda: (self.projector.position, self.projector.counts()))
+        self.exporter.bind(
+            self.core,
+            lambda: (self.projector.position, self.projector.counts()),
+            lambda position: self.projector.wait_for(position, SCRAPE_CATCH_UP),
+        )
         self.anonymous = AnonymousAccess(
             self.core.tokens, settings.host, allow_anonymous=settings.allow_anonymous
         )
-        self.app: falcon.App = create_app(self.core, self.projector, self.exporter, self.anonymous)
+        self.app: falcon.App = create_app(
+            self.core, self.projector, self.exporter, self.anonymous, self.place
+        )
         self.http: HttpServer | None = None
 
-    def start(self, *, bind: bool = True) -> Node:
-        """Bind (unless ``bind`` is False: in-process tests), then open the log, then
-        recover and start the worker."""
+    def start(self, *, bind: bool = True, sockets: list[socket.socket] | None = None) -> Node:
+        """Bind (unless ``bind`` is False: in-process tests; or serve ``sockets``, bound
+        already), then open the log, then recover and start the worker."""
         if bind:
-            self.http = make_server(self.app, self.settings)
+            self.http = make_server(self.app, self.settings, sockets)
         try:
             self.core.open_store()
             self._refuse_an_open_api_off_loopback()
             self.core.start_probe()
             self.core.start_worker()
             self.projector.start()
+            self.exporter.start()
         except BaseException:
             if self.http is not None:
                 self.http.close()
@@ -112,6 +124,7 @@ class Node:
         # holds the pool): bounded by what is left, the rest left to the process's end.
         _within(deadline, "closing the store", lambda: self.core.close_store(_left(deadline)))
         self.core.stop_probe(_left(deadline))
+        self.exporter.stop()
         log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
         return finished
 
@@ -124,6 +137,9 @@ def stop_deadline(settings: Settings) -> float:
 
 # What a stop may add to --drain-timeout and --shutdown-timeout, and no more.
 STOP_MARGIN = 1.0
+# The longest a scrape waits for the read models to reach the log's head (then it
+# reports what they have, and their lag).
+SCRAPE_CATCH_UP = 1.0
 
 
 def _left(deadline: float) -> float:

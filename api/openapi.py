@@ -276,6 +276,28 @@ def schemas() -> dict[str, Any]:
                     "description": "false while appends fail because the database's disk is full",
                 },
                 "node_lock": {"type": "boolean"},
+                "process": _object(
+                    {
+                        "index": {"type": "integer", "minimum": 1},
+                        "pid": {"type": "integer", "minimum": 1},
+                    }
+                )
+                | {
+                    "description": "the process that answered: its place among the node's "
+                    "processes (1 to --processes) and its process id; the fields above "
+                    "are about it"
+                },
+                "processes": _object(
+                    {
+                        "configured": {"type": "integer", "minimum": 1},
+                        "serving": _nullable({"type": "integer", "minimum": 0}),
+                    }
+                )
+                | {
+                    "description": "the node's processes: how many --processes asks for, and "
+                    "how many serve now (started, not since stopped; a dead one is started "
+                    "again); null when the supervisor cannot be asked"
+                },
             }
         ),
         "Problem": _object(
@@ -584,6 +606,10 @@ def _operations() -> dict[tuple[str, str], dict[str, Any]]:
         ("/readyz", "GET"): {
             "operationId": "readiness",
             "summary": "Database, writer and worker are all up, and the log takes appends",
+            "description": "About the process that answered: with --processes N, each of the "
+            "node's processes takes connections from the one listening socket on its own, "
+            "so a connection is served by a process that answers as this one would. "
+            "`processes` counts the node's processes serving.",
             "responses": {
                 "200": _json("Ready", "Readiness"),
                 "503": _json("Not ready: the body says which part is not", "Readiness")

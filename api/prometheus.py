@@ -1,12 +1,28 @@
 """Prometheus exposition of the node's figures, with prometheus_client.
 
-One registry per node process. Counters and histograms count what this node did
+One registry per node. Counters and histograms count what this node did
 (events it appended, batches it committed, requests it answered, orders its
 worker completed), so they sum across nodes. Gauges are read at scrape time:
 orders by status and projector lag come from the log (every node reports the
 same value: aggregate them with ``max``, not ``sum``), queue depth and orders in
-work from this node's worker. orderlog serves from one process per node, so
-prometheus_client's multiprocess mode is not needed.
+work from this node's worker.
+
+With ``--processes N`` a node is N processes sharing one listening socket, and a
+scrape reaches whichever of them accepts it. Each answers for all: the figures
+live in prometheus_client's multiprocess files, in a directory private to the
+supervisor, and every process's exposition reads them all
+(``MultiProcessCollector``). A counter stays monotonic whichever process answers,
+and across a process's restart: a dead process's counts stay in its files (a
+completion is counted by the incarnation whose worker wrote it, so a restarted
+process never counts its predecessor's again). The gauges from the log are set by
+the process answering, once its read models have caught up with the log, just
+before it reads the files (``livemostrecent``: its value wins). Queue depth and
+orders in work are each process's own, written by it every second and summed over
+the live processes (``livesum``; the supervisor drops a dead one's). The
+alternative, the supervisor serving one exposition, would need a channel from
+every child to it and an HTTP server in it, where now it runs no thread and serves
+nothing (it must fork safely at any time), and a scrape would no longer reach the
+node's own port. A process serving alone keeps one in-memory registry, as before.
 
 The core reports batches through ``orderlog.observe``; the projector reports the
 completions it folds; nothing in the core imports this module.
@@ -14,12 +30,15 @@ completions it folds; nothing in the core imports this module.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client import generate_latest as prometheus_text
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_text
 
@@ -35,15 +54,28 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 300)
 _HTTP_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# How often a process of several writes its worker's gauges to its file.
+SAMPLE_EVERY = 1.0
 
 
 class Exporter:
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, multiprocess_dir: str | None = None) -> None:
         self.node = node
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.multiprocess_dir = multiprocess_dir
+        r: CollectorRegistry | None
+        if multiprocess_dir is None:
+            self.registry = r = CollectorRegistry(auto_describe=True)
+        else:
+            use_multiprocess_files(multiprocess_dir)
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=multiprocess_dir)
+            r = None  # the figures live in the files, which the collector reads
         self.orders = Gauge(
-            "orderlog_orders", "orders by status, from the log", ["status"], registry=r
+            "orderlog_orders",
+            "orders by status, from the log",
+            ["status"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.events = Counter(
             "orderlog_events_appended", "events this node appended, by type", ["type"], registry=r
@@ -73,15 +105,37 @@ class Exporter:
             buckets=_BATCH,
             registry=r,
         )
-        self.queued = Gauge("orderlog_queue_depth", "orders waiting for the worker", registry=r)
+        self.queued = Gauge(
+            "orderlog_queue_depth",
+            "orders waiting for the worker",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.in_work = Gauge(
-            "orderlog_orders_in_work", "orders claimed here, work not done", registry=r
+            "orderlog_orders_in_work",
+            "orders claimed here, work not done",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.lag = Gauge(
-            "orderlog_projector_lag_events", "events the read models are behind the log", registry=r
+            "orderlog_projector_lag_events",
+            "events the read models are behind the log",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.horizon_age = Gauge(
+            "orderlog_feed_horizon_age_seconds",
+            "PostgreSQL: how long the oldest write transaction on the server has run; "
+            "readers of the log wait for it (0 elsewhere)",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self._core: Core | None = None
         self._projected: Callable[[], tuple[int, dict[str, int]]] | None = None
+        self._catch_up: Callable[[int], object] | None = None
+        self._worker_id: str | None = None  # of several processes: whose completions count
+        self._sampler: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # -- what the parts report ---------------------------------------------------------
 
@@ -105,7 +159,7 @@ class Exporter:
                 times = page.get(stream) or opened.get(stream)
                 if times is not None:
                     page[stream] = [times[0], metrics.micros(event)]
-            elif kind == _COMPLETED and _node_of(event) == self.node:
+            elif kind == _COMPLETED and self._completed_here(event):
                 times = page.get(stream) or opened.get(stream)
                 if times is None:
                     continue
@@ -119,22 +173,69 @@ class Exporter:
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).observe(seconds)
 
-    def bind(self, core: Core, projected: Callable[[], tuple[int, dict[str, int]]]) -> None:
+    def _completed_here(self, event: RecordedEvent) -> bool:
+        if self._worker_id is not None:
+            return _worker_of(event) == self._worker_id
+        return _node_of(event) == self.node
+
+    def bind(
+        self,
+        core: Core,
+        projected: Callable[[], tuple[int, dict[str, int]]],
+        catch_up: Callable[[int], object] | None = None,
+    ) -> None:
         """Where the gauges read from at scrape time: the worker, and the read models'
-        (position, counts by status)."""
+        (position, counts by status); ``catch_up(position)`` brings the read models
+        there, waiting a moment at most."""
         self._core = core
         self._projected = projected
-        self.queued.set_function(lambda: core.worker.queued)
-        self.in_work.set_function(lambda: core.worker.in_work)
+        self._catch_up = catch_up
+        if self.multiprocess_dir is None:
+            self.queued.set_function(lambda: core.worker.queued)
+            self.in_work.set_function(lambda: core.worker.in_work)
+        else:
+            self._worker_id = core.worker.worker_id
+
+    def start(self) -> None:
+        """Of several processes: write this one's worker gauges every second from now."""
+        if self.multiprocess_dir is None or self._sampler is not None:
+            return
+        self._stopping.clear()
+        self._sampler = threading.Thread(target=self._sample, name="orderlog-gauges", daemon=True)
+        self._sampler.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sampler is not None:
+            self._sampler.join(SAMPLE_EVERY)
+            self._sampler = None
+
+    def _sample(self) -> None:
+        while True:
+            self._set_worker_gauges()
+            if self._stopping.wait(SAMPLE_EVERY):
+                return
+
+    def _set_worker_gauges(self) -> None:
+        if self._core is not None:
+            self.queued.set(self._core.worker.queued)
+            self.in_work.set(self._core.worker.in_work)
 
     # -- answering a scrape -----------------------------------------------------------
 
     def scrape(self, openmetrics: bool) -> tuple[bytes, str]:
         if self._core is not None and self._projected is not None:
+            if self.multiprocess_dir is not None and self._catch_up is not None:
+                # Whichever process answers, the counts are the log's as of now (the
+                # process answering last sets them), not one process's older reading.
+                self._catch_up(self._core.store.last_position())
             position, counts = self._projected()
             for status, count in counts.items():
                 self.orders.labels(status).set(count)
             self.lag.set(self._core.store.count_after(position))
+            self.horizon_age.set(self._core.store.horizon_age())
+            if self.multiprocess_dir is not None:
+                self._set_worker_gauges()  # this process's own, fresh; the others' a second old
         if openmetrics:
             return openmetrics_text(self.registry), OPENMETRICS
         return prometheus_text(self.registry), PROMETHEUS_TEXT
@@ -147,6 +248,24 @@ def _node_of(event: RecordedEvent) -> str | None:
 
 
 _NODE = re.compile(r'"node":("(?:[^"\\]|\\.)*")')
+
+
+def _worker_of(event: RecordedEvent) -> str | None:
+    match = _WORKER.search(event.metadata_json)
+    return orjson.loads(match.group(1)) if match else None
+
+
+_WORKER = re.compile(r'"worker":("(?:[^"\\]|\\.)*")')
+
+
+def use_multiprocess_files(path: str) -> None:
+    """Keep this process's metric values in files under ``path``, for every metric made
+    from now on. prometheus_client chooses where values live when it is imported (from
+    PROMETHEUS_MULTIPROC_DIR); a process that learns its directory later chooses here,
+    before its first metric, for the rest of its life."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    if values.ValueClass is values.MutexValue:
+        values.ValueClass = values.MultiProcessValue()
 
 
 def negotiate(accept: str | None) -> str:

@@ -253,8 +253,15 @@ class Health:
 
 
 class Readiness:
-    def __init__(self, check: Callable[[], CoreReadiness]) -> None:
+    """Whether the process that answers is ready; each of a node's processes takes
+    connections from one socket on its own, so that is what the answer is about. The
+    node's other processes are counted in ``processes``."""
+
+    def __init__(
+        self, check: Callable[[], CoreReadiness], processes: Callable[[], dict[str, Any]]
+    ) -> None:
         self._check = check
+        self._processes = processes
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         state = self._check()
@@ -267,6 +274,7 @@ class Readiness:
             "worker": state.worker,
             "writable": state.writable,
             "node_lock": state.node_lock,
+            **self._processes(),
         }
 
     on_head = on_get

@@ -75,12 +75,19 @@ class Settings:
         "most requests from one client forwarded by the trusted proxy that the app works on "
         "at once (of --threads); more are answered 429",
     )
+    processes: str = _opt(
+        "1",
+        "--processes",
+        "processes serving this node from its one listening socket, each a node of its own "
+        "whose id is the node id and -1, -2...: a number, or auto (one per CPU this process "
+        "may run on); 1 serves from this process alone",
+    )
     cpu: str = _opt(
         "auto",
         "--cpu",
-        "CPU the server runs on: auto (the least busy allowed CPU at start), a CPU number, "
-        "or none (let threads move between CPUs); one CPU spares the GIL hand-overs "
-        "between cores",
+        "CPU the server runs on: auto (the least busy allowed CPU at start; with "
+        "--processes N, a CPU each when N are allowed, else none), a CPU number, or none "
+        "(let threads move between CPUs); one CPU spares the GIL hand-overs between cores",
     )
     max_body_bytes: int = _opt(65536, "--max-body-bytes", "largest accepted request body")
     group_commit: bool = _opt(
@@ -150,6 +157,21 @@ class Settings:
         # at once; a server on an ephemeral port has no stable name, so its process id.
         suffix = self.port if self.port else f"pid{os.getpid()}"
         return f"{socket.gethostname()}-{suffix}"
+
+    @property
+    def process_count(self) -> int:
+        """How many processes serve: ``processes`` as a number, ``auto`` resolved."""
+        value = self.processes.strip().lower()
+        if value == "auto":
+            return allowed_cpu_count()
+        return int(value)
+
+
+def allowed_cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:
@@ -302,6 +324,17 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
         bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         bad("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA")
+    processes = s.processes.strip().lower()
+    if processes != "auto" and not (processes.isascii() and processes.isdigit()):
+        bad("processes", "must be a positive whole number or auto")
+    elif processes != "auto" and int(processes) < 1:
+        bad("processes", "must be at least 1 (or auto)")
+    elif s.cpu.strip().isdigit() and s.process_count > 1:
+        bad(
+            "cpu",
+            f"a CPU number pins one process, and {sources.get('processes', '--processes')} "
+            f"asks for {s.process_count}: use auto (a CPU each) or none",
+        )
     if s.cpu.strip().lower() not in {"auto", "none"} and not s.cpu.strip().isdigit():
         bad("cpu", "must be auto, none or a CPU number")
     if s.log_format not in {"text", "json"}:

@@ -23,6 +23,7 @@ import os
 import re
 import select
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -221,7 +222,7 @@ def open_database(
                 "create it, or fix the path in --database",
             )
         wait = 30.0 if timeout is None else timeout
-        return PooledSqliteDatabase(
+        return _PooledSqlite(
             target.database,
             max_connections=max_connections,
             timeout=wait,
@@ -249,6 +250,34 @@ def open_database(
         **_mysql_bounds(timeout),
         **target.driver_params(),
     )
+
+
+class _PooledSqlite(PooledSqliteDatabase):
+    """SQLite whose connections, as they open, wait for their pragmas within the bound.
+
+    Switching a new file to WAL needs it to itself: processes opening a new database at
+    the same moment (several processes of one node starting) may be refused at once,
+    "database is locked", without SQLite's busy handler ever waiting. The pragmas are
+    set again until they take, for as long as a busy wait may last.
+    """
+
+    def _set_pragmas(self, conn: sqlite3.Connection) -> None:
+        busy_ms = dict(self._pragmas).get("busy_timeout", _DEFAULT_BUSY_MS)
+        deadline = time.monotonic() + int(busy_ms) / 1000
+        while True:
+            try:
+                super()._set_pragmas(conn)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == _SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+            time.sleep(_PRAGMA_RETRY)  # the busy handler's own way: sleep, try again
+
+
+_SQLITE_BUSY = 5
+_DEFAULT_BUSY_MS = 5000  # the sqlite3 module's own, for a database opened without the pragma
+_PRAGMA_RETRY = 0.01  # seconds between tries, as SQLite's busy handler's first steps
 
 
 def idle_transaction_limit(timeout: float) -> float:
@@ -377,6 +406,26 @@ def unbounded(db: peewee.Database) -> Iterator[None]:
         _unbounded.depth -= 1
         if conn is not None and isinstance(db, peewee.MySQLDatabase):
             conn._read_timeout = saved
+
+
+def is_deadlock(exc: BaseException | None) -> bool:
+    """Whether the database ended ``exc``'s transaction as a deadlock's victim: rolled back
+    whole, so trying again is safe. MariaDB picks one when transactions that looked for
+    the same missing row (holding the gap it would go in) then insert it at once."""
+    driver = exc
+    # peewee keeps the driver's exception as ``orig``.
+    while isinstance(getattr(driver, "orig", None), BaseException):
+        driver = driver.orig  # type: ignore[union-attr]
+    if driver is None:
+        return False
+    if getattr(driver, "pgcode", None) == _POSTGRES_DEADLOCK:
+        return True
+    module = type(driver).__module__
+    return module.startswith("pymysql") and bool(driver.args) and driver.args[0] == _MYSQL_DEADLOCK
+
+
+_POSTGRES_DEADLOCK = "40P01"  # deadlock_detected
+_MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK
 
 
 def explain_failure(exc: BaseException, url: str) -> StartupError:

@@ -19,7 +19,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
+import peewee
 
+from orderlog.database import is_deadlock
 from orderlog.errors import StoreUnavailableError
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
 from orderlog.order import Status
@@ -261,6 +263,17 @@ class OrderStatusModel:
     def _save(self, start: int, end: int, table: str, rows: dict[str, OrderRow | None]) -> None:
         """Rows and checkpoint together, only if nobody moved the checkpoint (or swapped
         the table) meanwhile."""
+        try:
+            self._write(start, end, table, rows)
+        except StoreUnavailableError as exc:
+            cause = exc.__cause__
+            if start == 0 and (isinstance(cause, peewee.IntegrityError) or is_deadlock(cause)):
+                # Followers of a new log all found no checkpoint row and all made one: those
+                # refused (or chosen as a deadlock's victim) have moved, like any behind.
+                raise _Moved from exc
+            raise
+
+    def _write(self, start: int, end: int, table: str, rows: dict[str, OrderRow | None]) -> None:
         p = self._p
         kept = [row for row in rows.values() if row is not None]
         with self.store.writing() as cursor:

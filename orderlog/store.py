@@ -53,7 +53,7 @@ import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
 from orderlog import deadline, schema
-from orderlog.database import unbounded
+from orderlog.database import is_deadlock, unbounded
 from orderlog.errors import (
     AppendFailedError,
     ConcurrencyError,
@@ -1028,8 +1028,8 @@ class EventStore:
                 )
                 return True
         except StoreUnavailableError as exc:
-            if isinstance(exc.__cause__, peewee.IntegrityError):
-                return False  # another node inserted it first
+            if isinstance(exc.__cause__, peewee.IntegrityError) or is_deadlock(exc.__cause__):
+                return False  # another node inserted it first (or MariaDB chose us to fail)
             raise
 
     def replace_projection(self, name: str, position: int, state: bytes) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import pytest
@@ -174,6 +175,10 @@ def test_every_bad_value_is_reported_at_once() -> None:
             "max_requests_per_client",
             "0",
         ),
+        ("ORDERLOG_PROCESSES", "--processes", "processes", "0"),
+        ("ORDERLOG_PROCESSES", "--processes", "processes", "-2"),
+        ("ORDERLOG_PROCESSES", "--processes", "processes", "two"),
+        ("ORDERLOG_PROCESSES", "--processes", "processes", "1.5"),
     ],
 )
 def test_out_of_range_value_names_where_it_came_from(
@@ -181,6 +186,22 @@ def test_out_of_range_value_names_where_it_came_from(
 ) -> None:
     assert list(problems(env={variable: text})) == [variable]
     assert list(problems(**{name: text})) == [flag]
+
+
+def test_a_cpu_number_with_several_processes_is_refused_naming_both() -> None:
+    found = problems(cpu="0", processes="2")
+    assert list(found) == ["--cpu"]
+    assert "--processes" in found["--cpu"]
+    found = problems(env={"ORDERLOG_PROCESSES": "2", "ORDERLOG_CPU": "0"})
+    assert list(found) == ["ORDERLOG_CPU"]
+    assert "ORDERLOG_PROCESSES" in found["ORDERLOG_CPU"]
+    load_settings(env={}, overrides={"cpu": "0", "processes": "1"})  # one process: as before
+
+
+def test_auto_processes_are_one_per_cpu_this_process_may_run_on() -> None:
+    settings = load_settings(env={}, overrides={"processes": "auto"})
+    assert settings.process_count == len(os.sched_getaffinity(0))
+    assert load_settings(env={}).process_count == 1  # the default
 
 
 @pytest.mark.parametrize(
@@ -196,6 +217,8 @@ def test_out_of_range_value_names_where_it_came_from(
         ("trusted_proxy", "::1"),
         ("max_connections_per_client", "1"),
         ("drain_timeout", "0"),  # no time to serve: what was received is answered 503
+        ("processes", "1"),
+        ("processes", "AUTO"),
     ],
 )
 def test_values_at_the_edge_of_their_range_are_accepted(name: str, value: str) -> None:

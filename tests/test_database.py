@@ -9,6 +9,7 @@ way several nodes starting at once would race it.
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -68,7 +69,7 @@ def test_open_database_gives_a_pooled_database_of_the_right_kind_that_connects(
     }
     db = open_database(database_url)
     try:
-        assert type(db) is kinds[backend_of(database_url)]
+        assert isinstance(db, kinds[backend_of(database_url)])
         with db.connection_context():
             assert db.execute_sql("SELECT 1").fetchone()[0] == 1
     finally:
@@ -402,3 +403,37 @@ def test_a_second_event_at_the_same_stream_version_is_refused_by_the_database(
     finally:
         store.close()
     assert raw_fetch(database_url, "SELECT position, version FROM events") == [(event.position, 1)]
+
+
+def _open_new_databases(paths: list[str], barrier: Any, failures: Any) -> None:
+    """In a process of its own: open each new SQLite file as the others do, at once."""
+    for path in paths:
+        barrier.wait(timeout=60)
+        try:
+            db = open_database(f"sqlite:///{path}", timeout=5.0)
+            EventStore(db, group_commit=False, timeout=5.0).open().close()
+        except Exception as exc:  # handed back to the test
+            failures.put(f"{path}: {exc}")
+
+
+def test_processes_opening_a_new_sqlite_file_at_once_all_open_it(tmp_path: Any) -> None:
+    """Switching a new file to WAL needs it to itself, and SQLite may refuse the others
+    at once ("database is locked") instead of letting them wait: each waits within its
+    bound (as a node's several processes do, starting together on a new file)."""
+    context = multiprocessing.get_context("spawn")  # nothing of this test's threads
+    paths = [str(tmp_path / f"new-{n}.db") for n in range(30)]
+    barrier = context.Barrier(3)
+    failures = context.Queue()
+    openers = [
+        context.Process(target=_open_new_databases, args=(paths, barrier, failures))
+        for _ in range(3)
+    ]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join(timeout=120)
+    assert [opener.exitcode for opener in openers] == [0, 0, 0]
+    found = []
+    while not failures.empty():
+        found.append(failures.get())
+    assert found == []

@@ -10,15 +10,17 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orderlog.database import parse_url
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
 from orderlog.order import Status
 from orderlog.order_status import OrderStatusModel, apply
 from orderlog.policy import worker_id_for
 from orderlog.store import EventStore
-from tests.support import make_store, readable
+from tests.support import make_store, raw_connection, readable, wait_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -138,6 +140,62 @@ def test_followers_catching_up_at_once_agree_and_store_each_page_once(database_u
         assert {row.order_id: row.status for row in rows} == expected
     finally:
         store.close()
+
+
+# The other process's INSERT, waiting for the transaction that holds the same key.
+_WAITING_INSERT = {
+    "postgres": "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND query LIKE 'INSERT INTO projections%%'",
+    "mysql": "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+    "WHERE INFO LIKE 'INSERT INTO projections%%'",
+}
+
+
+@pytest.mark.parametrize("backend", ["postgres", "mysql"], indirect=True)
+def test_a_follower_of_a_new_log_that_makes_the_checkpoint_second_reads_again(
+    database_url: str,
+) -> None:
+    """Two processes following a new log both find no checkpoint row and both insert it;
+    the second insert waits for the first's transaction, then clashes. That follower has
+    moved, like any other behind: it reads again (a process's own followers take turns,
+    so only another process meets this; SQLite's write lock keeps it from happening)."""
+    store = make_store(database_url, group_commit=False)
+    try:
+        expected = write(store, [1, 2, 3])
+        model = OrderStatusModel(store)
+        outcome: list[object] = []
+        with raw_connection(database_url) as other:
+            cursor = other.cursor()
+            cursor.execute("BEGIN")
+            cursor.execute(
+                "INSERT INTO projections (name, position, state) VALUES (%s, 0, %s)",
+                ("order_status", "order_status"),
+            )
+            follower = threading.Thread(target=lambda: outcome.append(_caught(model.catch_up)))
+            follower.start()
+            backend = parse_url(database_url).backend
+            with raw_connection(database_url) as watcher:
+                looking = watcher.cursor()
+
+                def insert_waits() -> bool:
+                    looking.execute(_WAITING_INSERT[backend])
+                    return bool(looking.fetchone()[0])
+
+                wait_for(insert_waits, timeout=30, what="the follower's INSERT waiting")
+            cursor.execute("COMMIT")
+            follower.join(60)
+        assert outcome == [store.head()]
+        assert model.checkpoint() == store.head()
+        assert {row.order_id: row.status for row in model.list(limit=1000).rows} == expected
+    finally:
+        store.close()
+
+
+def _caught(call: object) -> object:
+    try:
+        return call()  # type: ignore[operator]
+    except BaseException as exc:  # handed back to the test's thread
+        return exc
 
 
 def test_a_restarted_follower_resumes_from_the_checkpoint(database_url: str) -> None:

@@ -10,7 +10,15 @@ import pytest
 from orderlog.errors import AppendFailedError, ConcurrencyError
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
 from orderlog.store import EventStore
-from tests.support import admin_execute, dense, logged_positions, make_store, nth_positions
+from tests.support import (
+    admin_execute,
+    dense,
+    logged_positions,
+    make_store,
+    nth_positions,
+    raw_connection,
+    wait_for,
+)
 
 
 def placed(order_id: str) -> OrderPlaced:
@@ -128,6 +136,53 @@ def test_a_rebuilt_projection_is_a_new_generation_no_older_one_overwrites(
     assert store.load_projection("m") == (3, 1, b'{"rebuilt":1}')
     assert store.save_projection("m", 9, b'{"new":1}', generation=1)
     assert store.load_projection("m", with_state=False)[:2] == (9, 1)
+
+
+@pytest.mark.parametrize("backend", ["mysql"], indirect=True)
+def test_a_first_checkpoint_lost_to_a_deadlock_is_not_stored_and_no_error(
+    database_url: str,
+) -> None:
+    """Two processes saving a projection no process saved before both look for its row
+    (holding the gap it would go in) and then both insert it: MariaDB ends one as a
+    deadlock's victim. As with a duplicate, the loser stored nothing, and says so."""
+    store = make_store(database_url, group_commit=False)
+    outcome: list[object] = []
+    try:
+        with raw_connection(database_url) as other, raw_connection(database_url) as watcher:
+            cursor = other.cursor()
+            cursor.execute("BEGIN")
+            # A row of its own first: the other transaction weighs more, so InnoDB ends
+            # the store's when the two deadlock.
+            cursor.execute("INSERT INTO projections (name, position, state) VALUES ('a', 1, '')")
+            cursor.execute("UPDATE projections SET position = 1 WHERE name = 'm'")  # the gap
+            saving = threading.Thread(
+                target=lambda: outcome.append(_outcome(store.save_projection, "m", 5, b"{}"))
+            )
+            saving.start()
+            looking = watcher.cursor()
+
+            def insert_waits() -> bool:
+                looking.execute(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE INFO LIKE 'INSERT INTO projections%%'"
+                )
+                return bool(looking.fetchone()[0])
+
+            wait_for(insert_waits, timeout=30, what="the store's INSERT waiting")
+            cursor.execute("INSERT INTO projections (name, position, state) VALUES ('m', 7, '')")
+            cursor.execute("COMMIT")
+            saving.join(30)
+        assert outcome == [False]
+        assert store.load_projection("m")[0] == 7  # the other's, untouched
+    finally:
+        store.close()
+
+
+def _outcome(call: object, *args: object) -> object:
+    try:
+        return call(*args)  # type: ignore[operator]
+    except BaseException as exc:  # handed back to the test's thread
+        return exc
 
 
 def test_schema_creation_is_idempotent(database_url: str) -> None:

@@ -98,7 +98,7 @@ _HORIZON_AGE = (
     "SELECT EXTRACT(EPOCH FROM now() - xact_start), pid FROM pg_stat_activity "
     "WHERE backend_xid IS NOT NULL "
     "AND CAST(CAST(backend_xid AS TEXT) AS BIGINT) = "
-    "txid_snapshot_xmin(txid_current_snapshot()) % 4294967296"
+    "MOD(txid_snapshot_xmin(txid_current_snapshot()), 4294967296)"
 )
 # How often a settling append asks again whether the old transaction has ended.
 _SETTLE_POLL = 0.05

@@ -32,6 +32,8 @@ from tests.support import (
     ROOT,
     ServerProcess,
     all_done,
+    dense,
+    logged_positions,
     raw_fetch,
     restartable_port,
     start_server,
@@ -126,8 +128,9 @@ def assert_each_order_completed_exactly_once(url: str, acknowledged: set[str]) -
         counts = Counter(kinds)
         assert kinds[0] == "OrderPlaced" and counts["OrderPlaced"] == 1, (order_id, kinds)
         assert counts["OrderCompleted"] == 1 and kinds[-1] == "OrderCompleted", (order_id, kinds)
-    positions = [row[0] for row in raw_fetch(url, "SELECT position FROM events ORDER BY position")]
-    assert positions == list(range(1, len(positions) + 1))
+    if dense(url):  # PostgreSQL's positions have gaps: they come from transaction ids
+        positions = logged_positions(url)
+        assert positions == list(range(1, len(positions) + 1))
 
 
 def last_statuses(url: str) -> Counter[str]:

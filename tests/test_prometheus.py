@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.node import Node
 from api.prometheus import negotiate
-from tests.support import ServerProcess, start_server
+from tests.support import ServerProcess, raw_connection, start_server
 
 SCRAPER = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
@@ -123,3 +123,22 @@ def test_a_real_scrape_parses_and_holds_every_series(server: ServerProcess) -> N
     assert samples("orderlog_queue_depth")[()] == 0
     assert samples("orderlog_orders_in_work")[()] == 0
     assert samples("orderlog_projector_lag_events")[()] == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_the_horizon_age_names_how_long_a_write_transaction_holds_readers_back(
+    client: falcon.testing.TestClient, database_url: str
+) -> None:
+    def horizon_age() -> float:
+        text = client.simulate_get("/metrics/prometheus").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return families["orderlog_feed_horizon_age_seconds"].samples[0].value
+
+    with raw_connection(database_url) as conn:
+        cursor = conn.cursor()
+        cursor.execute("BEGIN")
+        cursor.execute("SELECT txid_current()")  # a write transaction: it has an id
+        cursor.execute("SELECT pg_sleep(0.3)")
+        assert horizon_age() >= 0.3
+        cursor.execute("ROLLBACK")
+    assert horizon_age() < 0.3  # that transaction no longer holds anyone back

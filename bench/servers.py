@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from bench.placement import Placement
+from orderlog.config import load_settings
 from orderlog.database import open_database, parse_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,9 +180,12 @@ def start_bare(
     workdir: Path, placement: Placement, *extra: str, processes: int | None = None
 ) -> Server:
     """The bare Falcon app (bench.bare) with orderlog's default waitress settings, from
-    ``processes`` processes sharing one socket (one when not given)."""
+    ``processes`` processes sharing one socket (when not given, as many as orderlog
+    serves from by default here, so both use the same CPUs)."""
     args = ["-m", "bench.bare", "--port", "0", *extra]
-    if processes is not None and processes > 1:
+    if processes is None:
+        processes = load_settings().process_count  # the environment orderlog is started in
+    if processes > 1:
         args += [PROCESSES_FLAG, str(processes)]
     return launch(args, workdir, placement, "/healthz", 60.0)
 

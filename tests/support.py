@@ -342,9 +342,12 @@ def start_server(
 
     The server binds port 0 and prints the port it got, so tests never race for a port.
     """
+    # One process unless a test asks for more: the default (auto) forks one per two
+    # CPUs, which would make a test's node ids and signals depend on the machine.
+    processes = [] if "--processes" in extra else ["--processes", "1"]
     args = [
         "-m", "api", "serve", "--database", database_url,
-        "--port", "0", "--log-level", "WARNING", *extra,
+        "--port", "0", "--log-level", "WARNING", *processes, *extra,
     ]  # fmt: skip
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"server-{time.monotonic_ns()}.log"

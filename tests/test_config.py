@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from orderlog.config import Settings, env_name, load_settings, settings_fields
+from orderlog.config import Settings, auto_processes, env_name, load_settings, settings_fields
 from orderlog.errors import ValidationError
 
 
@@ -198,10 +198,11 @@ def test_a_cpu_number_with_several_processes_is_refused_naming_both() -> None:
     load_settings(env={}, overrides={"cpu": "0", "processes": "1"})  # one process: as before
 
 
-def test_auto_processes_are_one_per_cpu_this_process_may_run_on() -> None:
+def test_auto_processes_are_one_per_two_cpus_this_process_may_run_on() -> None:
     settings = load_settings(env={}, overrides={"processes": "auto"})
-    assert settings.process_count == len(os.sched_getaffinity(0))
-    assert load_settings(env={}).process_count == 1  # the default
+    assert settings.process_count == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert load_settings(env={}).processes == "auto"  # the default
+    assert [auto_processes(cpus) for cpus in (1, 2, 3, 4, 8, 32)] == [1, 1, 1, 2, 4, 16]
 
 
 @pytest.mark.parametrize(

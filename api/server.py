@@ -33,10 +33,11 @@ def serve(settings: Settings) -> int:
         from api.supervisor import supervise
 
         return supervise(settings)
-    logs.configure(settings.log_level, settings.log_format)
-    # Before any thread starts: threads inherit the CPU they are started on.
+    # Before any thread starts (the log's writer too): threads inherit the CPU they
+    # are started on.
     cpu = choose_cpu(settings.cpu)
     pin(cpu)
+    logs.configure(settings.log_level, settings.log_format)
     node = Node(settings).start()
     return run(node, cpu)
 

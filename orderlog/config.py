@@ -171,9 +171,10 @@ class Settings:
 def auto_processes(cpus: int) -> int:
     """``--processes auto``: one process per two CPUs, at least one.
 
-    Measured on 2 CPUs with the clients on the same machine, two processes were slower
-    than one (sustained 0.93x, burst 0.85x, p99 1.5 s from SQLite's write lock shared by
-    two processes): a process per CPU leaves nothing for the database and the clients.
+    Measured on 2 CPUs with the clients on the same machine (``bench sustained`` and
+    ``burst``), two processes were slower than one (0.95x and 0.92x, sustained p99 1 s
+    against 0.1 s, SQLite's write lock shared by two): a process per CPU leaves nothing
+    for the database and the clients.
     Half is what a machine with more CPUs gets by default; ``--processes N`` overrides.
     """
     return max(1, cpus // 2)

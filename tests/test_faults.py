@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from orderlog.database import parse_url
+from orderlog.store import parse_time
 from tests.conftest import backend_url
 from tests.fault_proxy import FaultProxy
 from tests.support import ServerProcess, raw_fetch, start_server, wait_for
@@ -79,6 +80,11 @@ def events_of(url: str, order_id: str) -> list[str]:
 def placed_ids(url: str) -> Counter[str]:
     rows = raw_fetch(url, "SELECT stream_id FROM events WHERE type = 'OrderPlaced'")
     return Counter(stream_id for (stream_id,) in rows)
+
+
+def finished_view(server: ServerProcess, order_id: str) -> dict[str, Any] | None:
+    status, _, body = server.request("GET", f"/orders/{order_id}", timeout=10)
+    return body if status == 200 and body["status"] == "Completed" else None
 
 
 def completed(server: ServerProcess, order_id: str) -> bool:
@@ -147,11 +153,14 @@ def test_a_claim_whose_commit_answer_is_lost_is_completed_once_without_waiting_f
 
 
 class Clients:
-    """Threads placing new orders, each with its own id, until stopped; every answer kept."""
+    """Threads placing new orders, each with its own id, until stopped; every answer kept.
+    With ``read_back`` each placed order is read back at once (read-your-writes)."""
 
-    def __init__(self, node: ServerProcess, count: int) -> None:
+    def __init__(self, node: ServerProcess, count: int, *, read_back: bool = False) -> None:
         self.node = node
         self.answers: list[tuple[str, int, Any, float, float]] = []  # id, status, body, t, s
+        self.reads: list[tuple[str, int, float]] = []  # id, status, seconds
+        self._read_back = read_back
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
@@ -176,6 +185,14 @@ class Clients:
                 status, body = 0, repr(exc)
             with self._lock:
                 self.answers.append((order_id, status, body, started, time.monotonic() - started))
+            if self._read_back and status == 201:
+                started = time.monotonic()
+                try:
+                    status = self.node.request("GET", f"/orders/{order_id}", timeout=30)[0]
+                except OSError:
+                    status = 0
+                with self._lock:
+                    self.reads.append((order_id, status, time.monotonic() - started))
 
     def count(self) -> int:
         with self._lock:
@@ -353,10 +370,21 @@ def test_sigstopped_nodes_under_load_never_hold_the_others_up_past_the_bound(
         for _ in range(3):  # each stop lands wherever the busy node is: often mid-commit
             stopped.process.send_signal(signal.SIGSTOP)
             try:
-                with Clients(healthy, 4) as others:
+                with Clients(healthy, 4, read_back=True) as others:
                     wait_for(lambda: others.count() >= 8, timeout=30, what="healthy answers")
             finally:
                 stopped.process.send_signal(signal.SIGCONT)
             slowest = max(seconds for *_, seconds in others.answers)
             assert slowest < 5.0, f"a healthy node's POST took {slowest:.1f} s"
             assert all(a[1] == 201 for a in others.answers), others.answers
+            # Its reads (on PostgreSQL held back while the stopped node's transaction is
+            # open) and its completions are bounded alike.
+            slowest = max(seconds for *_, seconds in others.reads)
+            assert slowest < 5.0, f"a healthy node's GET took {slowest:.1f} s"
+            assert all(status == 200 for _, status, _ in others.reads), others.reads
+            for order_id, *_ in others.answers:
+                view = healthy.wait_until(lambda n, o=order_id: finished_view(n, o), timeout=30)
+                took = (
+                    parse_time(view["completed_at"]) - parse_time(view["placed_at"])
+                ).total_seconds()
+                assert took < 5.0, f"{order_id} completed {took:.1f} s after it was placed"

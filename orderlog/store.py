@@ -13,8 +13,8 @@ event that commits later:
   so the lock stays there: one MariaDB database takes one commit at a time.
 - PostgreSQL appends take no lock, so commits from many connections and nodes are
   flushed together. A transaction's positions come from its own transaction id:
-  ``base + (xid - tx0) * TRANSACTION_SPAN + i`` (``feed_origin`` holds base and
-  tx0), so positions have gaps. A reader reads only below the horizon: positions of
+  ``base + (xid - tx0) * span + i`` (``feed_origin`` holds base, tx0 and the span,
+  1,000), so positions have gaps. A reader reads only below the horizon: positions of
   transactions older than the oldest one still in progress
   (``txid_snapshot_xmin``), taken from the same snapshot as the rows. Every such
   transaction has ended, so nothing can commit below the horizon later. The price:
@@ -86,11 +86,6 @@ _TAKE_APPEND_LOCK = {
     "FOR UPDATE",
 }
 VERDICT_GRACE = 0.4
-# PostgreSQL: positions one transaction may use (its events, at most), and so the
-# step between transactions' positions. Decimal, so a position reads as transaction
-# and row; small, so positions stay exact in JSON's numbers (below 2**53) for 9*10**11
-# transactions.
-TRANSACTION_SPAN = 10_000
 # How long a read waits for this store's own latest write to become readable.
 OWN_WRITES_WAIT = 1.0
 # How long the transaction at the horizon (the oldest still in progress) has run.
@@ -284,7 +279,7 @@ class EventStore:
         self._take_append_lock = _TAKE_APPEND_LOCK.get(self.backend)
         # PostgreSQL: (base, tx0) from feed_origin, read at open; positions below
         # ``_horizon`` (SQL) are safe to read. Elsewhere every committed position is.
-        self._origin: tuple[int, int] | None = None
+        self._origin: tuple[int, int, int] | None = None  # base, tx0, span
         self._horizon = ""
         # The newest position this store committed, and the newest known readable: a
         # process reads its own writes (PostgreSQL may hold them back a moment).
@@ -343,11 +338,11 @@ class EventStore:
         (pg_dump and restore; pg_upgrade and failover keep them): new positions would
         then fall among old ones. Locking the row is also the proof of writing.
         """
-        cursor.execute("SELECT base, tx0 FROM feed_origin WHERE id = 1 FOR UPDATE")
-        base, tx0 = cursor.fetchone()
+        cursor.execute("SELECT base, tx0, span FROM feed_origin WHERE id = 1 FOR UPDATE")
+        base, tx0, span = cursor.fetchone()
         cursor.execute("SELECT txid_current(), (SELECT COALESCE(MAX(position), 0) FROM events)")
         now, last = cursor.fetchone()
-        if base + (now - tx0) * TRANSACTION_SPAN <= last:
+        if base + (now - tx0) * span <= last:
             log.warning(
                 "transaction ids are behind the log's positions (restored into another "
                 "PostgreSQL cluster?): new positions start after %d",
@@ -355,22 +350,20 @@ class EventStore:
             )
             base, tx0 = last + 1, now
             cursor.execute("UPDATE feed_origin SET base = %s, tx0 = %s WHERE id = 1", (base, tx0))
-        self._set_origin(base, tx0)
+        self._set_origin(base, tx0, span)
 
-    def _read_origin(self) -> tuple[int, int]:
+    def _read_origin(self) -> tuple[int, int, int]:
         """The origin, for a store used without ``open()`` (a command, a backup)."""
-        rows = self._query("SELECT base, tx0 FROM feed_origin WHERE id = 1", [])
+        rows = self._query("SELECT base, tx0, span FROM feed_origin WHERE id = 1", [])
         if not rows:
             raise StoreUnavailableError("the log's schema is not there yet: open the store first")
         self._set_origin(*rows[0])
         assert self._origin is not None
         return self._origin
 
-    def _set_origin(self, base: int, tx0: int) -> None:
-        self._origin = (base, tx0)
-        self._horizon = (
-            f"{base} + (txid_snapshot_xmin(txid_current_snapshot()) - {tx0}) * {TRANSACTION_SPAN}"
-        )
+    def _set_origin(self, base: int, tx0: int, span: int) -> None:
+        self._origin = (base, tx0, span)
+        self._horizon = f"{base} + (txid_snapshot_xmin(txid_current_snapshot()) - {tx0}) * {span}"
 
     def _below_horizon(self) -> str:
         """The condition for positions safe to read (every transaction below has ended)."""
@@ -498,8 +491,8 @@ class EventStore:
 
     def _commit_batch(self, batch: list[Request]) -> None:
         """Commit every request's appends in one transaction (on PostgreSQL, as many as
-        ``TRANSACTION_SPAN`` events allow); each append gets its first position and
-        moment, or its error."""
+        one transaction's span of positions holds); each append gets its first position
+        and moment, or its error."""
         appends: list[_Append] = [a for request in batch for a in request.payload]
         for chunk in self._transactions(appends):
             error = self._commit_appends(chunk)
@@ -513,16 +506,17 @@ class EventStore:
         if self.dense:
             yield appends
             return
+        span = (self._origin or self._read_origin())[2]
         chunk: list[_Append] = []
         rows = 0
         for append in appends:
-            if len(append.events) > TRANSACTION_SPAN:
+            if len(append.events) > span:
                 append.error = AppendFailedError(
                     f"an append of {len(append.events)} events is more than one "
-                    f"transaction holds ({TRANSACTION_SPAN})"
+                    f"transaction holds ({span})"
                 )
                 continue
-            if rows + len(append.events) > TRANSACTION_SPAN:
+            if rows + len(append.events) > span:
                 yield chunk
                 chunk, rows = [], 0
             chunk.append(append)
@@ -656,9 +650,9 @@ class EventStore:
         transaction's own."""
         head = versions.pop(None, None) or 0
         if not self.dense:
-            base, tx0 = self._origin or self._read_origin()
+            base, tx0, span = self._origin or self._read_origin()
             assert attempt.session is not None
-            head = base + (attempt.session[0] - tx0) * TRANSACTION_SPAN - 1
+            head = base + (attempt.session[0] - tx0) * span - 1
         now = self._clock()
         recorded_at = format_time(now)
         params: list[Any] = []

@@ -9,7 +9,7 @@ import pytest
 
 from orderlog.errors import AppendFailedError, ConcurrencyError
 from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.store import EventStore
+from orderlog.store import AppendRequest, EventStore
 from tests.support import (
     admin_execute,
     dense,
@@ -17,6 +17,7 @@ from tests.support import (
     make_store,
     nth_positions,
     raw_connection,
+    raw_fetch,
     wait_for,
 )
 
@@ -226,5 +227,28 @@ def test_a_refused_write_without_group_commit_is_answered_as_failed(database_url
         admin_execute(database_url, ["DROP TRIGGER refuse ON events", "DROP FUNCTION refuse()"])
         (event,) = store.append("o1", [placed("o1")], 0)
         assert logged_positions(database_url) == [event.position]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_batch_larger_than_one_transactions_positions_is_committed_in_several(
+    database_url: str,
+) -> None:
+    """PostgreSQL: a transaction numbers at most ``span`` events (its positions come from
+    its transaction id); a larger batch is split, an append that large is refused."""
+    store = make_store(database_url, group_commit=False)
+    try:
+        ((base, span),) = raw_fetch(database_url, "SELECT base, span FROM feed_origin")
+        outcomes = store.append_many(
+            [AppendRequest(f"o{n}", [placed(f"o{n}")], 0) for n in range(span * 2 + 500)]
+        )
+        positions = [recorded[0].position for recorded in outcomes]  # type: ignore[index]
+        assert positions == sorted(positions) == logged_positions(database_url)
+        transactions = {(position - base) // span for position in positions}
+        assert len(transactions) == 3
+        with pytest.raises(AppendFailedError, match="more than one transaction holds"):
+            store.append("big", [placed("big")] * (span + 1), 0)
+        assert store.stream_version("big") == 0
     finally:
         store.close()

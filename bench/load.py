@@ -268,15 +268,7 @@ def wrk_rate(
         f"wrk.body = '{order_body('wrk-order').decode()}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
-    preexec = None
-    if placement.pinned:
-        import os
-
-        cpus = set(placement.client_cpus)
-
-        def preexec() -> None:
-            os.sched_setaffinity(0, cpus)
-
+    preexec = placement.client_preexec()
     out = subprocess.run(
         [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "-s", str(script),
          f"http://{server.host}:{server.port}/orders"],

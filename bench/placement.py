@@ -9,7 +9,7 @@ to the first allowed CPU and this process, the client, to the others. Linux only
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -38,10 +38,17 @@ class Placement:
 
     def server_preexec(self) -> Callable[[], None] | None:
         """For subprocess.Popen: pin the child before it starts any thread."""
+        return self._preexec(self.server_cpus)
+
+    def client_preexec(self) -> Callable[[], None] | None:
+        """For subprocess.run of a load client (wrk): pin it to the client's CPUs."""
+        return self._preexec(self.client_cpus)
+
+    def _preexec(self, cpus: Sequence[int]) -> Callable[[], None] | None:
         if not self.pinned:
             return None
-        cpus = set(self.server_cpus)
-        return lambda: os.sched_setaffinity(0, cpus)
+        chosen = set(cpus)
+        return lambda: os.sched_setaffinity(0, chosen)
 
     def run_here_as_server(self) -> str:
         """Place this process as the server would be, for in-process measurements (the

@@ -12,7 +12,6 @@ for both. This module drives wrk and reads its answer; bench.cli starts the serv
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
@@ -56,16 +55,9 @@ def drive(
         f"--timeout={timeout}s", "-s", str(SCRIPT),
         f"http://{server.host}:{server.port}/orders", *args,
     ]  # fmt: skip
-    preexec = None
-    if placement.pinned:
-        cpus = set(placement.client_cpus)
-
-        def preexec() -> None:
-            os.sched_setaffinity(0, cpus)
-
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + timeout + 60,
-        preexec_fn=preexec,
+        preexec_fn=placement.client_preexec(),
     )  # fmt: skip
     line = next((x for x in done.stdout.splitlines() if x.startswith(_MARK)), None)
     if done.returncode != 0 or line is None:

@@ -285,7 +285,8 @@ class EventStore:
         # process reads its own writes (PostgreSQL may hold them back a moment).
         self._written = 0
         self._readable = 0
-        self._versions_sql: dict[int, str] = {}
+        self._versions_sql: dict[int, str] = {}  # by the number of streams
+        self._session_sql: dict[int, str] = {}  # the same, with PostgreSQL's session
         # The line said when writes began to fail for a full disk; None while they do not.
         self._full: str | None = None
         self._full_lock = threading.Lock()
@@ -629,7 +630,7 @@ class EventStore:
             raise
 
     def _session_and_versions(self, streams: int) -> str:
-        sql = self._versions_sql.get(-streams)
+        sql = self._session_sql.get(streams)
         if sql is None:
             sql = (
                 "SELECT s.xid, s.pid, s.started, e.stream_id, e.version FROM (SELECT "
@@ -638,8 +639,8 @@ class EventStore:
                 "SELECT stream_id, MAX(version) AS version FROM events WHERE stream_id IN "
                 f"({', '.join(['%s'] * streams)}) GROUP BY stream_id) AS e ON TRUE"
             )
-            if len(self._versions_sql) < 128:
-                self._versions_sql[-streams] = sql
+            if len(self._session_sql) < 64:
+                self._session_sql[streams] = sql
         return sql
 
     def _insert_statements(

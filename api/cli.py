@@ -18,8 +18,8 @@ import orjson
 
 from api import logs
 from orderlog.config import Settings, env_name, load_settings, settings_fields, shown_default
-from orderlog.errors import OrderlogError
-from orderlog.tokens import SCOPES
+from orderlog.domain.errors import OrderlogError
+from orderlog.storage.tokens import SCOPES
 
 
 def _add_settings(parser: argparse.ArgumentParser) -> None:
@@ -93,10 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _token(args: argparse.Namespace, database_url: str) -> int:
-    from orderlog.database import explain_failure, open_database
-    from orderlog.errors import StoreUnavailableError
-    from orderlog.store import EventStore
-    from orderlog.tokens import TokenStore, parse_scopes
+    from orderlog.domain.errors import StoreUnavailableError
+    from orderlog.storage.database import explain_failure, open_database
+    from orderlog.storage.store import EventStore
+    from orderlog.storage.tokens import TokenStore, parse_scopes
 
     store = EventStore(open_database(database_url), group_commit=False)
     try:
@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(overrides=overrides)
         if args.command == "serve":
-            from api.server import serve
+            from api.serve import serve
 
             return serve(settings)  # sets up its logging itself: a supervisor forks first
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "token":
             return _token(args, settings.database_url)
         if args.command == "backup":
-            from orderlog.backup import backup
+            from orderlog.storage.backup import backup
 
             copy = backup(settings.database_url, args.path)
             sys.stdout.write(

@@ -18,7 +18,7 @@ import os
 import random
 import time
 
-from orderlog.errors import FieldError, ValidationError
+from orderlog.domain.errors import FieldError, ValidationError
 
 SAMPLE_SECONDS = 0.1
 

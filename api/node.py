@@ -21,15 +21,15 @@ from collections.abc import Callable
 
 import falcon
 
-from api.app import create_app
-from api.auth import AnonymousAccess
-from api.http_server import HttpServer, make_server
+from api.http.app import create_app
+from api.http.auth import AnonymousAccess
+from api.http.prometheus import Exporter
 from api.processes import ProcessPlace
-from api.prometheus import Exporter
+from api.server.http_server import HttpServer, make_server
 from orderlog.config import Settings
 from orderlog.core import Core
-from orderlog.database import redact
-from orderlog.errors import StartupError
+from orderlog.domain.errors import StartupError
+from orderlog.storage.database import redact
 from projections.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Node:
 
     def _refuse_an_open_api_off_loopback(self) -> None:
         # The same rule holds while the node runs: finding no token there, it lets
-        # nobody in (api.auth.AnonymousAccess).
+        # nobody in (api.http.auth.AnonymousAccess).
         if self.http is not None and self.anonymous.locked():
             raise StartupError(
                 f"no API token exists and {self.settings.host} is not a loopback address: "

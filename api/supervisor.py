@@ -1,6 +1,6 @@
 """``orderlog serve --processes N``: one node served by N forked processes sharing its socket.
 
-This process, the supervisor, binds the listening socket once (``api.http_server.bind``:
+This process, the supervisor, binds the listening socket once (``api.server.http_server.bind``:
 SO_REUSEADDR, never SO_REUSEPORT, so a second server on the port is still refused)
 and forks N children that inherit it; the kernel hands each new connection to
 whichever child accepts first. The supervisor itself serves nothing, opens no
@@ -8,7 +8,7 @@ database connection and never starts a thread: a fork copies only the thread tha
 calls it, and a lock another thread held at that moment would stay held in the
 child for good.
 
-Child k (1..N) is a whole node (``api.node``, run by ``api.server.run``) with its
+Child k (1..N) is a whole node (``api.node``, run by ``api.serve.run``) with its
 own node id ``<node>-<k>``, ``<node>`` being ``--node-id`` or the id derived as for
 one process: siblings never take each other's claims for their own, and child k
 started again under the same id takes back its own claims at once (the worker's
@@ -33,7 +33,7 @@ log line. It exits 0 when every child stopped cleanly, 1 otherwise.
 
 Its private directory (on /dev/shm, or in $TMPDIR when set) holds the status file
 the children read for ``/readyz`` (``api.processes``) and prometheus_client's
-multiprocess files (``api.prometheus``); it is removed at exit. Linux only
+multiprocess files (``api.http.prometheus``); it is removed at exit. Linux only
 (PR_SET_PDEATHSIG).
 """
 
@@ -60,12 +60,12 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from api import logs
 from api.cpu import choose_cpus, pin
-from api.http_server import bind
 from api.node import Node, stop_deadline
 from api.processes import ProcessPlace, write_status
-from api.server import run
+from api.serve import run
+from api.server.http_server import bind
 from orderlog.config import Settings
-from orderlog.errors import OrderlogError, StartupError
+from orderlog.domain.errors import OrderlogError, StartupError
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Supervisor:
         self.status_file = os.path.join(private, "processes.json")
         self.metrics_dir = os.path.join(private, "prometheus")
         os.mkdir(self.metrics_dir)
-        # For anything in the children that reads it; api.prometheus sets it up itself.
+        # For anything in the children that reads it; api.http.prometheus sets it up itself.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         self.port = sockets[0].getsockname()[1]
         self._libc = libc

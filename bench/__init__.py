@@ -2,5 +2,5 @@
 
 Tooling beside the packages, never installed: ``python -m bench …`` or ``make
 bench`` from a checkout. It uses the packages' public API only and writes the
-log only through ``orderlog.store``.
+log only through ``orderlog.storage.store``.
 """

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.limits import raise_file_limit
+from api.server.limits import raise_file_limit
 from bench import loadgen
 from bench.load import order_body
 from bench.report import percentile

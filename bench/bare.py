@@ -54,8 +54,8 @@ def create_bare_app() -> falcon.App:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from api.http_server import waitress_settings
-    from api.limits import raise_file_limit
+    from api.server.http_server import waitress_settings
+    from api.server.limits import raise_file_limit
     from orderlog.config import load_settings
 
     parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__)

@@ -35,9 +35,9 @@ from bench.report import middle, ratio
 from bench.servers import BenchError, scratch_database
 from bench.store import METADATA, placed, raw_connection
 from orderlog.config import Settings
-from orderlog.database import backend_of, open_database
-from orderlog.errors import OrderlogError
-from orderlog.store import COLUMNS, EventStore, encode, format_time, utc_now
+from orderlog.domain.errors import OrderlogError
+from orderlog.storage.database import backend_of, open_database
+from orderlog.storage.store import COLUMNS, EventStore, encode, format_time, utc_now
 
 # Spawning k interpreters and opening k stores on a small, busy machine.
 START_TIMEOUT = 180.0

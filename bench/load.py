@@ -27,8 +27,8 @@ from bench import loadgen
 from bench.placement import Placement
 from bench.report import latency_summary, ratio, target
 from bench.servers import Client, Server
-from orderlog.events import OrderCompleted, OrderPlaced
-from orderlog.order import Status
+from orderlog.domain.events import OrderCompleted, OrderPlaced
+from orderlog.domain.order import Status
 
 POLL_INTERVAL = 0.01
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from api.limits import raise_file_limit
+from api.server.limits import raise_file_limit
 
 # (method, path, body) or (method, path, body, extra headers)
 Request = tuple[str, str, bytes | None] | tuple[str, str, bytes | None, Mapping[str, str]]

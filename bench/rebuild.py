@@ -33,9 +33,9 @@ import orjson
 from bench.placement import Placement
 from bench.report import latency_summary, median, ratio, target
 from bench.servers import ROOT, Client, start_orderlog
-from orderlog.database import open_database, parse_url
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.store import COLUMNS, AppendRequest, EventStore, utc_now
+from orderlog.domain.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.store import COLUMNS, AppendRequest, EventStore, utc_now
 
 ORDERS_PER_ROUND = 100  # orders placed per commit, as a busy worker's batches hold them
 _NODE = "bench-node"

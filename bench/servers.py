@@ -28,7 +28,7 @@ import orjson
 
 from bench.placement import Placement
 from orderlog.config import load_settings
-from orderlog.database import open_database, parse_url
+from orderlog.storage.database import open_database, parse_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES_FLAG = "--processes"

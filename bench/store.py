@@ -19,9 +19,9 @@ from typing import Any
 
 from bench.report import ratio, target
 from bench.servers import scratch_database
-from orderlog.database import backend_of, open_database, parse_url
-from orderlog.events import OrderPlaced
-from orderlog.store import COLUMNS, EventStore, encode, format_time, utc_now
+from orderlog.domain.events import OrderPlaced
+from orderlog.storage.database import backend_of, open_database, parse_url
+from orderlog.storage.store import COLUMNS, EventStore, encode, format_time, utc_now
 
 RAW_TRANSACTION = 1000
 METADATA = {"node": "bench"}

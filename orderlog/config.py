@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orderlog.errors import FieldError, ValidationError
+from orderlog.domain.errors import FieldError, ValidationError
 
 
 def _opt(default: Any, flag: str, help: str, env: str | None = None, shown: str = "") -> Any:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orderlog.config import Settings
-from orderlog.database import explain_failure, open_database
-from orderlog.errors import StoreUnavailableError
-from orderlog.node_lock import NodeLock
-from orderlog.observe import StoreObserver
-from orderlog.order import OrderState
-from orderlog.probe import DatabaseProbe
+from orderlog.domain.errors import StoreUnavailableError
+from orderlog.domain.order import OrderState
 from orderlog.service import OrderService
-from orderlog.store import EventStore
-from orderlog.tokens import TokenStore
+from orderlog.storage.database import explain_failure, open_database
+from orderlog.storage.node_lock import NodeLock
+from orderlog.storage.observe import StoreObserver
+from orderlog.storage.probe import DatabaseProbe
+from orderlog.storage.store import EventStore
+from orderlog.storage.tokens import TokenStore
 from orderlog.worker import Worker
 
 

@@ -21,12 +21,17 @@ from typing import Any, NamedTuple
 import orjson
 import peewee
 
-from orderlog.database import is_deadlock
-from orderlog.errors import StoreUnavailableError
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
-from orderlog.order import Status
-from orderlog.policy import OpenOrder, node_of
-from orderlog.store import EventStore, format_time, parse_time
+from orderlog.domain.errors import StoreUnavailableError
+from orderlog.domain.events import (
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+    RecordedEvent,
+)
+from orderlog.domain.order import Status
+from orderlog.domain.policy import OpenOrder, node_of
+from orderlog.storage.database import is_deadlock
+from orderlog.storage.store import EventStore, format_time, parse_time
 
 NAME = "order_status"  # the live rows' checkpoint, and the table they are in
 SHADOW = "order_status_shadow"  # a rebuild's checkpoint while it fills the other table

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from orderlog.errors import ConcurrencyError, OrderlogError, OrderNotFoundError
-from orderlog.events import Event, RecordedEvent
-from orderlog.order import (
+from orderlog.domain.errors import ConcurrencyError, OrderlogError, OrderNotFoundError
+from orderlog.domain.events import Event, RecordedEvent
+from orderlog.domain.order import (
     OrderState,
     PlaceOrder,
     apply_state,
@@ -21,7 +21,7 @@ from orderlog.order import (
     place_order,
     start_processing,
 )
-from orderlog.store import AppendRequest, EventStore
+from orderlog.storage.store import AppendRequest, EventStore
 
 
 class OrderService:

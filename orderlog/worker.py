@@ -9,7 +9,7 @@ the next claims, in one commit. So the orders in work at once are bounded by a
 setting, not by threads. A sweep thread keeps the order-status read model current
 and enqueues what no queue holds: orders left Pending by a crash, orders a dead
 node had claimed once their lease ran out. The decisions themselves are pure functions in
-``orderlog.policy``. On stop, orders whose work is done by the deadline are
+``orderlog.domain.policy``. On stop, orders whose work is done by the deadline are
 completed; the rest stay Processing in the log and are claimed again at the next
 start; orders only queued stay Pending.
 """
@@ -27,16 +27,16 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from orderlog.errors import ConcurrencyError, OrderlogError, StoreFullError
-from orderlog.order import OrderState, Status, complete_order, start_processing
-from orderlog.order_status import OrderStatusModel
-from orderlog.policy import (
+from orderlog.domain.errors import ConcurrencyError, OrderlogError, StoreFullError
+from orderlog.domain.order import OrderState, Status, complete_order, start_processing
+from orderlog.domain.policy import (
     ClaimPolicy,
     finish_before_stop,
     may_claim,
     work_done_at,
     worker_id_for,
 )
+from orderlog.order_status import OrderStatusModel
 from orderlog.service import Decision, OrderService
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,13 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
-from orderlog.order import Status
+from orderlog.domain.events import (
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+    RecordedEvent,
+)
+from orderlog.domain.order import Status
 from projections import quantile
 
 # Plain strings from the one enum: the state is JSON, whose keys must be str.

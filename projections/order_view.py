@@ -1,6 +1,6 @@
 """The order status view: one order's current state, folded from its own stream.
 
-Events are read as their typed classes, so a field renamed in ``orderlog.events``
+Events are read as their typed classes, so a field renamed in ``orderlog.domain.events``
 fails here at once instead of reading as missing.
 """
 
@@ -11,9 +11,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
-from orderlog.order import Status
-from orderlog.store import format_time
+from orderlog.domain.events import (
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+    RecordedEvent,
+)
+from orderlog.domain.order import Status
+from orderlog.storage.store import format_time
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from orderlog.errors import OrderlogError, StoreFullError
-from orderlog.events import RecordedEvent
+from orderlog.domain.errors import OrderlogError, StoreFullError
+from orderlog.domain.events import RecordedEvent
 from orderlog.order_status import OrderStatusModel
-from orderlog.store import EventStore
+from orderlog.storage.store import EventStore
 from projections import metrics
 
 NAME = "metrics"

@@ -18,13 +18,13 @@ from typing import Any, TextIO
 
 import orjson
 
-from orderlog import schema
 from orderlog.config import load_settings
-from orderlog.database import explain_failure, open_database, redact
-from orderlog.errors import OrderlogError, StartupError, StoreUnavailableError
-from orderlog.node_lock import offline_rebuild_guard
+from orderlog.domain.errors import OrderlogError, StartupError, StoreUnavailableError
 from orderlog.order_status import OrderStatusModel
-from orderlog.store import EventStore
+from orderlog.storage import schema
+from orderlog.storage.database import explain_failure, open_database, redact
+from orderlog.storage.node_lock import offline_rebuild_guard
+from orderlog.storage.store import EventStore
 from projections import metrics
 from projections.projector import NAME
 

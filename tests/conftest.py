@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from api.node import Node
-from orderlog.database import parse_url
-from orderlog.store import EventStore
+from orderlog.storage.database import parse_url
+from orderlog.storage.store import EventStore
 from tests.support import admin_execute, make_store, settings_for
 
 SERVER_BACKENDS = {

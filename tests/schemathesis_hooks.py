@@ -1,6 +1,6 @@
 """What schemathesis needs to know of orderlog's contract beyond JSON Schema.
 
-``format: printable`` (see ``api.openapi``) is Python's ``str.isprintable`` and
+``format: printable`` (see ``api.http.openapi``) is Python's ``str.isprintable`` and
 not blank: valid values are drawn from exactly that set, so every positive
 example is one the server must accept.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import strategies as st
 
-from orderlog.order import is_blank
+from orderlog.domain.order import is_blank
 
 NOT_PRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
 PRINTABLE = st.text(

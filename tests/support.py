@@ -30,8 +30,8 @@ import orjson
 
 from bench import loadgen
 from orderlog.config import Settings, load_settings
-from orderlog.database import open_database, parse_url
-from orderlog.store import EventStore
+from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0

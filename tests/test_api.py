@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.node import Node
-from orderlog.events import OrderPlaced
+from orderlog.domain.events import OrderPlaced
 from orderlog.order_status import MAX_LIST
-from orderlog.store import AppendRequest
+from orderlog.storage.store import AppendRequest
 from tests.support import logged_positions, nth_positions, readable, settings_for, wait_for
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}

@@ -18,10 +18,10 @@ import falcon.inspect
 import falcon.testing
 import pytest
 
-from api.auth import ROUTE_SCOPES, required_scope
+from api.http.auth import ROUTE_SCOPES, required_scope
 from api.node import Node
-from orderlog.errors import ValidationError
-from orderlog.tokens import SCOPES, digest
+from orderlog.domain.errors import ValidationError
+from orderlog.storage.tokens import SCOPES, digest
 from tests.support import ServerProcess, create_token, raw_fetch, settings_for, start_server
 
 ORDER = {"order_id": "a-1", "user_id": 1, "item_ids": ["x"], "total_amount": "2.50"}

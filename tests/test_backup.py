@@ -24,9 +24,9 @@ import pytest
 
 from api.cli import main
 from bench import loadgen
-from orderlog.backup import backup
-from orderlog.events import OrderPlaced
-from orderlog.store import AppendRequest
+from orderlog.domain.events import OrderPlaced
+from orderlog.storage.backup import backup
+from orderlog.storage.store import AppendRequest
 from tests.support import (
     ROOT,
     BackgroundLoad,

@@ -37,7 +37,7 @@ import orjson
 import pytest
 
 from bench import loadgen
-from orderlog.events import OrderPlaced
+from orderlog.domain.events import OrderPlaced
 from tests.support import (
     BackgroundLoad,
     ServerProcess,

@@ -26,15 +26,15 @@ from typing import Any
 import orjson
 import pytest
 
-from orderlog.database import backend_of
-from orderlog.errors import ConcurrencyError
-from orderlog.events import (
+from orderlog.domain.errors import ConcurrencyError
+from orderlog.domain.events import (
     Event,
     OrderCompleted,
     OrderPlaced,
     OrderProcessingStarted,
 )
-from orderlog.store import AppendRequest, EventStore
+from orderlog.storage.database import backend_of
+from orderlog.storage.store import AppendRequest, EventStore
 from tests.support import ROOT, dense, make_store, raw_fetch, readable
 
 DEADLINE = 60.0
@@ -513,9 +513,9 @@ def test_an_append_is_answered_only_once_a_new_connection_can_see_it(database_ur
 
 _APPENDER = """
 import sys, threading
-from orderlog.database import open_database
-from orderlog.events import OrderPlaced, OrderProcessingStarted
-from orderlog.store import EventStore
+from orderlog.storage.database import open_database
+from orderlog.domain.events import OrderPlaced, OrderProcessingStarted
+from orderlog.storage.store import EventStore
 
 store = EventStore(open_database(sys.argv[1])).open()
 out = threading.Lock()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orderlog.config import Settings, auto_processes, env_name, load_settings, settings_fields
-from orderlog.errors import ValidationError
+from orderlog.domain.errors import ValidationError
 
 
 def problems(env: dict[str, str] | None = None, **overrides: Any) -> dict[str, str]:

@@ -14,11 +14,11 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
+from api.http.static import ASSETS, DIRECTORY, PAGE
 from api.node import Node
-from api.static import ASSETS, DIRECTORY, PAGE
 from tests.support import ROOT, settings_for
 
-FILES = ROOT / "api" / DIRECTORY
+FILES = ROOT / "api" / "http" / DIRECTORY
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_the_wheel_ships_every_dashboard_file(monkeypatch: pytest.MonkeyPatch) -
     from setuptools.config.setupcfg import read_configuration
 
     monkeypatch.chdir(ROOT)
-    patterns = read_configuration(ROOT / "setup.cfg")["options"]["package_data"]["api"]
+    patterns = read_configuration(ROOT / "setup.cfg")["options"]["package_data"]["api.http"]
     shipped = {
         path.name
         for path in FILES.iterdir()

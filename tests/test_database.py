@@ -20,10 +20,10 @@ import peewee
 import pytest
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from orderlog.database import backend_of, open_database, parse_url, redact
-from orderlog.errors import MissingDriverError, StartupError, ValidationError
-from orderlog.events import OrderPlaced
-from orderlog.store import EventStore
+from orderlog.domain.errors import MissingDriverError, StartupError, ValidationError
+from orderlog.domain.events import OrderPlaced
+from orderlog.storage.database import backend_of, open_database, parse_url, redact
+from orderlog.storage.store import EventStore
 from tests.support import ROOT, make_store, raw_connection, raw_fetch
 
 
@@ -343,8 +343,8 @@ def test_schema_creation_from_many_threads_at_once_is_safe(database_url: str) ->
 
 _CREATE_SCHEMA = """
 import sys
-from orderlog.database import open_database
-from orderlog.store import EventStore
+from orderlog.storage.database import open_database
+from orderlog.storage.store import EventStore
 
 store = EventStore(open_database(sys.argv[1]), group_commit=False)
 with store.db.connection_context():  # connect before the signal, so all start together

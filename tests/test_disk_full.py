@@ -21,8 +21,8 @@ from pathlib import Path
 import peewee
 import pytest
 
-from orderlog.errors import StoreFullError, StoreUnavailableError
-from orderlog.events import OrderPlaced
+from orderlog.domain.errors import StoreFullError, StoreUnavailableError
+from orderlog.domain.events import OrderPlaced
 from tests.support import (
     ServerProcess,
     all_done,

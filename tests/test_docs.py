@@ -1,12 +1,12 @@
 """The documented settings and scopes match the real ones: every variable and flag is in
-.env.example, and the README's scope table is the one ``api.auth`` enforces."""
+.env.example, and the README's scope table is the one ``api.http.auth`` enforces."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from api.auth import ROUTE_SCOPES
+from api.http.auth import ROUTE_SCOPES
 from orderlog.config import env_example, env_name, markdown_table, settings_fields
 
 ROOT = Path(__file__).resolve().parent.parent

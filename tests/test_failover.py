@@ -40,10 +40,10 @@ import orjson
 import pytest
 
 from bench import loadgen
-from orderlog.database import open_database
-from orderlog.errors import ConcurrencyError, OutcomeUnknownError, StoreUnavailableError
-from orderlog.events import OrderPlaced
-from orderlog.store import EventStore
+from orderlog.domain.errors import ConcurrencyError, OutcomeUnknownError, StoreUnavailableError
+from orderlog.domain.events import OrderPlaced
+from orderlog.storage.database import open_database
+from orderlog.storage.store import EventStore
 from tests.support import (
     BackgroundLoad,
     ServerProcess,

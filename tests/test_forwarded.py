@@ -15,8 +15,8 @@ import falcon
 import falcon.testing
 import pytest
 
-from api import problem
-from api.forwarded import ForwardedClientLimit
+from api.http import problem
+from api.http.forwarded import ForwardedClientLimit
 from tests.support import DEADLINE, wait_for
 
 

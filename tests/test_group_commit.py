@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from orderlog.errors import StoreUnavailableError
-from orderlog.group_commit import GroupCommitter, Request
+from orderlog.domain.errors import StoreUnavailableError
+from orderlog.storage.group_commit import GroupCommitter, Request
 
 DEADLINE = 30.0
 

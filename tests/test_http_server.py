@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from api.http_server import ConnectionLimits, HttpServer
+from api.server.http_server import ConnectionLimits, HttpServer
 from tests.support import DEADLINE, wait_for
 
 HOLD = threading.Event()  # GET /hold waits for it: a request kept in the app

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from orderlog.events import OrderPlaced
+from orderlog.domain.events import OrderPlaced
 from tests.support import ServerProcess, raw_fetch, start_server, wait_for
 from tests.test_concurrency import HeldAppend
 

@@ -28,7 +28,7 @@ THIRD_PARTY_ALLOWED = {
 }
 # One module more each: the module that opens connections may reach a driver where
 # peewee offers no way to bound its waits (psycopg2's wait callback); no other may.
-MODULE_ALLOWED = {"orderlog.database": {"psycopg2"}}
+MODULE_ALLOWED = {"orderlog.storage.database": {"psycopg2"}}
 
 
 def top_level_imports(source: str, module: str) -> set[str]:
@@ -49,6 +49,63 @@ def top_level_imports(source: str, module: str) -> set[str]:
             elif node.module:
                 names.add(node.module.split(".")[0])
     return names
+
+
+def imported_modules(source: str, module: str) -> set[str]:
+    """The full dotted name of every module (or package) imported by ``source``."""
+    package = module.split(".")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level] if node.level else []
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            names.add(target)
+            names.update(f"{target}.{alias.name}" for alias in node.names)
+    return names
+
+
+# Inside the layers, the packages keep their own directions: the domain knows no
+# storage; storage knows neither the service nor the worker; the Falcon app runs
+# under any WSGI server, and the server underneath knows no route of the app (it
+# answers framing errors in the app's problem format, and hands it the arrival time).
+INNER_FORBIDDEN = {
+    "orderlog.domain": (
+        "orderlog.storage",
+        "orderlog.service",
+        "orderlog.worker",
+        "orderlog.core",
+        "orderlog.config",
+        "peewee",
+        "playhouse",
+    ),
+    "orderlog.storage": ("orderlog.service", "orderlog.worker", "orderlog.core"),
+    "api.http": ("waitress", "api.server", "api.node", "api.cli", "api.serve", "api.supervisor"),
+    "api.server": ("falcon", "api.http", "api.node", "api.cli", "api.serve", "api.supervisor"),
+}
+INNER_ALLOWED = {"api.server": ("api.http.problem", "api.http.inputs")}
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def inner_offences(package: str) -> dict[str, list[str]]:
+    root = ROOT.joinpath(*package.split("."))
+    found: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path)
+        imported = imported_modules(path.read_text(encoding="utf-8"), module)
+        bad = sorted(
+            name
+            for name in imported
+            if any(_under(name, f) for f in INNER_FORBIDDEN[package])
+            and not any(_under(name, a) for a in INNER_ALLOWED.get(package, ()))
+        )
+        if bad:
+            found[module] = bad
+    return found
 
 
 def module_name(path: Path) -> str:
@@ -114,7 +171,7 @@ try:
 except ImportError:
     pass
 if TYPE_CHECKING:
-    from api.resources import OrderResource
+    from api.http.resources import OrderResource
 """
     found = top_level_imports(source, "orderlog.sub.module")
     assert found == {"falcon", "waitress", "orderlog", "projections", "typing", "api"}
@@ -131,3 +188,17 @@ def test_the_wheel_holds_the_three_packages_and_no_tooling(monkeypatch: pytest.M
     monkeypatch.chdir(ROOT)  # setup.cfg's find: directive searches the working directory
     packages = read_configuration(ROOT / "setup.cfg")["options"]["packages"]
     assert {p.split(".")[0] for p in packages} == set(LAYERS)
+
+
+@pytest.mark.parametrize("package", sorted(INNER_FORBIDDEN))
+def test_each_package_inside_a_layer_keeps_its_direction(package: str) -> None:
+    assert len(list(ROOT.joinpath(*package.split(".")).glob("*.py"))) >= 3
+    assert inner_offences(package) == {}
+
+
+def test_inner_direction_reader_sees_a_violation() -> None:
+    found = imported_modules(
+        "from ..storage import store\nimport waitress.server\n", "orderlog.domain.order"
+    )
+    assert "orderlog.storage.store" in found and "waitress.server" in found
+    assert any(_under(n, "orderlog.storage") for n in found)

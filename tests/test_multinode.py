@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 import pytest
 
-from orderlog.events import RecordedEvent
-from orderlog.store import parse_time
+from orderlog.domain.events import RecordedEvent
+from orderlog.storage.store import parse_time
 from projections import metrics
 from tests.support import ServerProcess, logged_positions, start_server
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orderlog.database import parse_url
-from orderlog.node_lock import mysql_lock_name, offline_rebuild_guard
+from orderlog.storage.database import parse_url
+from orderlog.storage.node_lock import mysql_lock_name, offline_rebuild_guard
 from tests.support import (
     ROOT,
     ServerProcess,

@@ -1,7 +1,7 @@
 """The OpenAPI document: valid 3.1, the app's routes both ways, as strict as the code,
 and schemathesis against a live ``orderlog serve`` on every backend.
 
-The document is built from the code's constants (``api.openapi``); these tests check
+The document is built from the code's constants (``api.http.openapi``); these tests check
 that what it states is what the code does: its patterns accept exactly what the
 validation accepts, its problem types are the ones the code raises, its event
 schemas are the event classes, and a live server answers nothing it does not
@@ -28,12 +28,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
-from api import openapi
-from api.auth import ROUTE_SCOPES
+from api.http import openapi
+from api.http.auth import ROUTE_SCOPES
+from api.http.problem import FALCON_ERROR_TYPES, PROBLEM_TYPES, problem_type
 from api.node import Node
-from api.problem import FALCON_ERROR_TYPES, PROBLEM_TYPES, problem_type
-from orderlog.events import EVENT_TYPES
-from orderlog.order import MAX_ID_LENGTH, PlaceOrder, is_order_id, parse_amount
+from orderlog.domain.events import EVENT_TYPES
+from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, is_order_id, parse_amount
 from tests.schemathesis_hooks import PRINTABLE
 from tests.support import ROOT, create_token, start_server
 
@@ -105,7 +105,7 @@ def test_each_status_the_issue_names_is_documented() -> None:
 def _named_problem_slugs() -> set[str]:
     """Every slug the HTTP layer passes to a problem, read from its source."""
     slugs: set[str] = set()
-    for path in (ROOT / "api").glob("*.py"):
+    for path in (ROOT / "api").rglob("*.py"):
         for call in ast.walk(ast.parse(path.read_text())):
             if not isinstance(call, ast.Call):
                 continue

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from orderlog.errors import InvalidTransitionError, OrderConflictError, ValidationError
-from orderlog.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.order import (
+from orderlog.domain.errors import InvalidTransitionError, OrderConflictError, ValidationError
+from orderlog.domain.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.domain.order import (
     MAX_AMOUNT,
     MAX_ID_LENGTH,
     MAX_INT_ID,
@@ -353,7 +353,7 @@ def test_blankness_of_ascii_text_follows_the_unicode_category_rule() -> None:
     # ASCII takes a short cut; it must say what the rule says for every character.
     import unicodedata
 
-    from orderlog.order import INVISIBLE, is_blank
+    from orderlog.domain.order import INVISIBLE, is_blank
 
     def by_rule(text: str) -> bool:
         return not any(unicodedata.category(c)[0] in "LNPS" and c not in INVISIBLE for c in text)

@@ -14,19 +14,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orderlog.database import parse_url
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
-from orderlog.order import Status
+from orderlog.domain.events import (
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+    RecordedEvent,
+)
+from orderlog.domain.order import Status
+from orderlog.domain.policy import worker_id_for
 from orderlog.order_status import OrderStatusModel, apply
-from orderlog.policy import worker_id_for
-from orderlog.store import EventStore
+from orderlog.storage.database import parse_url
+from orderlog.storage.store import EventStore
 from tests.support import make_store, raw_connection, readable, wait_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def recorded(position: int, version: int, event: object, node: str = "n1") -> RecordedEvent:
-    from orderlog.events import event_data
+    from orderlog.domain.events import event_data
 
     return RecordedEvent.of(
         position, event.order_id, version, type(event).__name__,  # type: ignore[attr-defined]

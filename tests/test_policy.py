@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orderlog.order import Status
-from orderlog.policy import (
+from orderlog.domain.order import Status
+from orderlog.domain.policy import (
     MAX_LEASE_DOUBLINGS,
     ClaimPolicy,
     OpenOrder,

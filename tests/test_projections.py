@@ -17,16 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orderlog.events import (
+from orderlog.domain.events import (
     OrderCompleted,
     OrderPlaced,
     OrderProcessingStarted,
     RecordedEvent,
     event_data,
 )
+from orderlog.domain.policy import worker_id_for
 from orderlog.order_status import OrderStatusModel
-from orderlog.policy import worker_id_for
-from orderlog.store import AppendRequest, EventStore
+from orderlog.storage.store import AppendRequest, EventStore
 from projections import metrics, order_view, quantile
 from projections.projector import NAME, Projector
 from projections.rebuild import rebuild

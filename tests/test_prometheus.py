@@ -13,8 +13,8 @@ import falcon.testing
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.http.prometheus import negotiate
 from api.node import Node
-from api.prometheus import negotiate
 from tests.support import ServerProcess, raw_connection, start_server
 
 SCRAPER = (

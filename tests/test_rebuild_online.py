@@ -131,7 +131,7 @@ def test_nodes_answer_throughout_a_rebuild_and_then_serve_the_rebuilt_state(
 def test_an_offline_rebuild_refills_the_rows_in_place(database_url: str, tmp_path: Path) -> None:
     store = make_store(database_url, group_commit=False)
     try:
-        from orderlog.events import OrderPlaced
+        from orderlog.domain.events import OrderPlaced
         from orderlog.order_status import OrderStatusModel
 
         store.append("off-1", [OrderPlaced("off-1", 1, ("x",), "1.00")], 0)

@@ -13,12 +13,12 @@ import falcon.testing
 import pytest
 
 from api.node import Node
-from orderlog import schema
-from orderlog.database import open_database, parse_url
-from orderlog.errors import SchemaError
-from orderlog.events import OrderPlaced
-from orderlog.order import PlaceOrder
-from orderlog.store import EventStore
+from orderlog.domain.errors import SchemaError
+from orderlog.domain.events import OrderPlaced
+from orderlog.domain.order import PlaceOrder
+from orderlog.storage import schema
+from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.store import EventStore
 from tests.support import ROOT, admin_execute, make_store, raw_fetch, settings_for
 
 V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"

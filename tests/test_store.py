@@ -7,9 +7,9 @@ import threading
 import peewee
 import pytest
 
-from orderlog.errors import AppendFailedError, ConcurrencyError
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.store import AppendRequest, EventStore
+from orderlog.domain.errors import AppendFailedError, ConcurrencyError
+from orderlog.domain.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.storage.store import AppendRequest, EventStore
 from tests.support import (
     admin_execute,
     dense,
@@ -198,7 +198,7 @@ def test_schema_creation_is_idempotent(database_url: str) -> None:
 def test_event_ids_are_random_version_4_uuids() -> None:
     import uuid
 
-    from orderlog.store import new_event_id
+    from orderlog.storage.store import new_event_id
 
     ids = [new_event_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)

@@ -14,12 +14,12 @@ from decimal import Decimal
 import pytest
 
 from api.node import Node
-from orderlog.errors import ConcurrencyError
-from orderlog.events import OrderProcessingStarted, RecordedEvent
-from orderlog.order import PlaceOrder, Status
-from orderlog.policy import incarnation_of, worker_id_for
+from orderlog.domain.errors import ConcurrencyError
+from orderlog.domain.events import OrderProcessingStarted, RecordedEvent
+from orderlog.domain.order import PlaceOrder, Status
+from orderlog.domain.policy import incarnation_of, worker_id_for
 from orderlog.service import OrderService
-from orderlog.store import EventStore
+from orderlog.storage.store import EventStore
 from orderlog.worker import Worker
 from tests.support import make_store, wait_for
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from orderlog.errors import FieldError, StoreUnavailableError, ValidationError
-from orderlog.order import is_blank
-from orderlog.store import EventStore
+from orderlog.domain.errors import FieldError, StoreUnavailableError, ValidationError
+from orderlog.domain.order import is_blank
+from orderlog.storage.store import EventStore
 
 ADMIN = "admin"
 SCOPES = ("orders:write", "orders:read", "events:read", "metrics:read", ADMIN)

@@ -24,7 +24,7 @@ every child to it and an HTTP server in it, where now it runs no thread and serv
 nothing (it must fork safely at any time), and a scrape would no longer reach the
 node's own port. A process serving alone keeps one in-memory registry, as before.
 
-The core reports batches through ``orderlog.observe``; the projector reports the
+The core reports batches through ``orderlog.storage.observe``; the projector reports the
 completions it folds; nothing in the core imports this module.
 """
 
@@ -43,7 +43,12 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_text
 
 from orderlog.core import Core
-from orderlog.events import OrderCompleted, OrderPlaced, OrderProcessingStarted, RecordedEvent
+from orderlog.domain.events import (
+    OrderCompleted,
+    OrderPlaced,
+    OrderProcessingStarted,
+    RecordedEvent,
+)
 from projections import metrics
 
 _PLACED = OrderPlaced.__name__

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 import peewee
 
-from orderlog.errors import SchemaError, StoreUnavailableError
+from orderlog.domain.errors import SchemaError, StoreUnavailableError
 
 
 class _Base(peewee.Model):
@@ -58,7 +58,7 @@ class AppendLock(_Base):
 
 class FeedOrigin(_Base):
     """PostgreSQL only: where positions drawn from transaction ids start (see
-    ``orderlog.store``). One row; it replaces ``append_lock`` there."""
+    ``orderlog.storage.store``). One row; it replaces ``append_lock`` there."""
 
     id = peewee.IntegerField(primary_key=True)
     base = peewee.BigIntegerField()  # the first position after the log this row found

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from orderlog.order import Status
+from orderlog.domain.order import Status
 
 MAX_LEASE_DOUBLINGS = 6
 

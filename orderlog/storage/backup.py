@@ -7,7 +7,7 @@ one commit, WAL included) into a new, self-contained file, without stopping the
 writer: WAL readers never block it.
 
 This is a database operation, not an event-store one, so it lives beside
-``orderlog.database`` and not in the store: it copies the whole database (schema,
+``orderlog.storage.database`` and not in the store: it copies the whole database (schema,
 triggers and projections included) and never reads events as events. The one
 figure taken from the log, the copy's last position, is read through
 ``EventStore``, which stays the only code that touches the events table.
@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import peewee
 
-from orderlog.database import DatabaseURL, parse_url
-from orderlog.errors import BackupError, StoreUnavailableError
-from orderlog.store import EventStore
+from orderlog.domain.errors import BackupError, StoreUnavailableError
+from orderlog.storage.database import DatabaseURL, parse_url
+from orderlog.storage.store import EventStore
 
 NO_OVERWRITE = "a backup never overwrites: choose a new path"
 BUSY_TIMEOUT = 30.0  # seconds to wait for a lock, as the server's own connections do

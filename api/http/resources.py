@@ -11,19 +11,19 @@ from typing import Any
 import falcon
 import orjson
 
-from api import openapi
-from api.auth import AnonymousAccess
-from api.inputs import idempotency_key, query_int, read_json, single_param
-from api.problem import Problem, bad_request
-from api.prometheus import Exporter, negotiate
-from api.static import Dashboard, StaticFile
+from api.http import openapi
+from api.http.auth import AnonymousAccess
+from api.http.inputs import idempotency_key, query_int, read_json, single_param
+from api.http.problem import Problem, bad_request
+from api.http.prometheus import Exporter, negotiate
+from api.http.static import Dashboard, StaticFile
 from orderlog.core import Readiness as CoreReadiness
-from orderlog.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
-from orderlog.events import RecordedEvent
-from orderlog.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id, is_blank
+from orderlog.domain.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
+from orderlog.domain.events import RecordedEvent
+from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id, is_blank
 from orderlog.order_status import MAX_LIST
 from orderlog.service import OrderService
-from orderlog.store import MAX_PAGE, EventStore, format_time, utc_now
+from orderlog.storage.store import MAX_PAGE, EventStore, format_time, utc_now
 from projections import order_view
 from projections.projector import Projector
 
@@ -302,7 +302,7 @@ def send_file(req: falcon.Request, resp: falcon.Response, file: StaticFile, cach
 
 
 class OpenAPIDocument:
-    """The API's contract (``api.openapi``), rendered once at start in its two forms:
+    """The API's contract (``api.http.openapi``), rendered once at start in its two forms:
     every scoped route needs a token, or (while requests without one may pass) not."""
 
     def __init__(self, anonymous: AnonymousAccess) -> None:
@@ -340,7 +340,7 @@ class DashboardPage:
 
 
 class DashboardAsset:
-    """The page's scripts and styles: only the names in ``api.static.ASSETS``."""
+    """The page's scripts and styles: only the names in ``api.http.static.ASSETS``."""
 
     def __init__(self, dashboard: Dashboard) -> None:
         self._assets = dashboard.assets

@@ -52,9 +52,8 @@ import orjson
 import peewee
 from playhouse.pool import MaxConnectionsExceeded
 
-from orderlog import deadline, schema
-from orderlog.database import is_deadlock, unbounded
-from orderlog.errors import (
+from orderlog import deadline
+from orderlog.domain.errors import (
     AppendFailedError,
     ConcurrencyError,
     OrderlogError,
@@ -62,9 +61,11 @@ from orderlog.errors import (
     StoreFullError,
     StoreUnavailableError,
 )
-from orderlog.events import Event, RecordedEvent, event_data, event_type
-from orderlog.group_commit import GroupCommitter, Request
-from orderlog.observe import StoreObserver
+from orderlog.domain.events import Event, RecordedEvent, event_data, event_type
+from orderlog.storage import schema
+from orderlog.storage.database import is_deadlock, unbounded
+from orderlog.storage.group_commit import GroupCommitter, Request
+from orderlog.storage.observe import StoreObserver
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Waitress does the HTTP: parsing, request threads, keep-alive, flow control. What
 this module changes is how its main thread waits on sockets (see
-``api.event_loop``: the listeners and connections are waitress's own classes,
+``api.server.event_loop``: the listeners and connections are waitress's own classes,
 with two hooks so the loop knows what changed) and what one client may hold:
 
 - a request's headers must arrive within ``header_timeout`` of its first byte
@@ -12,7 +12,7 @@ with two hooks so the loop knows what changed) and what one client may hold:
 - one client address may hold at most ``per_client`` connections; more are
   closed as they are accepted. A trusted reverse proxy's connections are exempt:
   it speaks for many clients, and its clients are bounded per forwarded address
-  by ``api.forwarded`` instead;
+  by ``api.http.forwarded`` instead;
 - a request whose body's length another parser or a proxy could read otherwise
   (RFC 9112 §6.1, §6.3: Transfer-Encoding with Content-Length, anything but a lone
   ``chunked``, chunked in HTTP/1.0, Content-Length twice or not in digits, framing
@@ -60,11 +60,12 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 from waitress.utilities import BadRequest
 
-from api.event_loop import EventLoop, LoopMap
-from api.limits import raise_file_limit
-from api.problem import PROBLEM_JSON, Problem, bad_request
+from api.http.inputs import ARRIVED
+from api.http.problem import PROBLEM_JSON, Problem, bad_request
+from api.server.event_loop import EventLoop, LoopMap
+from api.server.limits import raise_file_limit
 from orderlog.config import Settings
-from orderlog.errors import FieldError, StartupError
+from orderlog.domain.errors import FieldError, StartupError
 
 
 class _Task(WSGITask):
@@ -216,8 +217,6 @@ class _Request(HTTPRequestParser):
 
 log = logging.getLogger(__name__)
 
-# The WSGI environ key holding when a request had fully arrived (time.monotonic()).
-ARRIVED = "orderlog.arrived"
 REPORT_EVERY = 10.0  # seconds between log lines about connections refused, timed out or shed
 # While draining: how long a connection idle at the start (or since its last answer) may
 # still send a request. A kept-alive client sends its next one at once; waiting this

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orderlog.errors import AppendFailedError, OutcomeUnknownError, StoreUnavailableError
+from orderlog.domain.errors import AppendFailedError, OutcomeUnknownError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 

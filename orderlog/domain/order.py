@@ -19,14 +19,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from orderlog.errors import (
+from orderlog.domain.errors import (
     FieldError,
     InvalidTransitionError,
     OrderConflictError,
     ValidationError,
     shown,
 )
-from orderlog.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.domain.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
 
 MAX_ID_LENGTH = 64
 MAX_ITEMS = 1000

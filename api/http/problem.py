@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 import orjson
 
-from orderlog.errors import (
+from orderlog.domain.errors import (
     AppendFailedError,
     ConcurrencyError,
     FieldError,

@@ -4,7 +4,7 @@ Every bound, pattern and name here is read from the constant the code checks
 against (id lengths, item counts, the amount's limit, page sizes, statuses, event
 types, scopes, problem types), so the contract cannot drift from what the server
 does. Strings that must be printable carry ``format: printable``: Python's
-``str.isprintable`` and not blank (``orderlog.order.is_blank``). No portable
+``str.isprintable`` and not blank (``orderlog.domain.order.is_blank``). No portable
 regular expression says that, so the format names it and the description says it.
 """
 
@@ -13,17 +13,17 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from api.auth import ROUTE_SCOPES
-from api.problem import PROBLEM_JSON, PROBLEM_TYPES, problem_type
-from api.static import ASSETS
+from api.http.auth import ROUTE_SCOPES
+from api.http.problem import PROBLEM_JSON, PROBLEM_TYPES, problem_type
+from api.http.static import ASSETS
 from orderlog import __version__
-from orderlog.events import (
+from orderlog.domain.events import (
     EVENT_TYPES,
     OrderCompleted,
     OrderPlaced,
     OrderProcessingStarted,
 )
-from orderlog.order import (
+from orderlog.domain.order import (
     MAX_AMOUNT,
     MAX_ID_LENGTH,
     MAX_IDEMPOTENCY_KEY,
@@ -32,7 +32,7 @@ from orderlog.order import (
     Status,
 )
 from orderlog.order_status import MAX_LIST
-from orderlog.store import MAX_PAGE
+from orderlog.storage.store import MAX_PAGE
 
 MAX_POSITION = 2**63 - 1
 MAX_VERSION = 2**31 - 1

@@ -19,8 +19,8 @@ import threading
 
 import falcon
 
-from api.problem import Problem
-from orderlog.tokens import TokenStore
+from api.http.problem import Problem
+from orderlog.storage.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A name in a URL is only ever a key in ``ASSETS``, never part of a path, so no re
 can reach any other file. The page names each asset with ``?v=`` and the files'
 version (a hash of their contents), so an asset fetched under the current version
 may be cached for good and an upgrade changes every URL. Imports the standard
-library only; the files live in ``api/dashboard`` and ship as package data.
+library only; the files live in ``api/http/dashboard`` and ship as package data.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _file(body: bytes, content_type: str) -> StaticFile:
 
 def load_dashboard() -> Dashboard:
     """Read the page and its assets from the installed package."""
-    folder = resources.files("api") / DIRECTORY
+    folder = resources.files("api.http") / DIRECTORY
     bodies = {name: (folder / name).read_bytes() for name in ASSETS}
     digest = hashlib.sha256()
     for name in sorted(bodies):

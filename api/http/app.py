@@ -8,14 +8,13 @@ import falcon
 import falcon.media
 import orjson
 
-from api import logs, problem
-from api.auth import AnonymousAccess, Authentication
-from api.forwarded import ForwardedClientLimit
-from api.http_server import ARRIVED
-from api.inputs import request_id
-from api.processes import ProcessPlace
-from api.prometheus import Exporter
-from api.resources import (
+from api import logs
+from api.http import problem
+from api.http.auth import AnonymousAccess, Authentication
+from api.http.forwarded import ForwardedClientLimit
+from api.http.inputs import ARRIVED, request_id
+from api.http.prometheus import Exporter
+from api.http.resources import (
     DashboardAsset,
     DashboardPage,
     EventFeed,
@@ -29,7 +28,8 @@ from api.resources import (
     PrometheusMetrics,
     Readiness,
 )
-from api.static import load_dashboard
+from api.http.static import load_dashboard
+from api.processes import ProcessPlace
 from orderlog import deadline
 from orderlog.core import Core
 from projections.projector import Projector
@@ -119,11 +119,11 @@ def create_app(
 ) -> falcon.App:
     """The Falcon app over a core and its projections; each resource gets what it uses.
 
-    ``anonymous`` decides whether a request without a token may pass (``api.auth``);
+    ``anonymous`` decides whether a request without a token may pass (``api.http.auth``);
     ``place`` says where this process stands among the node's processes (``/readyz``).
     """
     settings = core.settings
-    # Only behind a trusted proxy do requests name their client (see api.forwarded).
+    # Only behind a trusted proxy do requests name their client (see api.http.forwarded).
     middleware = (
         [ForwardedClientLimit(settings.max_requests_per_client)] if settings.trusted_proxy else []
     )

@@ -39,7 +39,7 @@ from playhouse.pool import (
     PooledSqliteDatabase,
 )
 
-from orderlog.errors import FieldError, MissingDriverError, StartupError, ValidationError
+from orderlog.domain.errors import FieldError, MissingDriverError, StartupError, ValidationError
 
 DRIVERS = {
     "postgres": ("psycopg2", "postgres"),

@@ -25,12 +25,15 @@ from typing import Any
 import falcon
 import orjson
 
-from api.problem import Problem, bad_request
-from orderlog.errors import FieldError
-from orderlog.errors import shown as echo
-from orderlog.order import MAX_IDEMPOTENCY_KEY, is_blank
+from api.http.problem import Problem, bad_request
+from orderlog.domain.errors import FieldError
+from orderlog.domain.errors import shown as echo
+from orderlog.domain.order import MAX_IDEMPOTENCY_KEY, is_blank
 
 JSON_TYPES = ("application/json",)
+# The WSGI environ key where the server puts when a request had fully arrived
+# (time.monotonic()); absent under another server.
+ARRIVED = "orderlog.arrived"
 UTF8 = ("utf-8", "utf8")
 MAX_REQUEST_ID = 128
 # Where a key ends: a closing quote, optional space, a colon. Inside strings a quote

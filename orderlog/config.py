@@ -1,7 +1,8 @@
 """Settings: one frozen dataclass, built from defaults, ``ORDERLOG_*`` variables and flags.
 
 Each field carries its flag, its environment variable and its help text, so the
-command line, ``.env.example`` and the README are all derived from this one table.
+command line, ``.env.example`` and the table in docs/settings.md are all derived from
+this one table.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
 
 
 def shown_default(f: dataclasses.Field[Any]) -> str:
-    """The default as the help, ``.env.example`` and the README show it."""
+    """The default as the help, ``.env.example`` and docs/settings.md show it."""
     if f.metadata["shown"]:
         return f.metadata["shown"]
     if isinstance(f.default, bool):
@@ -222,7 +223,7 @@ def env_example() -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of settings."""
+    """The table of settings in docs/settings.md."""
     lines = ["| flag | variable | default | meaning |", "| --- | --- | --- | --- |"]
     for f in settings_fields():
         lines.append(
@@ -233,7 +234,7 @@ def markdown_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m orderlog.config env|table`` prints ``.env.example`` or the README table."""
+    """``python -m orderlog.config env|table``: ``.env.example``, or docs/settings.md's table."""
     import sys
 
     (what,) = argv if argv is not None else sys.argv[1:] or ["env"]

@@ -37,6 +37,13 @@ def test_readme_shows_the_two_commands_and_every_variable() -> None:
         assert env_name(f) in text, env_name(f)
 
 
+def test_readme_says_how_make_run_takes_another_port() -> None:
+    # `make run` takes no flags of its own: the variable, or ARGS, is how to choose a port.
+    text = (ROOT / "README.md").read_text()
+    assert "ORDERLOG_PORT=8021 make run" in text
+    assert 'make run ARGS="--port 8021"' in text
+
+
 def readme_scope_table() -> dict[tuple[str, str], str | None]:
     """The README's route -> scope table: each `METHOD /path` listed in a row, with the
     row's scope (None for "none"); `any OPTIONS` is left out (it is no route)."""

@@ -38,7 +38,7 @@ def test_readme_shows_the_two_commands_and_every_variable() -> None:
 
 
 def test_readme_says_how_make_run_takes_another_port() -> None:
-    # `make run` takes no flags of its own: the variable, or ARGS, is how to choose a port.
+    # `make run` has no --port of its own: the variable, or ARGS, chooses the port.
     text = (ROOT / "README.md").read_text()
     assert "ORDERLOG_PORT=8021 make run" in text
     assert 'make run ARGS="--port 8021"' in text

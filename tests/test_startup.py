@@ -198,6 +198,6 @@ def test_a_port_that_is_free_but_bound_elsewhere_by_name_is_reported(tmp_path: P
             "serve", "--database", f"sqlite:///{tmp_path / 'o.db'}", "--port", str(port),
             cwd=tmp_path,
         )  # fmt: skip
-    # `make run` takes no flags: the hint names the variable as well as the flag.
+    # The hint names the variable as well as the flag: `make run` is given a port by either.
     assert_one_line(code, stderr, "in use", "--port", "ORDERLOG_PORT")
     assert not (tmp_path / "o.db").exists()

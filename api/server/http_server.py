@@ -670,7 +670,7 @@ def bind(settings: Settings) -> list[socket.socket]:
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        another = f"choose another with {both_names('port')}"  # `make run` takes no flags
+        another = f"choose another with {both_names('port')}"  # the variable suits `make run`
         host = settings.source("host")
         hints = {
             errno.EADDRINUSE: f"the port is in use: stop the other server or {another}",

@@ -1,49 +1,83 @@
-"""The ``orderlog`` command: ``serve``, ``rebuild`` and ``backup``.
+"""The ``orderlog`` command: ``serve``, ``rebuild``, ``backup`` and ``token``.
 
 It is the composition root that wires all three layers, so it lives in the
 outermost one. Failures the user can fix are one line on stderr,
 ``orderlog: <what> (<hint>)`` where there is a hint, and a non-zero exit; no
-traceback. Every serve flag comes from ``orderlog.config.Settings``, where
-its ``ORDERLOG_*`` variable and help text are defined; a ``.env`` file in the
-working directory is read first (real environment variables win).
+traceback. Every serve flag, and ``--database`` everywhere, comes from
+``orderlog.config.Settings``, where its ``ORDERLOG_*`` variable and help text
+are defined; a ``.env`` file in the working directory is read first (real
+environment variables win), and an ``ORDERLOG_*`` name that is no setting, in
+either, stops every command.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import os
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import orjson
 
 from api import logs
 from orderlog.config import Settings, env_name, load_settings, settings_fields, shown_default
 from orderlog.domain.errors import OrderlogError
-from orderlog.storage.tokens import SCOPES
+from orderlog.storage.tokens import SCOPES, TokenStore, parse_scopes
 
 
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    for f in settings_fields():
-        kind = type(f.default)
-        help_text = f"{f.metadata['help']} (env {env_name(f)}, default: {shown_default(f)})"
-        if kind is bool:
-            parser.add_argument(
-                f.metadata["flag"],
-                dest=f.name,
-                default=None,
-                action=argparse.BooleanOptionalAction,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(f.metadata["flag"], dest=f.name, default=None, help=help_text)
+class _Parser(argparse.ArgumentParser):
+    """A parser that refuses what it does not know itself, with its own usage (so
+    ``serve --hots`` shows serve's, not the top level's) and the option nearest each
+    unknown one."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self._refuse(extras)
+        return parsed, extras
+
+    def _refuse(self, extras: list[str]) -> NoReturn:
+        options = [o for action in self._actions for o in action.option_strings]
+        said = "unrecognized arguments: " + " ".join(extras)
+        for word in extras:
+            nearest = difflib.get_close_matches(word.split("=", 1)[0], options, n=1)
+            if word.startswith("-") and nearest:
+                said += f" (did you mean {nearest[0]}?)"
+                break
+        self.error(said)
+
+
+def _add_setting(parser: argparse.ArgumentParser, f: dataclasses.Field[Any]) -> None:
+    """The flag of setting ``f``, its help saying its variable and its default."""
+    help_text = f"{f.metadata['help']} (env {env_name(f)}, default: {shown_default(f)})"
+    if type(f.default) is bool:
+        parser.add_argument(
+            f.metadata["flag"],
+            dest=f.name,
+            default=None,
+            action=argparse.BooleanOptionalAction,
+            help=help_text,
+        )
+    else:
+        parser.add_argument(f.metadata["flag"], dest=f.name, default=None, help=help_text)
+
+
+DATABASE = Settings.__dataclass_fields__["database_url"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orderlog", description="Event-sourced order service.")
+    parser = _Parser(prog="orderlog", description="Event-sourced order service.")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_settings(commands.add_parser("serve", help="serve the REST API and process orders"))
+    serve = commands.add_parser("serve", help="serve the REST API and process orders")
+    for f in settings_fields():
+        _add_setting(serve, f)
     rebuild = commands.add_parser("rebuild", help="rebuild the projections from the whole log")
-    rebuild.add_argument("--database", dest="database_url", default=None, help="database URL")
+    _add_setting(rebuild, DATABASE)
     rebuild.add_argument("--quiet", action="store_true", help="no progress display")
     rebuild.add_argument(
         "--offline",
@@ -59,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "INTO), while the server runs. PostgreSQL and MariaDB: use pg_dump / mariadb-dump.",
     )
     backup.add_argument("path", help="the new file to write; an existing file is never replaced")
-    backup.add_argument("--database", dest="database_url", default=None, help="database URL")
+    _add_setting(backup, DATABASE)
     token = commands.add_parser(
         "token",
         help="API tokens: create, list, revoke",
@@ -67,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "events, never rebuilt). Scopes: " + ", ".join(SCOPES) + ".",
     )
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--database", dest="database_url", default=None, help="database URL")
+    _add_setting(where, DATABASE)
     tokens = token.add_subparsers(dest="token_command", required=True)
     create = tokens.add_parser(
         "create", parents=[where], help="create a token and print its secret, once"
@@ -96,7 +130,7 @@ def _token(args: argparse.Namespace, database_url: str) -> int:
     from orderlog.domain.errors import StoreUnavailableError
     from orderlog.storage.database import explain_failure, open_database
     from orderlog.storage.store import EventStore
-    from orderlog.storage.tokens import TokenStore, parse_scopes
+    from orderlog.storage.tokens import TokenStore
 
     store = EventStore(open_database(database_url), group_commit=False)
     try:
@@ -106,61 +140,80 @@ def _token(args: argparse.Namespace, database_url: str) -> int:
     try:
         tokens = TokenStore(store)
         if args.token_command == "create":
-            scopes = parse_scopes(args.scopes)
-            if args.if_missing and tokens.get(args.name) is not None:
-                sys.stdout.write(f"token {args.name!r} exists: left as it is\n")
-                return 0
-            given = None
-            if args.secret_file:
-                given = Path(args.secret_file).read_text().strip()
-            secret = tokens.create(args.name, scopes, given)
-            if given is None:
-                sys.stdout.write(f"{secret}\n")
-                sys.stderr.write(
-                    f"token {args.name!r} created with {','.join(sorted(scopes))}: "
-                    "the secret above is shown this once\n"
-                )
-            else:
-                sys.stdout.write(f"token {args.name!r} created from {args.secret_file}\n")
-            return 0
+            return _token_create(args, tokens)
         if args.token_command == "list":
-            for token in tokens.list():
-                sys.stdout.write(
-                    f"{token.name}\t{','.join(sorted(token.scopes))}\t{token.created_at}\n"
-                )
-            return 0
-        if not tokens.revoke(args.name):
-            sys.stderr.write(f"orderlog: no token named {args.name!r}\n")
-            return 2
-        sys.stdout.write(f"token {args.name!r} revoked\n")
-        if not tokens.list():
-            sys.stderr.write(
-                "orderlog: warning: that was the last token: nodes off loopback now refuse "
-                "every request that needs a scope until one is made (orderlog token create); "
-                "nodes on loopback or with --allow-anonymous are now open to anyone who "
-                "can reach them\n"
-            )
-        return 0
+            return _token_list(tokens)
+        return _token_revoke(args, tokens)
     finally:
         store.close()
 
 
-def _load_dotenv() -> None:
+def _token_create(args: argparse.Namespace, tokens: TokenStore) -> int:
+    scopes = parse_scopes(args.scopes)
+    if args.if_missing and tokens.get(args.name) is not None:
+        sys.stdout.write(f"token {args.name!r} exists: left as it is\n")
+        return 0
+    given = None
+    if args.secret_file:
+        given = Path(args.secret_file).read_text().strip()
+    secret = tokens.create(args.name, scopes, given)
+    if given is None:
+        sys.stdout.write(f"{secret}\n")
+        sys.stderr.write(
+            f"token {args.name!r} created with {','.join(sorted(scopes))}: "
+            "the secret above is shown this once\n"
+        )
+    else:
+        sys.stdout.write(f"token {args.name!r} created from {args.secret_file}\n")
+    return 0
+
+
+def _token_list(tokens: TokenStore) -> int:
+    """A header and a tab-separated row per token; with none, a word on stderr (so a
+    script reading stdout finds no row to mistake for a token)."""
+    listed = tokens.list()
+    if not listed:
+        sys.stderr.write("no tokens (create one: orderlog token create --name NAME --scopes ...)\n")
+        return 0
+    sys.stdout.write("name\tscopes\tcreated_at\n")
+    for token in listed:
+        sys.stdout.write(f"{token.name}\t{','.join(sorted(token.scopes))}\t{token.created_at}\n")
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace, tokens: TokenStore) -> int:
+    if not tokens.revoke(args.name):
+        sys.stderr.write(f"orderlog: no token named {args.name!r}\n")
+        return 2
+    sys.stdout.write(f"token {args.name!r} revoked\n")
+    if not tokens.list():
+        sys.stderr.write(
+            "orderlog: warning: that was the last token: nodes off loopback now refuse "
+            "every request that needs a scope until one is made (orderlog token create); "
+            "nodes on loopback or with --allow-anonymous are now open to anyone who "
+            "can reach them\n"
+        )
+    return 0
+
+
+def _load_dotenv() -> frozenset[str]:
+    """Read ``.env`` into the environment, real variables winning; the names it set."""
     try:
-        from dotenv import load_dotenv
+        from dotenv import dotenv_values
     except ImportError:  # optional: without it, only real environment variables count
-        return
-    load_dotenv(".env", override=False)
+        return frozenset()
+    read = {k: v for k, v in dotenv_values(".env").items() if v is not None and k not in os.environ}
+    os.environ.update(read)
+    return frozenset(read)
 
 
 def main(argv: list[str] | None = None) -> int:
-    _load_dotenv()
+    dotenv = _load_dotenv()
     args = build_parser().parse_args(argv)
-    overrides = {
-        k: v for k, v in vars(args).items() if v is not None and k in Settings.__dataclass_fields__
-    }
+    names = {f.name for f in settings_fields()}
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k in names}
     try:
-        settings = load_settings(overrides=overrides)
+        settings = load_settings(overrides=overrides, dotenv=dotenv)
         if args.command == "serve":
             from api.serve import serve
 

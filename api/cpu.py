@@ -29,8 +29,11 @@ def allowed_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def choose_cpu(setting: str) -> int | None:
-    """The CPU to pin to for ``--cpu`` (auto, none or a number), or None for no pinning."""
+def choose_cpu(setting: str, named: str = "--cpu") -> int | None:
+    """The CPU to pin to for ``--cpu`` (auto, none or a number), or None for no pinning.
+
+    ``named`` is the flag or variable the setting came from: a refusal names it.
+    """
     allowed = allowed_cpus()
     value = setting.strip().lower()
     if value == "none" or (value == "auto" and len(allowed) < 2):
@@ -38,20 +41,20 @@ def choose_cpu(setting: str) -> int | None:
     if value == "auto":
         return least_busy(allowed)
     if not value.isdigit() or int(value) not in allowed:
-        raise ValidationError(
-            [FieldError("--cpu", f"must be auto, none or one of the CPUs allowed here: {allowed}")]
-        )
+        here = ", ".join(map(str, allowed))
+        problem = FieldError(named, f"must be auto, none or one of the CPUs allowed here: {here}")
+        raise ValidationError([problem])
     return int(value)
 
 
-def choose_cpus(setting: str, count: int) -> list[int | None]:
+def choose_cpus(setting: str, count: int, named: str = "--cpu") -> list[int | None]:
     """A CPU (or None) for each of ``count`` processes, for ``--cpu`` auto or none."""
     if count == 1:
-        return [choose_cpu(setting)]
+        return [choose_cpu(setting, named)]
     value = setting.strip().lower()
     if value not in ("auto", "none"):
         raise ValidationError(
-            [FieldError("--cpu", "a CPU number pins one process: use auto or none")]
+            [FieldError(named, "a CPU number pins one process: use auto or none")]
         )
     allowed = allowed_cpus()
     if value == "none" or len(allowed) < count:

@@ -35,7 +35,7 @@ def serve(settings: Settings) -> int:
         return supervise(settings)
     # Before any thread starts (the log's writer too): threads inherit the CPU they
     # are started on.
-    cpu = choose_cpu(settings.cpu)
+    cpu = choose_cpu(settings.cpu, settings.source("cpu"))
     pin(cpu)
     logs.configure(settings.log_level, settings.log_format)
     node = Node(settings).start()

@@ -100,13 +100,13 @@ class _Child:
 
 def supervise(settings: Settings) -> int:
     """Serve ``settings.process_count`` processes until SIGTERM or SIGINT; the exit status."""
-    libc = _libc_with_prctl()
+    libc = _libc_with_prctl(settings.source("processes"))
     if threading.active_count() > 1:
         raise RuntimeError("the supervisor must fork before any thread is started")
     logs.configure(settings.log_level, settings.log_format, batched=False)
     sockets = bind(settings)  # first: a port in use fails before anything else happens
     try:
-        cpus = choose_cpus(settings.cpu, settings.process_count)
+        cpus = choose_cpus(settings.cpu, settings.process_count, settings.source("cpu"))
         private = _private_directory()
         try:
             return Supervisor(settings, sockets, cpus, private, libc).run()
@@ -146,13 +146,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _libc_with_prctl() -> ctypes.CDLL:
+def _libc_with_prctl(named: str) -> ctypes.CDLL:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if hasattr(libc, "prctl"):
             return libc
     raise StartupError(
-        "--processes above 1 needs Linux (a child must die with its supervisor)",
+        f"{named} above 1 needs Linux (a child must die with its supervisor)",
         "serve with --processes 1 here",
     )
 

@@ -8,11 +8,12 @@ this one table.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import math
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +151,13 @@ class Settings:
         "INFO", "--log-level", "DEBUG, INFO (with a line per request), WARNING or ERROR"
     )
     log_format: str = _opt("text", "--log-format", "text, or json for one JSON object per line")
+    # Not a setting: the flag or variable each given value came from, so that an error
+    # about it names what the user wrote.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def source(self, name: str) -> str:
+        """The flag or variable that set field ``name``; its flag when it is the default."""
+        return self.sources.get(name) or self.__dataclass_fields__[name].metadata["flag"]
 
     @property
     def node(self) -> str:
@@ -193,7 +201,14 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 
 def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
-    return dataclasses.fields(Settings)
+    """The settings' fields: each has a flag, a variable and help."""
+    return tuple(f for f in dataclasses.fields(Settings) if "flag" in f.metadata)
+
+
+def both_names(name: str) -> str:
+    """``--flag or ORDERLOG_VARIABLE`` for field ``name``: for a hint about what to change."""
+    f = Settings.__dataclass_fields__[name]
+    return f"{f.metadata['flag']} or {env_name(f)}"
 
 
 def shown_default(f: dataclasses.Field[Any]) -> str:
@@ -246,6 +261,15 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
+# What each kind of setting takes, said in words: int()'s "invalid literal for int()
+# with base 10" tells a user nothing about the flag.
+_EXPECTED = {int: "expected a whole number", float: "expected a number"}
+
+# ORDERLOG_* variables that are not settings: the test suite's, and the container
+# entrypoint's token provisioning (deploy/entrypoint.sh).
+_NOT_SETTINGS = ("ORDERLOG_TEST_", "ORDERLOG_TOKEN_")
+
+
 def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
     kind = type(f.default)
     if isinstance(raw, kind):
@@ -257,7 +281,10 @@ def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
         if text.lower() in {"0", "false", "no", "off"}:
             return False
         raise ValueError("expected true or false")
-    return _finite(kind(text))
+    try:
+        return _finite(kind(text))
+    except ValueError:
+        raise ValueError(_EXPECTED.get(kind, f"expected a {kind.__name__}")) from None
 
 
 def _finite(value: Any) -> Any:
@@ -268,21 +295,30 @@ def _finite(value: Any) -> Any:
 
 
 def load_settings(
-    env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    dotenv: Collection[str] = (),
 ) -> Settings:
     """Defaults, then ``ORDERLOG_*`` variables, then explicit overrides (flags).
 
-    Raises ValidationError naming each variable or flag that does not parse.
+    ``dotenv`` names the variables that were read from ``.env``, so errors say so.
+    Raises ValidationError naming each variable or flag that does not parse, and each
+    ``ORDERLOG_*`` variable that is no setting (a typo would otherwise go unnoticed).
     """
     env = os.environ if env is None else env
+
+    def named(variable: str) -> str:
+        return f"{variable} (in .env)" if variable in dotenv else variable
+
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}  # field -> the flag or variable that set it, for errors
-    problems: list[FieldError] = []
+    problems = _unknown_variables(env, named)
     for f in settings_fields():
         raw = (overrides or {}).get(f.name)
         source = f.metadata["flag"]
         if raw is None and env_name(f) in env:
-            raw, source = env[env_name(f)], env_name(f)
+            raw, source = env[env_name(f)], named(env_name(f))
         if raw is None:
             continue
         sources[f.name] = source
@@ -292,16 +328,30 @@ def load_settings(
             problems.append(FieldError(source, f"cannot use {raw!r}: {exc}"))
     if problems:
         raise ValidationError(problems)
-    settings = Settings(**values)
-    _check(settings, sources)
+    settings = Settings(**values, sources=sources)
+    _check(settings)
     return settings
 
 
-def _check(s: Settings, sources: Mapping[str, str]) -> None:
+def _unknown_variables(env: Mapping[str, str], named: Callable[[str], str]) -> list[FieldError]:
+    """Each ``ORDERLOG_*`` variable that is no setting, with the setting nearest its name."""
+    known = {env_name(f) for f in settings_fields()}
+    problems = []
+    for variable in sorted(env):
+        if not variable.startswith("ORDERLOG_") or variable in known:
+            continue
+        if variable.startswith(_NOT_SETTINGS):
+            continue
+        nearest = difflib.get_close_matches(variable, known, n=1, cutoff=0.0)
+        problems.append(FieldError(named(variable), f"not a setting (did you mean {nearest[0]}?)"))
+    return problems
+
+
+def _check(s: Settings) -> None:
     problems = []
 
     def bad(name: str, message: str) -> None:
-        problems.append(FieldError(sources.get(name, name), message))
+        problems.append(FieldError(s.source(name), message))
 
     for name in (
         "max_in_work",
@@ -336,8 +386,8 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
             bad("trusted_proxy", "must be one IP address (or empty: no proxy is trusted)")
     if not 0 <= s.port <= 65535:
         bad("port", "must be between 0 and 65535")
-    if s.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        bad("sqlite_synchronous", "must be OFF, NORMAL, FULL or EXTRA")
+    if s.sqlite_synchronous.upper() not in {"FULL", "NORMAL"}:
+        bad("sqlite_synchronous", "must be FULL or NORMAL")
     processes = s.processes.strip().lower()
     if processes != "auto" and not (processes.isascii() and processes.isdigit()):
         bad("processes", "must be a positive whole number or auto")
@@ -346,7 +396,7 @@ def _check(s: Settings, sources: Mapping[str, str]) -> None:
     elif s.cpu.strip().isdigit() and s.process_count > 1:
         bad(
             "cpu",
-            f"a CPU number pins one process, and {sources.get('processes', '--processes')} "
+            f"a CPU number pins one process, and {s.source('processes')} "
             f"asks for {s.process_count}: use auto (a CPU each) or none",
         )
     if s.cpu.strip().lower() not in {"auto", "none"} and not s.cpu.strip().isdigit():

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from orderlog.config import load_settings
+from orderlog.config import both_names, load_settings
 from orderlog.domain.errors import OrderlogError, StartupError, StoreUnavailableError
 from orderlog.order_status import OrderStatusModel
 from orderlog.storage import schema
@@ -130,7 +130,7 @@ def run(database_url: str, *, quiet: bool = False, offline: bool = False) -> dic
             if schema.current_version(db) == 0:
                 raise StartupError(
                     f"no orderlog log in {redact(settings.database_url)}",
-                    "check --database: rebuild never creates one",
+                    f"check {both_names('database_url')}: rebuild never creates one",
                 )
             if offline:  # before anything is written
                 guard.enter_context(offline_rebuild_guard(settings.database_url))

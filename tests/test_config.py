@@ -60,7 +60,63 @@ def test_environment_variables_are_read_and_converted() -> None:
 
 
 def test_unrelated_environment_variables_are_ignored() -> None:
-    assert load_settings(env={"PORT": "1", "ORDERLOG_UNKNOWN": "x"}) == Settings()
+    assert load_settings(env={"PORT": "1", "DATABASE_URL": "postgresql://x/y"}) == Settings()
+
+
+def test_an_unknown_orderlog_variable_is_refused_naming_the_nearest_setting() -> None:
+    # A typo must not start the server on defaults: this one would serve SQLite.
+    found = problems(env={"ORDERLOG_DATABASE": "postgresql://db/orders"})
+    assert list(found) == ["ORDERLOG_DATABASE"]
+    assert "not a setting" in found["ORDERLOG_DATABASE"]
+    assert "did you mean ORDERLOG_DATABASE_URL?" in found["ORDERLOG_DATABASE"]
+    assert "ORDERLOG_PROCESSES" in problems(env={"ORDERLOG_PROCESS": "2"})["ORDERLOG_PROCESS"]
+
+
+def test_an_unknown_variable_read_from_dotenv_says_so() -> None:
+    with pytest.raises(ValidationError) as caught:
+        load_settings(env={"ORDERLOG_PRT": "8021"}, dotenv={"ORDERLOG_PRT"})
+    assert [error.field for error in caught.value.errors] == ["ORDERLOG_PRT (in .env)"]
+    assert "ORDERLOG_PORT" in caught.value.errors[0].message
+
+
+def test_a_bad_value_read_from_dotenv_says_so() -> None:
+    with pytest.raises(ValidationError) as caught:
+        load_settings(env={"ORDERLOG_PORT": "x"}, dotenv={"ORDERLOG_PORT"})
+    assert [error.field for error in caught.value.errors] == ["ORDERLOG_PORT (in .env)"]
+
+
+def test_the_test_suites_and_the_entrypoints_variables_are_not_settings_and_pass() -> None:
+    env = {
+        "ORDERLOG_TEST_POSTGRES_URL": "postgresql://db/test",
+        "ORDERLOG_TOKEN_FILE": "/run/secrets/token",
+        "ORDERLOG_TOKEN_NAME": "deploy",
+        "ORDERLOG_TOKEN_SCOPES": "admin",
+    }
+    assert load_settings(env=env) == Settings()
+
+
+def test_settings_remember_where_each_value_came_from() -> None:
+    settings = load_settings(env={"ORDERLOG_CPU": "none"}, overrides={"port": "9000"})
+    assert settings.source("cpu") == "ORDERLOG_CPU"
+    assert settings.source("port") == "--port"
+    assert settings.source("host") == "--host"  # a default: named by its flag
+    assert settings == load_settings(env={}, overrides={"cpu": "none", "port": 9000})
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("port", "abc", "expected a whole number"),
+        ("threads", "4.5", "expected a whole number"),
+        ("processing_delay", "fast", "expected a number"),
+        ("group_commit", "maybe", "expected true or false"),
+    ],
+)
+def test_an_unparsable_value_says_what_is_expected(name: str, text: str, expected: str) -> None:
+    flag = Settings.__dataclass_fields__[name].metadata["flag"]
+    (message,) = problems(**{name: text}).values()
+    assert message == f"cannot use {text!r}: {expected}", flag
+    assert "literal" not in message and "convert" not in message
 
 
 def test_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,6 +214,10 @@ def test_every_bad_value_is_reported_at_once() -> None:
         ("ORDERLOG_PORT", "--port", "port", "65536"),
         ("ORDERLOG_PORT", "--port", "port", "-1"),
         ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "SOMETIMES"),
+        # Only the two levels the help explains: OFF loses acknowledged orders in a crash.
+        ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "OFF"),
+        ("ORDERLOG_SQLITE_SYNCHRONOUS", "--sqlite-synchronous", "sqlite_synchronous", "EXTRA"),
+        ("ORDERLOG_CPU", "--cpu", "cpu", "fast"),
         ("ORDERLOG_LOG_LEVEL", "--log-level", "log_level", "verbose"),
         ("ORDERLOG_HEADER_TIMEOUT", "--header-timeout", "header_timeout", "0"),
         ("ORDERLOG_DRAIN_TIMEOUT", "--drain-timeout", "drain_timeout", "-1"),
@@ -212,6 +272,7 @@ def test_auto_processes_are_one_per_two_cpus_this_process_may_run_on() -> None:
         ("port", "65535"),
         ("processing_delay", "0"),
         ("sqlite_synchronous", "full"),
+        ("sqlite_synchronous", "Normal"),
         ("log_level", "debug"),
         ("log_level", "WARNING"),
         ("trusted_proxy", "10.0.0.2"),

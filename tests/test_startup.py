@@ -19,13 +19,18 @@ import pytest
 from tests.support import ROOT, make_store, raw_fetch, start_server
 
 
-def orderlog(*args: str, cwd: Path, preexec: Callable[[], None] | None = None) -> tuple[int, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env = {
+def orderlog(
+    *args: str,
+    cwd: Path,
+    preexec: Callable[[], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    inherited = {
         k: v
-        for k, v in env.items()
+        for k, v in os.environ.items()
         if not k.startswith("ORDERLOG_") or k.startswith("ORDERLOG_TEST")
     }
+    env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
     done = subprocess.run(
         [sys.executable, "-m", "api", *args],
         cwd=cwd,
@@ -77,8 +82,17 @@ def test_an_unknown_host_fails_in_one_line(tmp_path: Path) -> None:
         "serve", "--database", f"sqlite:///{tmp_path / 'o.db'}", "--host", "nosuch.invalid",
         cwd=tmp_path,
     )  # fmt: skip
-    assert_one_line(code, stderr, "cannot listen on nosuch.invalid")
+    assert_one_line(code, stderr, "cannot listen on nosuch.invalid", "--host must be")
     assert not (tmp_path / "o.db").exists()  # bind comes first: nothing was created
+
+
+def test_an_unknown_host_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    code, stderr = orderlog(
+        "serve", "--database", f"sqlite:///{tmp_path / 'o.db'}", cwd=tmp_path,
+        env={"ORDERLOG_HOST": "nosuch.invalid"},
+    )  # fmt: skip
+    assert_one_line(code, stderr, "cannot listen on nosuch.invalid", "ORDERLOG_HOST must be")
+    assert "--host" not in stderr
 
 
 def test_a_sqlite_path_in_a_missing_directory_is_refused_and_nothing_is_created(
@@ -184,5 +198,6 @@ def test_a_port_that_is_free_but_bound_elsewhere_by_name_is_reported(tmp_path: P
             "serve", "--database", f"sqlite:///{tmp_path / 'o.db'}", "--port", str(port),
             cwd=tmp_path,
         )  # fmt: skip
-    assert_one_line(code, stderr, "in use")
+    # The hint names the variable as well as the flag: `make run` is given a port by either.
+    assert_one_line(code, stderr, "in use", "--port", "ORDERLOG_PORT")
     assert not (tmp_path / "o.db").exists()

@@ -64,7 +64,7 @@ from api.http.inputs import ARRIVED
 from api.http.problem import PROBLEM_JSON, Problem, bad_request
 from api.server.event_loop import EventLoop, LoopMap
 from api.server.limits import raise_file_limit
-from orderlog.config import Settings
+from orderlog.config import Settings, both_names
 from orderlog.domain.errors import FieldError, StartupError
 
 
@@ -653,7 +653,8 @@ def bind(settings: Settings) -> list[socket.socket]:
         listen = Adjustments(**waitress_settings(settings)).listen
     except ValueError:  # waitress could not resolve the host
         raise StartupError(
-            f"cannot listen on {address}", "--host must be an address or a name this machine knows"
+            f"cannot listen on {address}",
+            f"{settings.source('host')} must be an address or a name this machine knows",
         ) from None
     sockets: list[socket.socket] = []
     try:
@@ -669,10 +670,12 @@ def bind(settings: Settings) -> list[socket.socket]:
     except OSError as exc:
         for sock in sockets:
             sock.close()
+        another = f"choose another with {both_names('port')}"  # the variable suits `make run`
+        host = settings.source("host")
         hints = {
-            errno.EADDRINUSE: "the port is in use: stop the other server or choose another --port",
-            errno.EADDRNOTAVAIL: "no interface here has that address: check --host",
-            errno.EACCES: "ports below 1024 need privileges: choose another --port",
+            errno.EADDRINUSE: f"the port is in use: stop the other server or {another}",
+            errno.EADDRNOTAVAIL: f"no interface here has that address: check {host}",
+            errno.EACCES: f"ports below 1024 need privileges: {another}",
         }
         hint = hints.get(exc.errno or 0, exc.strerror or str(exc))
         raise StartupError(f"cannot listen on {address}", hint) from None

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import peewee
 
+from orderlog.config import both_names
 from orderlog.domain.errors import BackupError, StoreUnavailableError
 from orderlog.storage.database import DatabaseURL, parse_url
 from orderlog.storage.store import EventStore
@@ -113,7 +114,10 @@ def _copy(source: Path, out: Path) -> int:
         except sqlite3.Error as exc:
             raise BackupError(f"cannot read {source}: {exc}", "is it an SQLite file?") from exc
         if not has_log:
-            raise BackupError(f"{source} holds no orderlog log", "is --database the right file?")
+            raise BackupError(
+                f"{source} holds no orderlog log",
+                f"is {both_names('database_url')} the right file?",
+            )
         temp, fd = _create_temporary(out, source.stat().st_mode & 0o777)
         try:
             try:

@@ -39,6 +39,7 @@ from playhouse.pool import (
     PooledSqliteDatabase,
 )
 
+from orderlog.config import both_names
 from orderlog.domain.errors import FieldError, MissingDriverError, StartupError, ValidationError
 
 DRIVERS = {
@@ -215,11 +216,13 @@ def open_database(
     if target.backend == "sqlite":
         path = Path(target.database)
         if must_exist and not path.is_file():
-            raise StartupError(f"no SQLite database at {path}", "check the path in --database")
+            raise StartupError(
+                f"no SQLite database at {path}", f"check the path in {both_names('database_url')}"
+            )
         if not path.parent.is_dir():
             raise StartupError(
                 f"the directory of the SQLite database {path} does not exist",
-                "create it, or fix the path in --database",
+                f"create it, or fix the path in {both_names('database_url')}",
             )
         wait = 30.0 if timeout is None else timeout
         return _PooledSqlite(
@@ -442,7 +445,7 @@ def explain_failure(exc: BaseException, url: str) -> StartupError:
         if "not a database" in lowered:
             return StartupError(
                 f"{target.database} is not a SQLite database",
-                "point --database at an orderlog database, or at a new file",
+                f"point {both_names('database_url')} at an orderlog database, or at a new file",
             )
         if "unable to open" in lowered:
             return StartupError(
@@ -465,10 +468,11 @@ def explain_failure(exc: BaseException, url: str) -> StartupError:
     if "authentication" in lowered or "access denied" in lowered or "password" in lowered:
         return StartupError(
             f"{name} at {server} refused the user {target.user!r}",
-            "check the user and password in --database",
+            f"check the user and password in {both_names('database_url')}",
         )
     if "connect" in lowered or "connection refused" in lowered or "could not translate" in lowered:
         return StartupError(
-            f"cannot reach {name} at {server}", "is the server running? check --database"
+            f"cannot reach {name} at {server}",
+            f"is the server running? check {both_names('database_url')}",
         )
     return StartupError(f"cannot use {name} database {target.database!r} on {server}", text)

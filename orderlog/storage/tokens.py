@@ -25,6 +25,7 @@ from orderlog.storage.store import EventStore
 
 ADMIN = "admin"
 SCOPES = ("orders:write", "orders:read", "events:read", "metrics:read", ADMIN)
+SCOPES_SAID = ", ".join(SCOPES)
 SECRET_PREFIX = "olt_"
 MIN_SECRET_LENGTH = 24
 MAX_NAME_LENGTH = 64
@@ -48,10 +49,11 @@ def parse_scopes(text: str) -> frozenset[str]:
     """``orders:write,orders:read`` as a set; ValidationError naming an unknown scope."""
     scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
     unknown = sorted(scopes - set(SCOPES))
-    if unknown or not scopes:
-        raise ValidationError(
-            [FieldError("--scopes", f"must be some of {', '.join(SCOPES)}; not {unknown}")]
-        )
+    if unknown:
+        said = f"unknown scope{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+        raise ValidationError([FieldError("--scopes", f"{said}; the scopes are {SCOPES_SAID}")])
+    if not scopes:
+        raise ValidationError([FieldError("--scopes", f"name one or more of {SCOPES_SAID}")])
     return scopes
 
 

@@ -68,6 +68,32 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str 
         time.sleep(0.005)  # polling interval of a deadline-bound wait
 
 
+def run_threads(
+    count: int, target: Callable[[int], None], timeout: float = DEADLINE
+) -> list[BaseException]:
+    """Run ``target(i)`` in ``count`` threads started together; the errors they raised.
+
+    The threads meet at a barrier first, so they race rather than run one after another.
+    """
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            target(index)
+        except BaseException as exc:  # handed back to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout * 2)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return errors
+
+
 # -- raw database access ----------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real database per backend, and the store and node on top of it.
+"""Shared fixtures: a real database per backend, the store and node on top of it, and
+the node's app with a test client (a settled log, an unreachable database).
 
 SQLite is a file in tmp_path. PostgreSQL and MariaDB are used when
 ORDERLOG_TEST_POSTGRES_URL / ORDERLOG_TEST_MYSQL_URL are set: each test session
@@ -14,12 +15,20 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 
+import falcon.testing
 import pytest
 
 from api.node import Node
 from orderlog.storage.database import parse_url
 from orderlog.storage.store import EventStore
-from tests.support import admin_execute, make_store, settings_for
+from tests.support import (
+    IDLE,
+    admin_execute,
+    logged_positions,
+    make_store,
+    place_and_finish,
+    settings_for,
+)
 
 SERVER_BACKENDS = {
     "postgres": "ORDERLOG_TEST_POSTGRES_URL",
@@ -129,3 +138,34 @@ def node(database_url: str) -> Iterator[Node]:
     node = Node(settings_for(database_url)).start(bind=False)
     yield node
     node.stop()
+
+
+@pytest.fixture
+def client(node: Node) -> falcon.testing.TestClient:
+    """The real app of the started node, called in process."""
+    return falcon.testing.TestClient(node.app)
+
+
+@pytest.fixture
+def settled(client: falcon.testing.TestClient, node: Node) -> Iterator[int]:
+    """A log with one finished order, so 'nothing written' is checked against a non-empty log."""
+    place_and_finish(client, node, order_id="existing")
+    head = node.core.store.last_position()
+    assert len(logged_positions(node.settings.database_url)) == 3
+    yield head
+    assert node.core.worker.wait_idle(IDLE)
+    assert node.core.store.last_position() == head, "a refused request wrote to the log"
+
+
+@pytest.fixture
+def unreachable_database(node: Node) -> Iterator[None]:
+    """Point the real pool at a database that cannot be opened, as in an outage."""
+    db = node.core.db
+    original = db.database
+    db.close_all()
+    if node.core.store.backend == "sqlite":
+        db.database = "/nonexistent-orderlog-dir/orderlog.db"
+    else:
+        db.database = "orderlog_no_such_database"
+    yield
+    db.database = original

@@ -1,5 +1,6 @@
 """What many test modules share: stores and settings, raw database access and its
-integrity checks, real servers, and a load client running in the background.
+integrity checks, real servers, a load client running in the background, and the
+sample order and problem checks the app's tests use.
 
 Test modules import from here, never from each other. Everything here goes
 through the packages' public API; raw driver connections are for checking what
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import falcon.testing
 import orjson
 
+from api.node import Node
 from bench import loadgen
 from orderlog.config import Settings, load_settings
 from orderlog.storage.database import open_database, parse_url
@@ -66,6 +69,32 @@ def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what or 'condition'} not met within {timeout}s")
         time.sleep(0.005)  # polling interval of a deadline-bound wait
+
+
+def run_threads(
+    count: int, target: Callable[[int], None], timeout: float = DEADLINE
+) -> list[BaseException]:
+    """Run ``target(i)`` in ``count`` threads started together; the errors they raised.
+
+    The threads meet at a barrier first, so they race rather than run one after another.
+    """
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait(timeout=timeout)
+            target(index)
+        except BaseException as exc:  # handed back to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout * 2)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish"
+    return errors
 
 
 # -- raw database access ----------------------------------------------------------------
@@ -442,3 +471,76 @@ class BackgroundLoad:
         if self._error is not None:
             raise self._error
         return self._responses
+
+
+# -- the app through falcon's test client -------------------------------------------------
+
+PROBLEM_KEYS = {"type", "title", "status", "detail"}
+ORDER_KEYS = {
+    "order_id",
+    "user_id",
+    "item_ids",
+    "total_amount",
+    "status",
+    "version",
+    "placed_at",
+    "processing_started_at",
+    "completed_at",
+    "processing_time_seconds",
+}
+ORDER: dict[str, Any] = {
+    "order_id": "o-1",
+    "user_id": "u-1",
+    "item_ids": ["sku-1", 42],
+    "total_amount": 19.99,
+}
+IDLE = 10.0  # seconds: an upper bound for the worker to finish a handful of orders
+
+
+def post(
+    client: falcon.testing.TestClient,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    content_type: str | None = "application/json",
+    headers: dict[str, str] | None = None,
+) -> falcon.testing.Result:
+    """POST /orders with ``body`` as JSON, or ``raw`` bytes as they are."""
+    sent = {**({"Content-Type": content_type} if content_type else {}), **(headers or {})}
+    data = raw if raw is not None else orjson.dumps(body)
+    return client.simulate_post("/orders", body=data, headers=sent)
+
+
+def order(**changes: Any) -> dict[str, Any]:
+    """The sample order with ``changes``."""
+    return {**ORDER, **changes}
+
+
+def without(name: str) -> dict[str, Any]:
+    """The sample order without the field ``name``."""
+    return {key: value for key, value in ORDER.items() if key != name}
+
+
+def assert_problem(
+    result: falcon.testing.Result, status: int, field: str | None = None
+) -> dict[str, Any]:
+    """Check an answer is a problem+json of ``status`` (naming ``field``, if given); its body."""
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"] == "application/problem+json"
+    body = result.json
+    assert body.keys() >= PROBLEM_KEYS
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    if field is not None:
+        assert field in [error["field"] for error in body["errors"]], body
+        assert all(error["message"] for error in body["errors"])
+    return body
+
+
+def place_and_finish(client: falcon.testing.TestClient, node: Node, **changes: Any) -> str:
+    """Place the sample order (with ``changes``) and wait for the worker to finish it."""
+    result = post(client, order(**changes))
+    assert result.status_code == 201, result.text
+    assert node.core.worker.wait_idle(IDLE)
+    return result.json["order_id"]

@@ -35,46 +35,13 @@ from orderlog.domain.events import (
 )
 from orderlog.storage.database import backend_of
 from orderlog.storage.store import AppendRequest, EventStore
-from tests.support import ROOT, dense, make_store, raw_fetch, readable
+from tests.support import ROOT, dense, make_store, raw_fetch, readable, run_threads, wait_for
 
 DEADLINE = 60.0
 
 
 def placed(order_id: str) -> OrderPlaced:
     return OrderPlaced(order_id, "u1", ("a",), "1.00")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    """Poll ``condition`` until truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.01)  # polling interval of a deadline-bound wait
-
-
-def run_threads(count: int, target: Callable[[int], None]) -> list[BaseException]:
-    """Run ``target(i)`` in ``count`` threads started together; the errors they raised."""
-    barrier = threading.Barrier(count)
-    errors: list[BaseException] = []
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait(timeout=DEADLINE)
-            target(index)
-        except BaseException as exc:  # handed back to the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(DEADLINE * 2)
-    assert not any(t.is_alive() for t in threads), "a thread did not finish"
-    return errors
 
 
 def full_log(url: str) -> list[tuple[int, str, int]]:
@@ -206,7 +173,11 @@ def assert_blocked(url: str, call: Background) -> None:
         # the append has not returned is the best evidence it is waiting.
         assert not call.done.wait(0.5), "the append did not wait for the held transaction"
     else:
-        wait_for(lambda: lock_waiters(url) >= 1, what="the second append to wait for the lock")
+        wait_for(
+            lambda: lock_waiters(url) >= 1,
+            DEADLINE,
+            what="the second append to wait for the lock",
+        )
         assert not call.done.is_set()
 
 
@@ -262,7 +233,7 @@ def test_a_reader_tailing_the_feed_sees_every_event_once_in_order_while_ten_thre
 
     reader = threading.Thread(target=tail)
     reader.start()
-    errors = run_threads(writers, write)
+    errors = run_threads(writers, write, DEADLINE)
     writers_done.set()
     reader.join(DEADLINE)
     assert errors == []
@@ -330,7 +301,9 @@ def test_a_reader_tailing_through_a_held_append_gets_it_before_later_ones(
                 assert_blocked(database_url, later)
             else:
                 later.get()  # committed, yet the reader must not get it before "held"
-            wait_for(lambda: seen == ["before"], what="the reader to read the first event")
+            wait_for(
+                lambda: seen == ["before"], DEADLINE, what="the reader to read the first event"
+            )
             held.commit()
             later.get()
         reader.get()
@@ -383,10 +356,10 @@ def test_version_clashes_leave_no_hole_in_positions(store: EventStore, database_
             except ConcurrencyError as exc:
                 clashes.append(exc.actual)
             # Wait for this round's winner before trying the next version.
-            wait_for(lambda r=round_number: store.stream_version("contested") > r)
+            wait_for(lambda r=round_number: store.stream_version("contested") > r, DEADLINE)
             store.append(f"own-{index}", [placed("own")], round_number)
 
-    assert run_threads(threads, contend) == []
+    assert run_threads(threads, contend, DEADLINE) == []
     assert sorted(r for r, _ in winners) == list(range(rounds))  # exactly one winner per round
     assert len(clashes) == rounds * (threads - 1)
     log = assert_contiguous(database_url)
@@ -406,7 +379,7 @@ def test_concurrent_appends_to_many_streams_all_land(database_url: str) -> None:
                 stream = f"s{index}-{n % 4}"
                 store.append(stream, [placed(stream)], n // 4)
 
-        assert run_threads(threads, append) == []
+        assert run_threads(threads, append, DEADLINE) == []
         log = assert_contiguous(database_url)
         assert len(log) == threads * appends_each
         assert {stream for _, stream, _ in log} == {
@@ -438,6 +411,7 @@ def test_a_version_clash_in_a_batch_fails_only_its_own_caller(database_url: str)
                     calls.append(("good", call))
             wait_for(
                 lambda: store.writer_stats().waiting >= (good + stale) // 2,
+                DEADLINE,
                 what="appends to queue up",
             )
             batches_before = store.writer_stats().batches
@@ -505,7 +479,7 @@ def test_an_append_is_answered_only_once_a_new_connection_can_see_it(database_ur
                 if rows != [(stream, 1, "OrderPlaced")]:
                     misses.append(f"{stream} at {event.position}: {rows}")
 
-        assert run_threads(12, append) == []
+        assert run_threads(12, append, DEADLINE) == []
         assert misses == []
     finally:
         store.close()
@@ -599,7 +573,7 @@ def test_multi_event_appends_take_consecutive_positions_under_contention(
                 first = recorded[0].position
                 assert [e.position for e in recorded] == list(range(first, first + events))
 
-        assert run_threads(10, append) == []
+        assert run_threads(10, append, DEADLINE) == []
         log = assert_contiguous(database_url)
         for start in range(0, len(log), events):  # each append's events sit side by side
             assert len({stream for _, stream, _ in log[start : start + events]}) == 1

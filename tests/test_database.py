@@ -12,7 +12,6 @@ import importlib.util
 import multiprocessing
 import subprocess
 import sys
-import threading
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,7 +23,7 @@ from orderlog.domain.errors import MissingDriverError, StartupError, ValidationE
 from orderlog.domain.events import OrderPlaced
 from orderlog.storage.database import backend_of, open_database, parse_url, redact
 from orderlog.storage.store import EventStore
-from tests.support import ROOT, make_store, raw_connection, raw_fetch
+from tests.support import ROOT, make_store, raw_connection, raw_fetch, run_threads
 
 
 def placed(order_id: str) -> OrderPlaced:
@@ -318,23 +317,8 @@ def _assert_schema_works(url: str) -> None:
 
 
 def test_schema_creation_from_many_threads_at_once_is_safe(database_url: str) -> None:
-    threads_wanted = 8
-    stores = [EventStore(open_database(database_url)) for _ in range(threads_wanted)]
-    barrier = threading.Barrier(threads_wanted)
-    errors: list[BaseException] = []
-
-    def create(store: EventStore) -> None:
-        try:
-            barrier.wait(timeout=30)
-            store.create_schema()
-        except BaseException as exc:  # handed back to the test thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=create, args=(s,)) for s in stores]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    stores = [EventStore(open_database(database_url)) for _ in range(8)]
+    errors = run_threads(len(stores), lambda n: stores[n].create_schema())
     for store in stores:
         store.close()
     assert errors == []

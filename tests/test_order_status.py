@@ -25,7 +25,7 @@ from orderlog.domain.policy import worker_id_for
 from orderlog.order_status import OrderStatusModel, apply
 from orderlog.storage.database import parse_url
 from orderlog.storage.store import EventStore
-from tests.support import make_store, raw_connection, readable, wait_for
+from tests.support import make_store, raw_connection, readable, run_threads, wait_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -123,22 +123,7 @@ def test_followers_catching_up_at_once_agree_and_store_each_page_once(database_u
     try:
         expected = write(store, [1, 2, 3] * 40)
         models = [OrderStatusModel(store, page=7) for _ in range(4)]
-        barrier = threading.Barrier(len(models))
-        errors: list[BaseException] = []
-
-        def follow(model: OrderStatusModel) -> None:
-            barrier.wait()
-            try:
-                model.catch_up()
-            except BaseException as exc:  # handed back below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=follow, args=(m,)) for m in models]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert errors == []
+        assert run_threads(len(models), lambda n: models[n].catch_up()) == []
         assert models[0].checkpoint() == store.head()
         rows = models[0].list(limit=1000).rows
         assert len(rows) == len(expected)  # one row per order, however many wrote

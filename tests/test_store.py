@@ -18,6 +18,7 @@ from tests.support import (
     nth_positions,
     raw_connection,
     raw_fetch,
+    run_threads,
     wait_for,
 )
 
@@ -100,21 +101,15 @@ def test_up_to_version_reads_a_stream_as_it_was(store: EventStore) -> None:
 def test_concurrent_appends_to_one_stream_let_exactly_one_win(store: EventStore) -> None:
     store.append("o1", [placed("o1")], 0)
     wins, clashes = [], []
-    barrier = threading.Barrier(8)
 
     def claim(n: int) -> None:
-        barrier.wait()
         try:
             store.append("o1", [OrderProcessingStarted("o1", 1, f"w{n}")], 1)
             wins.append(n)
         except ConcurrencyError:
             clashes.append(n)
 
-    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_threads(8, claim) == []
     assert len(wins) == 1 and len(clashes) == 7
     assert [e.version for e in store.read_stream("o1")] == [1, 2]
 

@@ -7,7 +7,6 @@ the test waits on ``wait_idle`` or polls the log with a deadline.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 
@@ -21,7 +20,7 @@ from orderlog.domain.policy import incarnation_of, worker_id_for
 from orderlog.service import OrderService
 from orderlog.storage.store import EventStore
 from orderlog.worker import Worker
-from tests.support import make_store, wait_for
+from tests.support import make_store, run_threads, wait_for
 
 NEVER = 3600.0  # a sweep interval the test outlives: only the test's own calls sweep
 
@@ -86,23 +85,18 @@ def types(service: OrderService, order_id: str) -> list[str]:
 def test_exactly_one_of_two_racing_claims_wins(service: OrderService) -> None:
     place(service, "o1")
     state = service.state("o1")  # both claimants read the same version
-    barrier = threading.Barrier(2)
     outcomes: dict[str, str] = {}
+    workers = ("a/x/0", "b/y/0")
 
-    def race(worker_id: str) -> None:
-        barrier.wait()
+    def race(n: int) -> None:
+        worker_id = workers[n]
         try:
             service.start_processing("o1", state, worker_id, {})
             outcomes[worker_id] = "won"
         except ConcurrencyError:
             outcomes[worker_id] = "lost"
 
-    threads = [threading.Thread(target=race, args=(w,)) for w in ("a/x/0", "b/y/0")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    assert run_threads(2, race) == []
     assert sorted(outcomes.values()) == ["lost", "won"]
     (winner,) = [w for w, outcome in outcomes.items() if outcome == "won"]
     events = service.store.read_stream("o1")

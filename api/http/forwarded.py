@@ -1,7 +1,7 @@
 """A bound on the requests one client, forwarded by the trusted proxy, has in the app at once.
 
 Behind a reverse proxy every connection comes from the proxy, so the per-address
-connection cap (``api.server.http_server``) cannot tell clients apart at accept time and
+connection cap (``api.server.guard``) cannot tell clients apart at accept time and
 exempts the proxy. The client is known once a request's headers are read: waitress
 has then replaced ``REMOTE_ADDR`` with the address the trusted proxy forwarded,
 and kept ``X-Forwarded-For`` only on requests from that proxy (orderlog always

@@ -10,8 +10,8 @@ here, it was most of the server's time in a 1,000-connection burst.
 This loop asks only the connections that can have changed: those that had an
 event, those a request thread just served (it marks them before waking the
 loop) and the listening socket (its answer depends on the clock and the
-connection count). Everything else keeps its registration. Linux only (epoll);
-elsewhere waitress's own loop runs.
+connection count). Everything else keeps its registration. Linux only: it needs
+epoll, and there is no fallback to waitress's own loop.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from waitress import wasyncore
 
 _READ = select.POLLIN | select.POLLPRI
 _WRITE = select.POLLOUT
-AVAILABLE = hasattr(select, "epoll")
 
 
 class EventLoop:

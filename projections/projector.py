@@ -1,12 +1,13 @@
 """The projector: one thread that follows the log and keeps every read model current.
 
-It reads each page of new events once and feeds it to both read models: the
+It reads each page of new events once and feeds it to every read model: the
 metrics, held in memory with the position they reflect and stored with their
-checkpoint at most every ``save_every`` seconds; and the order-status rows
-(``orderlog.order_status``), stored with their checkpoint in the same transaction.
-A reader that must see its own writes asks ``wait_for(head)``: the thread is woken
-at once and the reader waits until both models reflect at least that position, so
-no GET ever writes.
+checkpoint at most every ``save_every`` seconds; the order-status rows
+(``projections.order_status``, the node's one model, which the worker's sweep
+reads too), stored with their checkpoint in the same transaction. A reader that
+must see its own writes asks ``wait_for(head)``: the thread is woken at once and
+the reader waits until both models reflect at least that position, so no GET
+ever writes.
 
 A rebuild (``projections.rebuild``) stores a new metrics state under a new
 generation; the projector notices at its next round, drops what it holds and
@@ -25,9 +26,10 @@ import orjson
 
 from orderlog.domain.errors import OrderlogError, StoreFullError
 from orderlog.domain.events import RecordedEvent
-from orderlog.order_status import OrderStatusModel
+from orderlog.domain.policy import OpenOrder
 from orderlog.storage.store import EventStore
 from projections import metrics
+from projections.order_status import OrderStatusModel
 
 NAME = "metrics"
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Projector:
     def __init__(
         self,
         store: EventStore,
+        status: OrderStatusModel,
         *,
         save_every: float = 1.0,
         page: int = 5000,
@@ -46,7 +49,7 @@ class Projector:
         observe: PageObserver | None = None,
     ) -> None:
         self.store = store
-        self.status = OrderStatusModel(store, page=page)
+        self.status = status
         self._save_every = save_every
         self._page = page
         self._idle = idle
@@ -142,6 +145,11 @@ class Projector:
         with self._round_lock:
             state = self._load() if self._state is None else self._state
             return dict(state["status_counts"])
+
+    def open_orders(self) -> list[OpenOrder]:
+        """Every order not yet Completed, as the order-status rows have them (the worker's
+        sweep: it calls ``catch_up`` first)."""
+        return self.status.open_orders()
 
     # -- following ---------------------------------------------------------------------
 

@@ -62,8 +62,8 @@ class Node:
     def _read_models(self, store: EventStore) -> Projector:
         """The node's read models over its store: one order-status model, which the
         projector keeps current (reading each page of the log once for every model) and
-        the worker's sweep reads."""
-        return Projector(store, OrderStatusModel(store), observe=self.exporter.completions)
+        the worker's sweep reads; the completions go to the exporter."""
+        return Projector(store, OrderStatusModel(store), completed=self.exporter.completed)
 
     def start(self, *, bind: bool = True, sockets: list[socket.socket] | None = None) -> Node:
         """Bind (unless ``bind`` is False: in-process tests; or serve ``sockets``, bound

@@ -4,10 +4,11 @@ It reads each page of new events once and feeds it to every read model: the
 metrics, held in memory with the position they reflect and stored with their
 checkpoint at most every ``save_every`` seconds; the order-status rows
 (``projections.order_status``, the node's one model, which the worker's sweep
-reads too), stored with their checkpoint in the same transaction. A reader that
-must see its own writes asks ``wait_for(head)``: the thread is woken at once and
-the reader waits until both models reflect at least that position, so no GET
-ever writes.
+reads too), stored with their checkpoint in the same transaction; and, when
+someone listens, the completions in the page (``projections.completions``). A
+reader that must see its own writes asks ``wait_for(head)``: the thread is woken
+at once and the reader waits until both models reflect at least that position, so
+no GET ever writes.
 
 A rebuild (``projections.rebuild``) stores a new metrics state under a new
 generation; the projector notices at its next round, drops what it holds and
@@ -25,16 +26,17 @@ from typing import Any
 import orjson
 
 from orderlog.domain.errors import OrderlogError, StoreFullError
-from orderlog.domain.events import RecordedEvent
 from orderlog.domain.policy import OpenOrder
 from orderlog.storage.store import EventStore
-from projections import metrics
+from projections import completions, metrics
 from projections.order_status import OrderStatusModel
 
 NAME = "metrics"
 log = logging.getLogger(__name__)
 
-PageObserver = Callable[[metrics.State, Sequence[RecordedEvent]], None]
+# Called with each page's completions (often none), after the page is read and before
+# it is folded.
+CompletionListener = Callable[[Sequence[completions.Completion]], None]
 
 
 class Projector:
@@ -46,14 +48,14 @@ class Projector:
         save_every: float = 1.0,
         page: int = 5000,
         idle: float = 0.5,
-        observe: PageObserver | None = None,
+        completed: CompletionListener | None = None,
     ) -> None:
         self.store = store
         self.status = status
         self._save_every = save_every
         self._page = page
         self._idle = idle
-        self._observe = observe
+        self._completed = completed
         self._round_lock = threading.Lock()  # one round at a time; guards the state
         self._advanced = threading.Condition()
         self._kick = threading.Event()
@@ -169,8 +171,8 @@ class Projector:
             while events := self.store.read_all(after, self._page):
                 fresh = [e for e in events if e.position > self._position]
                 if fresh:
-                    if self._observe is not None:
-                        self._observe(state, fresh)
+                    if self._completed is not None:  # before the fold: it closes the orders
+                        self._completed(completions.fold(fresh, state["open"]))
                     metrics.fold(fresh, state)
                     self._position = fresh[-1].position
                 status_at = self.status.apply_page(after, events)

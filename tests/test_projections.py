@@ -26,7 +26,7 @@ from orderlog.domain.events import (
 )
 from orderlog.domain.policy import worker_id_for
 from orderlog.storage.store import AppendRequest, EventStore, parse_time
-from projections import metrics, order_status, quantile
+from projections import completions, metrics, order_status, quantile
 from projections.order_status import OrderStatusModel
 from projections.projector import NAME, Projector
 from projections.rebuild import rebuild
@@ -317,6 +317,50 @@ def test_rebuild_on_a_real_store_equals_the_folds(
         store.close()
 
 
+# -- the completions fold ------------------------------------------------------------------
+
+
+def signed(events: list[RecordedEvent], node: str, worker: str) -> list[RecordedEvent]:
+    """The events as a worker writes them: its node and its id in the metadata."""
+    metadata = orjson.dumps({"node": node, "worker": worker}).decode()
+    return [event._replace(metadata_json=metadata) for event in events]
+
+
+def test_completions_time_each_order_completed_and_name_who_completed_it() -> None:
+    history = lifecycle("a", 0, [1], 3) + lifecycle("b", 0.5, [2, 4], 6.5)
+    history.sort(key=lambda entry: entry[2])
+    events = signed(record(history), "n1", "n1.w")
+    assert completions.fold(events, {}) == [
+        completions.Completion("a", "n1", "n1.w", 2.0, 3.0),
+        completions.Completion("b", "n1", "n1.w", 2.5, 6.0),
+    ]
+
+
+def test_completions_ignore_unknown_types_and_orders_never_seen_placed() -> None:
+    events = record(
+        [
+            ("ghost", OrderProcessingStarted("ghost", 1, "w"), at(1)),
+            ("ghost", OrderCompleted("ghost", 1), at(2)),
+            ("ghost", OrderNoted("ghost", "x"), at(3)),
+        ]
+    )
+    assert completions.fold(events, {}) == []
+
+
+@given(actions=ACTIONS, cut=st.integers(0, 80))
+@settings(max_examples=200, deadline=None)
+def test_completions_of_a_page_use_the_metrics_open_orders_from_before_it(
+    actions: list[tuple[int, str, int]], cut: int
+) -> None:
+    """As the projector folds: page by page, with the orders opened earlier taken from
+    the metrics state (stored as JSON in between), the same completions as in one go."""
+    events = timed(actions)
+    before = orjson.loads(orjson.dumps(metrics.fold(events[:cut])))
+    in_pages = completions.fold(events[:cut], {}) + completions.fold(events[cut:], before["open"])
+    assert in_pages == completions.fold(events, {})
+    assert len(in_pages) == metrics.fold(events)["orders_processed"]
+
+
 # -- the quantile sketch -------------------------------------------------------------------
 
 
@@ -418,6 +462,20 @@ def test_projector_applies_only_new_events_on_each_report(store: EventStore) -> 
     assert report["position"] == last.position
 
 
+def test_projector_hands_each_page_s_completions_to_its_listener(store: EventStore) -> None:
+    heard: list[completions.Completion] = []
+    worker = {"node": "n1", "worker": "n1.w"}
+    store.append("a", [placed("a")], 0, {"node": "n1"})
+    (started,) = store.append("a", [OrderProcessingStarted("a", 1, "n1.w")], 1, worker)
+    (done,) = store.append("a", [OrderCompleted("a", 1)], 2, worker)
+    projector = Projector(readable(store), OrderStatusModel(store), page=2, completed=heard.extend)
+    projector.catch_up()
+    processing = (done.recorded_at - started.recorded_at).total_seconds()
+    assert [(c.order_id, c.node, c.worker) for c in heard] == [("a", "n1", "n1.w")]
+    assert heard[0].processing_seconds == pytest.approx(processing, abs=1e-6)
+    assert projector.report()["orders_processed"] == 1
+
+
 def test_projector_pages_through_a_log_longer_than_a_page(store: EventStore) -> None:
     append_history(store, [(f"o{n}", placed(f"o{n}")) for n in range(7)])
     projector = Projector(readable(store), OrderStatusModel(store), save_every=0, page=2)
@@ -490,12 +548,12 @@ def test_a_projector_applies_every_event_when_another_follower_moves_the_checkpo
         other = OrderStatusModel(store, page=7)  # another node's follower, out of step
         pages = itertools.count()
 
-        def between_pages(state: metrics.State, events: Any) -> None:
+        def between_pages(page_completions: Any) -> None:
             if next(pages) % 2 == 0:  # the other one moves on every other page
                 one_page(other)
 
         projector = Projector(
-            readable(store), OrderStatusModel(store), page=10, observe=between_pages
+            readable(store), OrderStatusModel(store), page=10, completed=between_pages
         )
         assert projector.catch_up() == store.head()
         OrderStatusModel(store, page=10).catch_up()
@@ -513,7 +571,7 @@ def test_a_projector_continues_from_a_checkpoint_moved_back_by_a_rebuild_swapped
         (fifteenth,) = nth_positions(database_url, 15)
         pages = itertools.count()
 
-        def between_pages(state: metrics.State, events: Any) -> None:
+        def between_pages(page_completions: Any) -> None:
             if next(pages) == 2:  # a rebuild that got less far than the live rows swaps in
                 rebuilt = OrderStatusModel(store, page=5, shadow=True)
                 rebuilt.reset()
@@ -521,7 +579,7 @@ def test_a_projector_continues_from_a_checkpoint_moved_back_by_a_rebuild_swapped
                 rebuilt.swap_in()
 
         projector = Projector(
-            readable(store), OrderStatusModel(store), page=10, observe=between_pages
+            readable(store), OrderStatusModel(store), page=10, completed=between_pages
         )
         assert projector.catch_up() == store.head()
         assert OrderStatusModel(store).checkpoint() == store.head()
@@ -598,7 +656,7 @@ def test_followers_interleaved_at_random_leave_every_order_its_row(
                 one_page(sweeps[n % len(sweeps)])
 
         projectors = [
-            Projector(store, OrderStatusModel(store), page=page, observe=next_step)
+            Projector(store, OrderStatusModel(store), page=page, completed=next_step)
             for page in projector_pages
         ]
         sweeps = [OrderStatusModel(store, page=page) for page in sweep_pages]

@@ -30,6 +30,8 @@ from orderlog.config import Settings
 from orderlog.core import Core
 from orderlog.domain.errors import StartupError
 from orderlog.storage.database import redact
+from orderlog.storage.store import EventStore
+from projections.order_status import OrderStatusModel
 from projections.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,8 @@ class Node:
         self.settings = settings
         self.place = place or ProcessPlace()
         self.exporter = Exporter(settings.node, self.place.metrics_dir)
-        self.core = Core(settings, observer=self.exporter)
-        self.projector = Projector(self.core.store, observe=self.exporter.completions)
-        self.core.worker.follow_with(self.projector.catch_up)  # one reader of the log
+        self.core = Core(settings, observer=self.exporter, read_model=self._read_models)
+        self.projector: Projector = self.core.read_model
         self.exporter.bind(
             self.core,
             lambda: (self.projector.position, self.projector.counts()),
@@ -57,6 +58,12 @@ class Node:
             self.core, self.projector, self.exporter, self.anonymous, self.place
         )
         self.http: HttpServer | None = None
+
+    def _read_models(self, store: EventStore) -> Projector:
+        """The node's read models over its store: one order-status model, which the
+        projector keeps current (reading each page of the log once for every model) and
+        the worker's sweep reads; the completions go to the exporter."""
+        return Projector(store, OrderStatusModel(store), completed=self.exporter.completed)
 
     def start(self, *, bind: bool = True, sockets: list[socket.socket] | None = None) -> Node:
         """Bind (unless ``bind`` is False: in-process tests; or serve ``sockets``, bound

@@ -7,7 +7,9 @@ place outside the core (``api.node``), which the server and the tests share.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from orderlog.config import Settings
 from orderlog.domain.errors import StoreUnavailableError
@@ -19,7 +21,9 @@ from orderlog.storage.observe import StoreObserver
 from orderlog.storage.probe import DatabaseProbe
 from orderlog.storage.store import EventStore
 from orderlog.storage.tokens import TokenStore
-from orderlog.worker import Worker
+from orderlog.worker import OpenOrders, Worker
+
+ReadModel = TypeVar("ReadModel", bound=OpenOrders)
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,14 @@ class Readiness:
         return self.database and self.writer and self.worker and self.writable and self.node_lock
 
 
-class Core:
-    def __init__(self, settings: Settings, observer: StoreObserver | None = None) -> None:
+class Core(Generic[ReadModel]):
+    def __init__(
+        self,
+        settings: Settings,
+        observer: StoreObserver | None = None,
+        *,
+        read_model: Callable[[EventStore], ReadModel],
+    ) -> None:
         self.settings = settings
         self.node_lock = NodeLock(settings.database_url, settings.node)
         self.db = open_database(
@@ -58,8 +68,12 @@ class Core:
         self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
         self.service = OrderService(self.store, on_placed=self._notify)
         self.tokens = TokenStore(self.store)
+        # The read model the sweep looks at lives in projections, which the core may not
+        # import: the caller builds it over this store (a node: its projector).
+        self.read_model = read_model(self.store)
         self.worker = Worker(
             self.service,
+            self.read_model,
             max_in_work=settings.max_in_work,
             processing_delay=settings.processing_delay,
             node=settings.node,

@@ -26,23 +26,38 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from orderlog.domain.errors import ConcurrencyError, OrderlogError, StoreFullError
 from orderlog.domain.order import OrderState, Status, complete_order, start_processing
 from orderlog.domain.policy import (
     ClaimPolicy,
+    OpenOrder,
     finish_before_stop,
     may_claim,
     work_done_at,
     worker_id_for,
 )
-from orderlog.order_status import OrderStatusModel
 from orderlog.service import Decision, OrderService
 
 log = logging.getLogger(__name__)
 
 # A completion the store could not take is tried again this much later.
 RETRY_AFTER = 1.0
+
+
+class OpenOrders(Protocol):
+    """The read model the sweep looks at, a hint of what needs work. It lives in
+    ``projections``, which the core may not import, so the worker is handed it: a
+    node's projector, whose rounds read each page of the log once for every model."""
+
+    def catch_up(self) -> object:
+        """Bring the read model up to date with the log."""
+        ...
+
+    def open_orders(self) -> list[OpenOrder]:
+        """Every order not yet Completed, as the read model has it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +86,7 @@ class Worker:
     def __init__(
         self,
         service: OrderService,
+        read_model: OpenOrders,
         *,
         max_in_work: int = 1000,
         processing_delay: float = 0.2,
@@ -99,8 +115,7 @@ class Worker:
         self._stop_deadline = math.inf
         self._processor: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
-        self.status = OrderStatusModel(service.store)
-        self._follow: Callable[[], object] = self.status.catch_up
+        self._read_model = read_model
         self._sweep_lock = threading.Lock()  # one sweep at a time: the thread's or a caller's
         self._in_work = 0
         self._left_processing = 0
@@ -342,12 +357,6 @@ class Worker:
 
     # -- sweep ---------------------------------------------------------------------
 
-    def follow_with(self, catch_up: Callable[[], object]) -> None:
-        """Let another follower of the log bring the order-status rows up to date
-        before each sweep: a node's projector reads each page once for every read
-        model, where the worker's own catching up would read the log a second time."""
-        self._follow = catch_up
-
     def sweep(self, starting: bool = False) -> int:
         """Enqueue what the log says needs work and no queue here holds; returns how many.
 
@@ -356,11 +365,11 @@ class Worker:
         with self._sweep_lock:
             # The persisted read model: catching up reads only what came since its
             # checkpoint, so a restart costs the same at a million events as at a thousand.
-            self._follow()
+            self._read_model.catch_up()
             now = self._clock()
             found = [
                 order
-                for order in self.status.open_orders()
+                for order in self._read_model.open_orders()
                 if self.policy.needs_pickup(order, now, starting)
             ]
         count = 0

@@ -1,10 +1,12 @@
 """The projector: one thread that follows the log and keeps every read model current.
 
-It reads each page of new events once and feeds it to both read models: the
+It reads each page of new events once and feeds it to every read model: the
 metrics, held in memory with the position they reflect and stored with their
-checkpoint at most every ``save_every`` seconds; and the order-status rows
-(``orderlog.order_status``), stored with their checkpoint in the same transaction.
-A reader that must see its own writes asks ``wait_for(head)``: the thread is woken
+checkpoint at most every ``save_every`` seconds; the order-status rows
+(``projections.order_status``, the node's one model, which the worker's sweep
+reads too), stored with their checkpoint in the same transaction; and, when
+someone listens, the completions in the page (``projections.completions``). A
+reader that must see its own writes asks ``wait_for(head)``: the thread is woken
 at once and the reader waits until both models reflect at least that position, so
 no GET ever writes.
 
@@ -24,33 +26,36 @@ from typing import Any
 import orjson
 
 from orderlog.domain.errors import OrderlogError, StoreFullError
-from orderlog.domain.events import RecordedEvent
-from orderlog.order_status import OrderStatusModel
+from orderlog.domain.policy import OpenOrder
 from orderlog.storage.store import EventStore
-from projections import metrics
+from projections import completions, metrics
+from projections.order_status import OrderStatusModel
 
 NAME = "metrics"
 log = logging.getLogger(__name__)
 
-PageObserver = Callable[[metrics.State, Sequence[RecordedEvent]], None]
+# Called with each page's completions (often none), after the page is read and before
+# it is folded.
+CompletionListener = Callable[[Sequence[completions.Completion]], None]
 
 
 class Projector:
     def __init__(
         self,
         store: EventStore,
+        status: OrderStatusModel,
         *,
         save_every: float = 1.0,
         page: int = 5000,
         idle: float = 0.5,
-        observe: PageObserver | None = None,
+        completed: CompletionListener | None = None,
     ) -> None:
         self.store = store
-        self.status = OrderStatusModel(store, page=page)
+        self.status = status
         self._save_every = save_every
         self._page = page
         self._idle = idle
-        self._observe = observe
+        self._completed = completed
         self._round_lock = threading.Lock()  # one round at a time; guards the state
         self._advanced = threading.Condition()
         self._kick = threading.Event()
@@ -143,6 +148,11 @@ class Projector:
             state = self._load() if self._state is None else self._state
             return dict(state["status_counts"])
 
+    def open_orders(self) -> list[OpenOrder]:
+        """Every order not yet Completed, as the order-status rows have them (the worker's
+        sweep: it calls ``catch_up`` first)."""
+        return self.status.open_orders()
+
     # -- following ---------------------------------------------------------------------
 
     def catch_up(self) -> int:
@@ -161,8 +171,8 @@ class Projector:
             while events := self.store.read_all(after, self._page):
                 fresh = [e for e in events if e.position > self._position]
                 if fresh:
-                    if self._observe is not None:
-                        self._observe(state, fresh)
+                    if self._completed is not None:  # before the fold: it closes the orders
+                        self._completed(completions.fold(fresh, state["open"]))
                     metrics.fold(fresh, state)
                     self._position = fresh[-1].position
                 status_at = self.status.apply_page(after, events)

@@ -20,12 +20,12 @@ import orjson
 
 from orderlog.config import both_names, load_settings
 from orderlog.domain.errors import OrderlogError, StartupError, StoreUnavailableError
-from orderlog.order_status import OrderStatusModel
 from orderlog.storage import schema
 from orderlog.storage.database import explain_failure, open_database, redact
 from orderlog.storage.node_lock import offline_rebuild_guard
 from orderlog.storage.store import EventStore
 from projections import metrics
+from projections.order_status import OrderStatusModel
 from projections.projector import NAME
 
 Progress = Callable[[int, int, float], None]

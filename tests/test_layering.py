@@ -7,6 +7,7 @@ a lazy import of the HTTP layer from the core is still the core depending on it.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -202,3 +203,54 @@ def test_inner_direction_reader_sees_a_violation() -> None:
     )
     assert "orderlog.storage.store" in found and "waitress.server" in found
     assert any(_under(n, "orderlog.storage") for n in found)
+
+
+# The read models' SQL lives in orderlog.storage, behind named methods: the store's
+# generic query and write transaction (``read``, ``writing``, ``param``) are for the
+# storage modules alone.
+SQL = re.compile(r"^\s*(SELECT\b|INSERT INTO\b|UPDATE \w+ SET\b|DELETE FROM\b)")
+STORE_GATEWAY = {"read", "writing", "param"}
+
+
+def sql_offences(source: str) -> list[tuple[int, str]]:
+    """SQL text in ``source``, and uses of a store's generic gateway (by a name ending
+    in ``store``), by line."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if statement := SQL.match(node.value):
+                found.append((node.lineno, f"SQL {statement.group(1)}"))
+        elif isinstance(node, ast.Attribute) and node.attr in STORE_GATEWAY:
+            owner = node.value
+            name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+            if name.endswith("store"):
+                found.append((node.lineno, f"{name}.{node.attr}"))
+    return sorted(found)
+
+
+def test_sql_is_written_only_in_storage() -> None:
+    offences = {
+        module_name(path): found
+        for layer in LAYERS
+        for path in sources(layer)
+        if not _under(module_name(path), "orderlog.storage")
+        and (found := sql_offences(path.read_text(encoding="utf-8")))
+    }
+    assert offences == {}
+
+
+def test_sql_reader_sees_sql_and_the_store_s_gateway() -> None:
+    source = """
+rows = self.store.read(f"SELECT position FROM projections WHERE name = {p}", [name])
+with store.writing() as cursor:
+    cursor.execute("DELETE FROM order_status")
+p = self._store.param
+text = "SELECTED orders"  # prose, not SQL
+"""
+    assert sql_offences(source) == [
+        (2, "SQL SELECT"),
+        (2, "store.read"),
+        (3, "store.writing"),
+        (4, "SQL DELETE FROM"),
+        (5, "_store.param"),
+    ]

@@ -1,7 +1,8 @@
-"""The order-status read model: its fold, and its rows kept with their checkpoint.
+"""The order-status read model: its fold, the order's one view, and its rows kept with
+their checkpoint.
 
-The fold is checked with plain events; the persisted model against a real store on
-every backend, with small pages, several followers at once, and a restart.
+The fold and the view are checked with plain events; the persisted model against a
+real store on every backend, with small pages, several followers at once, and a restart.
 """
 
 from __future__ import annotations
@@ -19,20 +20,19 @@ from orderlog.domain.events import (
     OrderPlaced,
     OrderProcessingStarted,
     RecordedEvent,
+    event_data,
 )
 from orderlog.domain.order import Status
 from orderlog.domain.policy import worker_id_for
-from orderlog.order_status import OrderStatusModel, apply
 from orderlog.storage.database import parse_url
 from orderlog.storage.store import EventStore
+from projections.order_status import OrderStatusModel, apply, fold, view
 from tests.support import make_store, raw_connection, readable, run_threads, wait_for
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def recorded(position: int, version: int, event: object, node: str = "n1") -> RecordedEvent:
-    from orderlog.domain.events import event_data
-
     return RecordedEvent.of(
         position, event.order_id, version, type(event).__name__,  # type: ignore[attr-defined]
         event_data(event), {"event_id": f"e{position}", "node": node},  # type: ignore[arg-type]
@@ -51,11 +51,11 @@ def test_the_fold_follows_an_order_through_its_life() -> None:
     assert (row.status, row.node, row.worker_id, row.attempts) == ("Processing", "n2", worker, 1)
     row = apply(row, recorded(9, 3, OrderCompleted("o1", 1)))
     assert row is not None
-    view = row.view()
-    assert view["status"] == "Completed" and view["version"] == 3
-    assert view["user_id"] == 42 and view["item_ids"] == ["a", "b"]
-    assert view["total_amount"] == "9.50"
-    assert view["processing_time_seconds"] == 4.0
+    shown = view(row)
+    assert shown["status"] == "Completed" and shown["version"] == 3
+    assert shown["user_id"] == 42 and shown["item_ids"] == ["a", "b"]
+    assert shown["total_amount"] == "9.50"
+    assert shown["processing_time_seconds"] == 4.0
     assert row.placed_position == 1 and row.position == 9
 
 
@@ -68,7 +68,107 @@ def test_a_string_and_an_integer_user_id_share_the_text_form() -> None:
     as_text = apply(None, recorded(2, 1, OrderPlaced("b", "42", ("x",), "1.00")))
     assert as_int is not None and as_text is not None
     assert as_int.user_key == as_text.user_key == "42"
-    assert as_int.view()["user_id"] == 42 and as_text.view()["user_id"] == "42"
+    assert view(as_int)["user_id"] == 42 and view(as_text)["user_id"] == "42"
+
+
+# -- the one view: GET /orders/{id}, a POST's answer and the listing ------------------------
+
+
+def lifecycle(order_id: str, claims: list[float], done: float | None) -> list[RecordedEvent]:
+    """An order placed at T0, claimed at these seconds, completed at ``done``."""
+    events = [OrderPlaced(order_id, "u-1", ("sku-1", 7), "19.99")]
+    times = [0.0]
+    for attempt, claimed in enumerate(claims, start=1):
+        events.append(OrderProcessingStarted(order_id, attempt, worker_id_for("n1", "w")))
+        times.append(claimed)
+    if done is not None:
+        events.append(OrderCompleted(order_id, len(claims)))
+        times.append(done)
+    return [
+        RecordedEvent.of(
+            position, order_id, position, type(event).__name__, event_data(event),
+            {"node": "n1"}, T0 + timedelta(seconds=at),
+        )
+        for position, (event, at) in enumerate(zip(events, times, strict=True), start=1)
+    ]  # fmt: skip
+
+
+def shown(events: list[RecordedEvent]) -> dict[str, object]:
+    row = fold(events)
+    assert row is not None
+    return view(row)
+
+
+def test_the_view_of_a_placed_order_is_pending_with_every_field() -> None:
+    assert shown(lifecycle("o1", [], None)) == {
+        "order_id": "o1",
+        "user_id": "u-1",
+        "item_ids": ["sku-1", 7],
+        "total_amount": "19.99",
+        "status": "Pending",
+        "version": 1,
+        "attempts": 0,
+        "placed_at": "2026-11-01T12:00:00.000000Z",
+        "processing_started_at": None,
+        "completed_at": None,
+        "processing_time_seconds": None,
+    }
+
+
+def test_the_view_follows_processing_and_completion() -> None:
+    events = lifecycle("o1", [1.5], 3.75)
+    processing = shown(events[:2])
+    assert (processing["status"], processing["version"], processing["attempts"]) == (
+        "Processing",
+        2,
+        1,
+    )
+    assert processing["processing_started_at"] == "2026-11-01T12:00:01.500000Z"
+    assert processing["processing_time_seconds"] is None
+    done = shown(events)
+    assert (done["status"], done["version"]) == ("Completed", 3)
+    assert done["completed_at"] == "2026-11-01T12:00:03.750000Z"
+    assert done["processing_time_seconds"] == 2.25
+
+
+def test_the_view_measures_processing_from_the_last_claim() -> None:
+    done = shown(lifecycle("o1", [1, 31], 32.5))
+    assert (done["attempts"], done["version"]) == (2, 4)
+    assert done["processing_started_at"] == "2026-11-01T12:00:31.000000Z"
+    assert done["processing_time_seconds"] == 1.5
+
+
+def test_an_event_type_unknown_here_only_moves_the_version_and_position() -> None:
+    placed, started = lifecycle("o1", [1], None)
+    noted = RecordedEvent.of(
+        2, "o1", 2, "OrderNoted", {"order_id": "o1", "note": "gift wrap"}, {}, T0
+    )
+    started = started._replace(position=3, version=3)
+    row = fold([placed, noted])
+    assert row is not None
+    assert (row.status, row.version, row.position) == ("Pending", 2, 2)
+    assert {**view(row), "version": 1} == shown([placed])
+    assert shown([placed, noted, started]) == shown([placed, started])
+
+
+def test_a_stream_without_its_order_placed_is_no_order() -> None:
+    assert fold([]) is None
+    assert fold(lifecycle("o1", [1], 2)[1:]) is None
+
+
+def test_an_order_s_stored_row_is_the_row_its_own_stream_folds_to(database_url: str) -> None:
+    """So the listing (stored rows) and GET /orders/{id} (the stream) show one view."""
+    store = make_store(database_url, group_commit=False)
+    try:
+        write(store, [1, 2, 3, 2, 1])
+        model = OrderStatusModel(readable(store))
+        model.catch_up()
+        listed = model.list(limit=1000).rows
+        assert len(listed) == 5
+        for row in listed:
+            assert row == fold(store.read_stream(row.order_id)) == model.get(row.order_id)
+    finally:
+        store.close()
 
 
 histories = st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=30)

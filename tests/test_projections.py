@@ -25,9 +25,9 @@ from orderlog.domain.events import (
     event_data,
 )
 from orderlog.domain.policy import worker_id_for
-from orderlog.order_status import OrderStatusModel
-from orderlog.storage.store import AppendRequest, EventStore
-from projections import metrics, order_view, quantile
+from orderlog.storage.store import AppendRequest, EventStore, parse_time
+from projections import completions, metrics, order_status, quantile
+from projections.order_status import OrderStatusModel
 from projections.projector import NAME, Projector
 from projections.rebuild import rebuild
 from tests.support import make_store, nth_positions, readable
@@ -88,66 +88,6 @@ def lifecycle(order_id: str, start: float, claims: list[float], done: float | No
     if done is not None:
         history.append((order_id, OrderCompleted(order_id, len(claims)), at(done)))
     return history
-
-
-# -- the order view ------------------------------------------------------------------------
-
-
-def test_order_view_of_a_placed_order_is_pending() -> None:
-    view = order_view.fold(record(lifecycle("o1", 0, [], None)))
-    assert view.to_dict() == {
-        "order_id": "o1",
-        "user_id": "u-1",
-        "item_ids": ["sku-1", 7],
-        "total_amount": "19.99",
-        "status": "Pending",
-        "version": 1,
-        "attempts": 0,
-        "placed_at": "2024-05-01T12:00:00.000000Z",
-        "processing_started_at": None,
-        "completed_at": None,
-        "processing_time_seconds": None,
-    }
-
-
-def test_order_view_follows_processing_and_completion() -> None:
-    events = record(lifecycle("o1", 0, [1.5], 3.75))
-    processing = order_view.fold(events[:2])
-    assert (processing.status, processing.version, processing.attempts) == ("Processing", 2, 1)
-    assert processing.processing_started_at == at(1.5)
-    assert processing.processing_time_seconds is None
-    done = order_view.fold(events)
-    assert (done.status, done.version, done.completed_at) == ("Completed", 3, at(3.75))
-    assert done.processing_time_seconds == 2.25
-    assert done.to_dict()["completed_at"] == "2024-05-01T12:00:03.750000Z"
-
-
-def test_order_view_measures_processing_from_the_last_claim() -> None:
-    view = order_view.fold(record(lifecycle("o1", 0, [1, 31], 32.5)))
-    assert view.attempts == 2
-    assert view.processing_started_at == at(31)
-    assert view.processing_time_seconds == 1.5
-    assert view.version == 4
-
-
-def test_order_view_passes_unknown_event_types_through_taking_their_version() -> None:
-    history = lifecycle("o1", 0, [1], None)
-    history.insert(1, ("o1", OrderNoted("o1", "gift wrap"), at(0.5)))
-    events = record(history)
-    view = order_view.fold(events)
-    known_only = order_view.fold([e for e in events if e.type != "OrderNoted"])
-    assert view.to_dict() == known_only.to_dict()
-    assert view.version == 3
-    noted = order_view.fold(events[:2])
-    assert (noted.status, noted.version) == ("Pending", 2)
-    assert {**noted.to_dict(), "version": 1} == order_view.fold(events[:1]).to_dict()
-
-
-def test_order_view_apply_does_not_change_the_view_it_is_given() -> None:
-    events = record(lifecycle("o1", 0, [1], 2))
-    pending = order_view.fold(events[:1])
-    order_view.apply(pending, events[1])
-    assert pending.status == "Pending"
 
 
 # -- the metrics fold ----------------------------------------------------------------------
@@ -273,26 +213,29 @@ def fold_in_chunks(events: list[RecordedEvent], cuts: list[int]) -> metrics.Stat
     return state
 
 
-def assert_state_matches_order_views(state: metrics.State, events: list[RecordedEvent]) -> None:
-    """The metrics agree with an independent oracle: each order's own view."""
+def assert_state_matches_order_rows(state: metrics.State, events: list[RecordedEvent]) -> None:
+    """The metrics agree with an independent oracle: each order's own row."""
     streams: dict[str, list[RecordedEvent]] = {}
     for event in events:
         streams.setdefault(event.stream_id, []).append(event)
-    views = [order_view.fold(stream) for stream in streams.values()]
-    statuses = Counter(view.status for view in views)
-    done = [view for view in views if view.status == "Completed"]
-    assert state["total_orders"] == len(views)
+    rows = [row for stream in streams.values() if (row := order_status.fold(stream))]
+    statuses = Counter(row.status for row in rows)
+    done = [row for row in rows if row.status == "Completed"]
+
+    def micros(start: str | None, end: str | None) -> int:
+        assert start is not None and end is not None  # a completed order's row has both
+        return (parse_time(end) - parse_time(start)) // US
+
+    assert state["total_orders"] == len(rows)
     assert state["status_counts"] == {name: statuses[name] for name in metrics.STATUSES}
     assert state["orders_processed"] == len(done)
     assert state["processing_us_total"] == sum(
-        (v.completed_at - v.processing_started_at) // US  # type: ignore[operator]
-        for v in done
+        micros(row.started_at, row.completed_at) for row in done
     )
     assert state["end_to_end_us_total"] == sum(
-        (v.completed_at - v.placed_at) // US  # type: ignore[operator]
-        for v in done
+        micros(row.placed_at, row.completed_at) for row in done
     )
-    assert sorted(state["open"]) == sorted(v.order_id for v in views if v.status != "Completed")
+    assert sorted(state["open"]) == sorted(r.order_id for r in rows if r.status != "Completed")
     assert sum(state["processing_us_buckets"].values()) == len(done)
 
 
@@ -308,7 +251,7 @@ def test_folding_in_chunks_with_a_json_round_trip_equals_folding_in_one_go(
     assert metrics.report(fold_in_chunks(events, cuts), len(events)) == metrics.report(
         whole, len(events)
     )
-    assert_state_matches_order_views(whole, events)
+    assert_state_matches_order_rows(whole, events)
 
 
 def append_history(store: EventStore, history: list[tuple[str, Any]]) -> None:
@@ -369,9 +312,53 @@ def test_rebuild_on_a_real_store_equals_the_folds(
         assert position == head
         assert saved is not None
         assert orjson.loads(saved) == whole
-        assert_state_matches_order_views(whole, events)
+        assert_state_matches_order_rows(whole, events)
     finally:
         store.close()
+
+
+# -- the completions fold ------------------------------------------------------------------
+
+
+def signed(events: list[RecordedEvent], node: str, worker: str) -> list[RecordedEvent]:
+    """The events as a worker writes them: its node and its id in the metadata."""
+    metadata = orjson.dumps({"node": node, "worker": worker}).decode()
+    return [event._replace(metadata_json=metadata) for event in events]
+
+
+def test_completions_time_each_order_completed_and_name_who_completed_it() -> None:
+    history = lifecycle("a", 0, [1], 3) + lifecycle("b", 0.5, [2, 4], 6.5)
+    history.sort(key=lambda entry: entry[2])
+    events = signed(record(history), "n1", "n1.w")
+    assert completions.fold(events, {}) == [
+        completions.Completion("a", "n1", "n1.w", 2.0, 3.0),
+        completions.Completion("b", "n1", "n1.w", 2.5, 6.0),
+    ]
+
+
+def test_completions_ignore_unknown_types_and_orders_never_seen_placed() -> None:
+    events = record(
+        [
+            ("ghost", OrderProcessingStarted("ghost", 1, "w"), at(1)),
+            ("ghost", OrderCompleted("ghost", 1), at(2)),
+            ("ghost", OrderNoted("ghost", "x"), at(3)),
+        ]
+    )
+    assert completions.fold(events, {}) == []
+
+
+@given(actions=ACTIONS, cut=st.integers(0, 80))
+@settings(max_examples=200, deadline=None)
+def test_completions_of_a_page_use_the_metrics_open_orders_from_before_it(
+    actions: list[tuple[int, str, int]], cut: int
+) -> None:
+    """As the projector folds: page by page, with the orders opened earlier taken from
+    the metrics state (stored as JSON in between), the same completions as in one go."""
+    events = timed(actions)
+    before = orjson.loads(orjson.dumps(metrics.fold(events[:cut])))
+    in_pages = completions.fold(events[:cut], {}) + completions.fold(events[cut:], before["open"])
+    assert in_pages == completions.fold(events, {})
+    assert len(in_pages) == metrics.fold(events)["orders_processed"]
 
 
 # -- the quantile sketch -------------------------------------------------------------------
@@ -422,7 +409,7 @@ def test_quantile_buckets_survive_a_json_round_trip() -> None:
 def test_projector_reports_the_log_and_saves_its_checkpoint(store: EventStore) -> None:
     append_history(store, [("a", placed("a")), ("b", placed("b"))])
     (last,) = store.append("a", [OrderProcessingStarted("a", 1, "w")], 1)
-    projector = Projector(readable(store), save_every=0)
+    projector = Projector(readable(store), OrderStatusModel(store), save_every=0)
     projector.catch_up()
     report = projector.report()
     assert report["position"] == store.head() == last.position
@@ -435,7 +422,7 @@ def test_projector_reports_the_log_and_saves_its_checkpoint(store: EventStore) -
 
 def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> None:
     append_history(store, [("a", placed("a")), ("b", placed("b")), ("c", placed("c"))])
-    first = Projector(readable(store), save_every=0)
+    first = Projector(readable(store), OrderStatusModel(store), save_every=0)
     first.catch_up()
     assert first.report()["total_orders"] == 3
     position, generation, saved = store.load_projection(NAME)
@@ -450,7 +437,7 @@ def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> N
 
     store.append("d", [placed("d")], 0)
     (last,) = store.append("a", [OrderProcessingStarted("a", 1, "w")], 1)
-    resumed_projector = Projector(readable(store), save_every=0)
+    resumed_projector = Projector(readable(store), OrderStatusModel(store), save_every=0)
     resumed_projector.catch_up()
     resumed = resumed_projector.report()
 
@@ -461,7 +448,7 @@ def test_new_projector_resumes_from_the_saved_checkpoint(store: EventStore) -> N
 
 
 def test_projector_applies_only_new_events_on_each_report(store: EventStore) -> None:
-    projector = Projector(store, save_every=0)
+    projector = Projector(store, OrderStatusModel(store), save_every=0)
     projector.catch_up()
     assert projector.report()["total_orders"] == 0
     store.append("a", [placed("a")], 0)
@@ -475,9 +462,23 @@ def test_projector_applies_only_new_events_on_each_report(store: EventStore) -> 
     assert report["position"] == last.position
 
 
+def test_projector_hands_each_page_s_completions_to_its_listener(store: EventStore) -> None:
+    heard: list[completions.Completion] = []
+    worker = {"node": "n1", "worker": "n1.w"}
+    store.append("a", [placed("a")], 0, {"node": "n1"})
+    (started,) = store.append("a", [OrderProcessingStarted("a", 1, "n1.w")], 1, worker)
+    (done,) = store.append("a", [OrderCompleted("a", 1)], 2, worker)
+    projector = Projector(readable(store), OrderStatusModel(store), page=2, completed=heard.extend)
+    projector.catch_up()
+    processing = (done.recorded_at - started.recorded_at).total_seconds()
+    assert [(c.order_id, c.node, c.worker) for c in heard] == [("a", "n1", "n1.w")]
+    assert heard[0].processing_seconds == pytest.approx(processing, abs=1e-6)
+    assert projector.report()["orders_processed"] == 1
+
+
 def test_projector_pages_through_a_log_longer_than_a_page(store: EventStore) -> None:
     append_history(store, [(f"o{n}", placed(f"o{n}")) for n in range(7)])
-    projector = Projector(readable(store), save_every=0, page=2)
+    projector = Projector(readable(store), OrderStatusModel(store), save_every=0, page=2)
     projector.catch_up()
     report = projector.report()
     assert report["total_orders"] == 7
@@ -547,11 +548,13 @@ def test_a_projector_applies_every_event_when_another_follower_moves_the_checkpo
         other = OrderStatusModel(store, page=7)  # another node's follower, out of step
         pages = itertools.count()
 
-        def between_pages(state: metrics.State, events: Any) -> None:
+        def between_pages(page_completions: Any) -> None:
             if next(pages) % 2 == 0:  # the other one moves on every other page
                 one_page(other)
 
-        projector = Projector(readable(store), page=10, observe=between_pages)
+        projector = Projector(
+            readable(store), OrderStatusModel(store), page=10, completed=between_pages
+        )
         assert projector.catch_up() == store.head()
         OrderStatusModel(store, page=10).catch_up()
         assert_every_order_has_its_row(store)
@@ -568,14 +571,16 @@ def test_a_projector_continues_from_a_checkpoint_moved_back_by_a_rebuild_swapped
         (fifteenth,) = nth_positions(database_url, 15)
         pages = itertools.count()
 
-        def between_pages(state: metrics.State, events: Any) -> None:
+        def between_pages(page_completions: Any) -> None:
             if next(pages) == 2:  # a rebuild that got less far than the live rows swaps in
                 rebuilt = OrderStatusModel(store, page=5, shadow=True)
                 rebuilt.reset()
                 rebuilt.catch_up(until=fifteenth)
                 rebuilt.swap_in()
 
-        projector = Projector(readable(store), page=10, observe=between_pages)
+        projector = Projector(
+            readable(store), OrderStatusModel(store), page=10, completed=between_pages
+        )
         assert projector.catch_up() == store.head()
         assert OrderStatusModel(store).checkpoint() == store.head()
         assert_every_order_has_its_row(store)
@@ -650,7 +655,10 @@ def test_followers_interleaved_at_random_leave_every_order_its_row(
             elif kind == "page":
                 one_page(sweeps[n % len(sweeps)])
 
-        projectors = [Projector(store, page=page, observe=next_step) for page in projector_pages]
+        projectors = [
+            Projector(store, OrderStatusModel(store), page=page, completed=next_step)
+            for page in projector_pages
+        ]
         sweeps = [OrderStatusModel(store, page=page) for page in sweep_pages]
         place(first)
         taken: list[str] = []

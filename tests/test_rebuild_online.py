@@ -132,7 +132,7 @@ def test_an_offline_rebuild_refills_the_rows_in_place(database_url: str, tmp_pat
     store = make_store(database_url, group_commit=False)
     try:
         from orderlog.domain.events import OrderPlaced
-        from orderlog.order_status import OrderStatusModel
+        from projections.order_status import OrderStatusModel
 
         store.append("off-1", [OrderPlaced("off-1", 1, ("x",), "1.00")], 0)
         OrderStatusModel(store).catch_up()

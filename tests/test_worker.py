@@ -20,6 +20,7 @@ from orderlog.domain.policy import incarnation_of, worker_id_for
 from orderlog.service import OrderService
 from orderlog.storage.store import EventStore
 from orderlog.worker import Worker
+from projections.order_status import OrderStatusModel
 from tests.support import make_store, run_threads, wait_for
 
 NEVER = 3600.0  # a sweep interval the test outlives: only the test's own calls sweep
@@ -58,7 +59,8 @@ def make_worker(service: OrderService) -> Iterator[Callable[..., Worker]]:
             "sweep_interval": NEVER,
         }
         values.update(options)
-        worker = Worker(service, **values)  # type: ignore[arg-type]
+        # Each worker with its own read model, as each node has one.
+        worker = Worker(service, OrderStatusModel(service.store), **values)  # type: ignore[arg-type]
         made.append(worker)
         return worker
 
@@ -397,7 +399,6 @@ def test_an_order_placed_through_the_runtime_is_completed(node: Node) -> None:
 def test_a_wrong_read_model_never_makes_the_worker_act_against_the_log(
     service: OrderService, make_worker: Callable[..., Worker], database_url: str
 ) -> None:
-    from orderlog.order_status import OrderStatusModel
     from tests.support import admin_execute
 
     for order_id in ("done-1", "done-2"):

@@ -31,8 +31,8 @@ from orderlog.domain.order import (
     MAX_ITEMS,
     Status,
 )
-from orderlog.order_status import MAX_LIST
 from orderlog.storage.store import MAX_PAGE
+from projections.order_status import MAX_LIST
 
 MAX_POSITION = 2**63 - 1
 MAX_VERSION = 2**31 - 1

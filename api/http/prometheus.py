@@ -24,18 +24,17 @@ every child to it and an HTTP server in it, where now it runs no thread and serv
 nothing (it must fork safely at any time), and a scrape would no longer reach the
 node's own port. A process serving alone keeps one in-memory registry, as before.
 
-The core reports batches through ``orderlog.storage.observe``; the projector reports the
-completions it folds; nothing in the core imports this module.
+The core reports batches through ``orderlog.storage.observe``; the projector hands over
+the completions its fold found in each page (``projections.completions``), and the
+histograms count this node's; nothing in the core imports this module.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client import generate_latest as prometheus_text
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -43,17 +42,8 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_text
 
 from orderlog.core import Core
-from orderlog.domain.events import (
-    OrderCompleted,
-    OrderPlaced,
-    OrderProcessingStarted,
-    RecordedEvent,
-)
-from projections import metrics
+from projections.completions import Completion
 
-_PLACED = OrderPlaced.__name__
-_STARTED = OrderProcessingStarted.__name__
-_COMPLETED = OrderCompleted.__name__
 # The classic text format every Prometheus reads (our names need no escaping).
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 300)
@@ -150,38 +140,23 @@ class Exporter:
         for kind, count in events.items():
             self.events.labels(kind).inc(count)
 
-    def completions(self, state: metrics.State, events: Sequence[RecordedEvent]) -> None:
-        """The projector's observer, called with each page before it is folded: the
-        durations of the orders this node completed (placed and claimed in this page
-        or before it, as the metrics state has them)."""
-        opened = state["open"]
-        page: dict[str, list[int | None]] = {}
-        for event in events:
-            kind, stream = event.type, event.stream_id
-            if kind == _PLACED:
-                page[stream] = [metrics.micros(event), None]
-            elif kind == _STARTED:
-                times = page.get(stream) or opened.get(stream)
-                if times is not None:
-                    page[stream] = [times[0], metrics.micros(event)]
-            elif kind == _COMPLETED and self._completed_here(event):
-                times = page.get(stream) or opened.get(stream)
-                if times is None:
-                    continue
-                placed_us, started_us = times
-                done_us = metrics.micros(event)
-                if started_us is not None:
-                    self.processing.observe((done_us - started_us) / 1e6)
-                if placed_us is not None:
-                    self.end_to_end.observe((done_us - placed_us) / 1e6)
+    def completed(self, completions: Sequence[Completion]) -> None:
+        """The projector's listener, called with each page's completions: the durations
+        of the orders this node completed."""
+        for done in completions:
+            if not self._completed_here(done):
+                continue
+            if done.processing_seconds is not None:
+                self.processing.observe(done.processing_seconds)
+            self.end_to_end.observe(done.end_to_end_seconds)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).observe(seconds)
 
-    def _completed_here(self, event: RecordedEvent) -> bool:
-        if self._worker_id is not None:
-            return _worker_of(event) == self._worker_id
-        return _node_of(event) == self.node
+    def _completed_here(self, done: Completion) -> bool:
+        if self._worker_id is not None:  # of several processes: this one's own
+            return done.worker == self._worker_id
+        return done.node == self.node
 
     def bind(
         self,
@@ -244,23 +219,6 @@ class Exporter:
         if openmetrics:
             return openmetrics_text(self.registry), OPENMETRICS
         return prometheus_text(self.registry), PROMETHEUS_TEXT
-
-
-def _node_of(event: RecordedEvent) -> str | None:
-    # Only the completion's own metadata says which node wrote it; read just that.
-    match = _NODE.search(event.metadata_json)
-    return orjson.loads(match.group(1)) if match else None
-
-
-_NODE = re.compile(r'"node":("(?:[^"\\]|\\.)*")')
-
-
-def _worker_of(event: RecordedEvent) -> str | None:
-    match = _WORKER.search(event.metadata_json)
-    return orjson.loads(match.group(1)) if match else None
-
-
-_WORKER = re.compile(r'"worker":("(?:[^"\\]|\\.)*")')
 
 
 def use_multiprocess_files(path: str) -> None:

@@ -21,10 +21,10 @@ from orderlog.core import Readiness as CoreReadiness
 from orderlog.domain.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
 from orderlog.domain.events import RecordedEvent
 from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id, is_blank
-from orderlog.order_status import MAX_LIST
 from orderlog.service import OrderService
 from orderlog.storage.store import MAX_PAGE, EventStore, format_time, utc_now
-from projections import order_view
+from projections import order_status
+from projections.order_status import MAX_LIST
 from projections.projector import Projector
 
 
@@ -85,7 +85,10 @@ class OrderCollection:
         page = self._projector.status.list(
             status=status, user_key=user_id, after=after, limit=limit
         )
-        resp.media = {"orders": [row.view() for row in page.rows], "next_after": page.next_after}
+        resp.media = {
+            "orders": [order_status.view(row) for row in page.rows],
+            "next_after": page.next_after,
+        }
 
     on_head = on_get
 
@@ -124,11 +127,19 @@ class OrderCollection:
                 )
             events, created = events[:1], True
             resp.set_header("Idempotent-Replayed", "true")
-        view = order_view.fold(events)
+        row = _fold(events)
         resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
         resp.location = f"/orders/{command.order_id}"
-        resp.etag = f'"{view.version}"'
-        resp.media = view.to_dict()
+        resp.etag = f'"{row.version}"'
+        resp.media = order_status.view(row)
+
+
+def _fold(events: list[RecordedEvent]) -> order_status.OrderRow:
+    """The order from its own stream, as the listing's rows hold it."""
+    row = order_status.fold(events)
+    if row is None:  # a stream without its OrderPlaced is no order
+        raise OrderNotFoundError(events[0].stream_id)
+    return row
 
 
 def unchanged(req: falcon.Request, etag: str) -> bool:
@@ -149,13 +160,13 @@ class OrderResource:
             raise OrderNotFoundError(
                 order_id, f"order {shown(order_id)!r} has no version {version}"
             )
-        view = order_view.fold(events)
-        etag = f'"{view.version}"'
+        row = _fold(events)
+        etag = f'"{row.version}"'
         resp.etag = etag
         if unchanged(req, etag):
             resp.status = falcon.HTTP_304
             return
-        resp.media = view.to_dict()
+        resp.media = order_status.view(row)
 
     on_head = on_get
 

@@ -13,7 +13,7 @@ import math
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -243,16 +243,37 @@ class OrderState:
     worker_id: str | None = None
 
 
-def apply_state(state: OrderState, event: Event | None) -> OrderState:
-    version = state.version + 1
-    if isinstance(event, OrderPlaced):
-        return OrderState(version, Status.PENDING, event)
-    if isinstance(event, OrderProcessingStarted):
-        return OrderState(version, Status.PROCESSING, state.placed, event.attempt, event.worker_id)
-    if isinstance(event, OrderCompleted):
-        return OrderState(version, Status.COMPLETED, state.placed, state.attempt, state.worker_id)
+def _placed(state: OrderState, event: OrderPlaced) -> OrderState:
+    return OrderState(state.version + 1, Status.PENDING, event)
+
+
+def _started(state: OrderState, event: OrderProcessingStarted) -> OrderState:
+    return OrderState(
+        state.version + 1, Status.PROCESSING, state.placed, event.attempt, event.worker_id
+    )
+
+
+def _completed(state: OrderState, event: OrderCompleted) -> OrderState:
+    return OrderState(
+        state.version + 1, Status.COMPLETED, state.placed, state.attempt, state.worker_id
+    )
+
+
+def _moved(state: OrderState, event: object) -> OrderState:
     # A type this version does not know still takes its place in the stream.
-    return OrderState(version, state.status, state.placed, state.attempt, state.worker_id)
+    return OrderState(state.version + 1, state.status, state.placed, state.attempt, state.worker_id)
+
+
+_HANDLERS: dict[type, Callable[[OrderState, Any], OrderState]] = {
+    OrderPlaced: _placed,
+    OrderProcessingStarted: _started,
+    OrderCompleted: _completed,
+}
+
+
+def apply_state(state: OrderState, event: Event | None) -> OrderState:
+    """The state after one more event of the order's stream (None: a type unknown here)."""
+    return _HANDLERS.get(type(event), _moved)(state, event)
 
 
 def fold_state(events: Iterable[Event | None]) -> OrderState:

@@ -1054,10 +1054,11 @@ class EventStore:
 
     # -- helpers -----------------------------------------------------------------
 
-    # -- other tables: read models kept beside the log ---------------------------------
+    # -- other tables, for the storage modules that keep them (tokens, read_models) -----
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query on a read model's table (``store.param`` is the placeholder)."""
+        """Rows of a query on another table (``store.param`` is the placeholder). Only
+        ``orderlog.storage`` writes SQL; everything else calls its named methods."""
         return self._query(sql, params)
 
     @contextlib.contextmanager

@@ -1,14 +1,20 @@
 """deploy/nginx.conf, the file docker-compose.yml uses, in front of a real ``orderlog serve``.
 
 Debian's nginx runs that file with only what must differ here changed: the listen
-address, the upstream (the test's server instead of the compose services) and the
-/tmp/nginx paths (pid and temporary files, under the test's directory). The node
-trusts the proxy as the compose file configures it. Skipped, saying why, where
-nginx is not installed; with ORDERLOG_TEST_REQUIRE_NGINX=1 (CI) that fails instead.
+address, the DNS server (a test's, tests/dns_server.py, instead of Docker's), the
+nodes' port, the /tmp/nginx paths (pid and temporary files, under the test's
+directory), and one worker process: each worker keeps its own cache of DNS answers,
+and with one the tests see a cached answer replaced, not a second worker asking
+afresh. nginx finds the nodes by the name the compose file gives them all, asking
+the DNS server as requests come; the tests' nodes listen on loopback addresses that
+server names. The node trusts the proxy as the compose file configures it. Skipped,
+saying why, where nginx is not installed; with ORDERLOG_TEST_REQUIRE_NGINX=1 (CI)
+that fails instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import os
@@ -26,12 +32,14 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.dns_server import DnsServer
 from tests.support import DEADLINE, ROOT, ServerProcess, start_server, wait_for
 
 pytestmark = pytest.mark.slow
 
 CONFIG = ROOT / "deploy" / "nginx.conf"
 PROXY = "127.0.0.1"  # where nginx connects to the node from
+NODES = "orderlog-nodes"  # the name every node answers to (a network alias in compose)
 
 
 def nginx_binary() -> str | None:
@@ -48,13 +56,15 @@ def configured_limit() -> int:
     return int(match.group(1))
 
 
-def templated(directory: Path, port: int, upstream: int) -> Path:
-    """The shipped file with the address, the upstream and the paths made local."""
+def templated(directory: Path, port: int, dns: int, upstream: int) -> Path:
+    """The shipped file with the address, the DNS server, the nodes' port and the
+    paths made local, in one worker."""
     text = CONFIG.read_text()
     for pattern, replacement in [
+        (r"^worker_processes auto;$", "worker_processes 1;"),
         (r"^(\s*)listen 8080;$", rf"\g<1>listen 127.0.0.1:{port};"),
-        (r"^(\s*)server node-a:8000 [^;]*;$", rf"\g<1>server 127.0.0.1:{upstream};"),
-        (r"^\s*server node-b:8000 [^;]*;\n", ""),
+        (r"^(\s*)resolver 127\.0\.0\.11 ", rf"\g<1>resolver 127.0.0.1:{dns} "),
+        (rf"^(\s*set \$orderlog_nodes {NODES}):8000;$", rf"\g<1>:{upstream};"),
         (r"/tmp/nginx", f"{directory}/nginx"),
     ]:
         text, count = re.subn(pattern, replacement, text, flags=re.M)
@@ -103,13 +113,13 @@ def bound_or_exited(process: subprocess.Popen[bytes], pid_file: Path) -> bool:
 
 
 def start_nginx(
-    nginx: str, directory: Path, upstream: int
+    nginx: str, directory: Path, dns: int, upstream: int
 ) -> tuple[int, subprocess.Popen[bytes], Path]:
     """nginx on a free port, listening: (port, process, log). Another process may take the
     port between our check and nginx's bind (other tests run here too): a few tries."""
     for attempt in range(5):
         port = free_port()
-        config = templated(directory, port, upstream)
+        config = templated(directory, port, dns, upstream)
         (directory / "nginx.pid").unlink(missing_ok=True)
         log_path = directory / f"nginx-{attempt}.log"
         with open(log_path, "wb") as out:
@@ -129,28 +139,54 @@ def start_nginx(
 
 
 @pytest.fixture
-def proxy(sqlite_url: str, tmp_path: Path) -> Iterator[Proxy]:
-    nginx = nginx_binary()
-    if nginx is None:
+def nginx() -> str:
+    found = nginx_binary()
+    if found is None:
         reason = "nginx is not installed (apt-get install nginx)"
         if os.environ.get("ORDERLOG_TEST_REQUIRE_NGINX") == "1":
             pytest.fail(f"nginx is required here: {reason}")
         pytest.skip(reason)
-    # A cap of 2 for anyone else: the proxy's many connections must not be held to it.
-    node = start_server(
-        sqlite_url, tmp_path, "--trusted-proxy", PROXY, "--max-connections-per-client", "2"
-    )
-    process: subprocess.Popen[bytes] | None = None
+    return found
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsServer]:
+    server = DnsServer()
     try:
-        port, process, log_path = start_nginx(nginx, tmp_path, node.port)
-        proxy = Proxy(port, node, process, log_path)
-        wait_for(lambda: proxy.request("GET", "/healthz")[0] == 200,
-                 what="nginx to answer through to the node")  # fmt: skip
-        yield proxy
+        yield server
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(DEADLINE)
+        server.close()
+
+
+@contextlib.contextmanager
+def running_nginx(
+    nginx: str, directory: Path, dns: DnsServer, node: ServerProcess
+) -> Iterator[Proxy]:
+    """nginx in front of the nodes on ``node``'s port, until the block ends."""
+    port, process, log_path = start_nginx(nginx, directory, dns.port, node.port)
+    try:
+        yield Proxy(port, node, process, log_path)
+    finally:
+        process.terminate()
+        process.wait(DEADLINE)
+
+
+def node_on(url: str, directory: Path, host: str, *extra: str) -> ServerProcess:
+    """A node on ``host`` (a loopback address, as a container's is its own)."""
+    return start_server(url, directory, "--host", host, "--trusted-proxy", PROXY, *extra)
+
+
+@pytest.fixture
+def proxy(nginx: str, dns: DnsServer, sqlite_url: str, tmp_path: Path) -> Iterator[Proxy]:
+    dns.answer(NODES, ["127.0.0.1"])
+    # A cap of 2 for anyone else: the proxy's many connections must not be held to it.
+    node = node_on(sqlite_url, tmp_path, "127.0.0.1", "--max-connections-per-client", "2")
+    try:
+        with running_nginx(nginx, tmp_path, dns, node) as proxy:
+            wait_for(lambda: proxy.request("GET", "/healthz")[0] == 200,
+                     what="nginx to answer through to the node")  # fmt: skip
+            yield proxy
+    finally:
         assert node.terminate() == 0, node.log()
 
 
@@ -224,9 +260,45 @@ def test_with_no_node_answering_nginx_answers_503_problem_with_retry_after(proxy
     assert problem["status"] == 503
 
 
-def test_compose_publishes_only_nginx_and_the_nodes_trust_its_fixed_address() -> None:
-    compose = (ROOT / "docker-compose.yml").read_text()
-    assert len(re.findall(r"^\s+ports:", compose, re.M)) == 1
-    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf" in compose
-    (trusted,) = set(re.findall(r"ORDERLOG_TRUSTED_PROXY: (\S+)", compose))
-    assert re.findall(r"ipv4_address: (\S+)", compose) == [trusted]
+def ready_node(proxy: Proxy) -> str | None:
+    """The node that answered GET /readyz through nginx, if one did."""
+    status, _, body = proxy.request("GET", "/readyz")
+    return body["node"] if status == 200 else None
+
+
+def test_nginx_reaches_a_node_recreated_at_a_new_address_without_a_reload(
+    nginx: str, dns: DnsServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    dns.answer(NODES, ["127.0.0.2"])
+    first = node_on(sqlite_url, tmp_path, "127.0.0.2", "--node-id", "first")
+    second: ServerProcess | None = None
+    try:
+        with running_nginx(nginx, tmp_path, dns, first) as proxy:
+            assert ready_node(proxy) == "first"
+            assert first.terminate() == 0
+            # Back as a recreated container comes back: the same name, another address.
+            second = node_on(sqlite_url, tmp_path, "127.0.0.3", "--node-id", "second",
+                             "--port", str(first.port))  # fmt: skip
+            dns.answer(NODES, ["127.0.0.3"])
+            wait_for(lambda: ready_node(proxy) == "second",
+                     what="nginx to reach the node at its new address")  # fmt: skip
+    finally:
+        first.terminate()
+        if second is not None:
+            assert second.terminate() == 0, second.log()
+
+
+def test_nginx_passes_an_address_where_no_node_answers_and_reaches_the_live_one(
+    nginx: str, dns: DnsServer, sqlite_url: str, tmp_path: Path
+) -> None:
+    live = node_on(sqlite_url, tmp_path, "127.0.0.3", "--node-id", "live")
+    dns.answer(NODES, ["127.0.0.2", "127.0.0.3"])  # nothing listens on the first
+    try:
+        with running_nginx(nginx, tmp_path, dns, live) as proxy:
+            placed = [proxy.request("POST", "/orders", order(f"past{n}"))[0] for n in range(6)]
+            assert placed == [201] * 6
+            assert {ready_node(proxy) for _ in range(6)} == {"live"}
+            refused = rf'connect\(\) failed .*upstream: "http://127\.0\.0\.2:{live.port}/'
+            assert re.search(refused, proxy.log()), proxy.log()  # it was tried, and passed
+    finally:
+        assert live.terminate() == 0, live.log()

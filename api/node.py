@@ -1,5 +1,11 @@
 """One orderlog node, composed: the one place that builds it and orders its start and stop.
 
+Build, each part after what it needs: the metrics exporter (the store reports each
+commit to it), the node id's lock, the database, the event store, the API tokens,
+the database probe, the order service, the worker (the service hands it each order
+placed here), the projector (one reader of the log for every read model),
+the app, and, at start, the HTTP server. Nothing connects while building.
+
 Start: bind the listening socket first (a port in use fails before anything
 touches the log), then take the node id on the database (a second process with it
 fails before it reads the log), then open the store, then recover and start the worker, then
@@ -27,9 +33,15 @@ from api.http.prometheus import Exporter
 from api.processes import ProcessPlace
 from api.server.http_server import HttpServer, make_server
 from orderlog.config import Settings
-from orderlog.core import Core
-from orderlog.domain.errors import StartupError
-from orderlog.storage.database import redact
+from orderlog.domain.errors import StartupError, StoreUnavailableError
+from orderlog.readiness import Readiness
+from orderlog.service import OrderService
+from orderlog.storage.database import explain_failure, open_database, redact
+from orderlog.storage.node_lock import NodeLock
+from orderlog.storage.probe import DatabaseProbe
+from orderlog.storage.store import EventStore
+from orderlog.storage.tokens import TokenStore
+from orderlog.worker import Worker
 from projections.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -42,19 +54,55 @@ class Node:
         self.settings = settings
         self.place = place or ProcessPlace()
         self.exporter = Exporter(settings.node, self.place.metrics_dir)
-        self.core = Core(settings, observer=self.exporter)
-        self.projector = Projector(self.core.store, observe=self.exporter.completions)
-        self.core.worker.follow_with(self.projector.catch_up)  # one reader of the log
+        self.node_lock = NodeLock(settings.database_url, settings.node)
+        self.db = open_database(
+            settings.database_url,
+            synchronous=settings.sqlite_synchronous,
+            max_connections=settings.threads + 16,
+            timeout=settings.db_timeout,
+        )
+        self.store = EventStore(
+            self.db,
+            group_commit=settings.group_commit,
+            max_batch=settings.max_batch,
+            observer=self.exporter,
+            timeout=settings.db_timeout,
+        )
+        self.tokens = TokenStore(self.store)
+        self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
+        self.service = OrderService(self.store)
+        self.worker = Worker(
+            self.service,
+            max_in_work=settings.max_in_work,
+            processing_delay=settings.processing_delay,
+            node=settings.node,
+            claim_timeout=settings.claim_timeout,
+            pending_grace=settings.pending_grace,
+            sweep_interval=settings.sweep_interval,
+        )
+        # Each order placed here goes to this worker at once, not at its next sweep.
+        self.service.on_placed = self.worker.notify
+        self.projector = Projector(self.store, observe=self.exporter.completions)
+        self.worker.follow_with(self.projector.catch_up)  # one reader of the log
         self.exporter.bind(
-            self.core,
+            self.store,
+            self.worker,
             lambda: (self.projector.position, self.projector.counts()),
             lambda position: self.projector.wait_for(position, SCRAPE_CATCH_UP),
         )
         self.anonymous = AnonymousAccess(
-            self.core.tokens, settings.host, allow_anonymous=settings.allow_anonymous
+            self.tokens, settings.host, allow_anonymous=settings.allow_anonymous
         )
         self.app: falcon.App = create_app(
-            self.core, self.projector, self.exporter, self.anonymous, self.place
+            settings,
+            service=self.service,
+            store=self.store,
+            tokens=self.tokens,
+            projector=self.projector,
+            exporter=self.exporter,
+            anonymous=self.anonymous,
+            readiness=self.readiness,
+            place=self.place,
         )
         self.http: HttpServer | None = None
 
@@ -64,22 +112,22 @@ class Node:
         if bind:
             self.http = make_server(self.app, self.settings, sockets)
         try:
-            self.core.open_store()
+            self._open_log()
             self._refuse_an_open_api_off_loopback()
-            self.core.start_probe()
-            self.core.start_worker()
+            self.probe.start()  # readiness answers at once, whatever the database does
+            self.worker.start()  # recovers unfinished orders from the log, then runs
             self.projector.start()
             self.exporter.start()
         except BaseException:
             if self.http is not None:
                 self.http.close()
-            self.core.close_store()
+            self._close_log()
             raise
         log.info(
             "node %s on %s (%s backend)",
             self.settings.node,
             redact(self.settings.database_url),
-            self.core.store.backend,
+            self.store.backend,
         )
         return self
 
@@ -93,6 +141,40 @@ class Node:
                 "create one first: orderlog token create --name NAME --scopes admin; "
                 "or pass --allow-anonymous to open it to anyone who can reach it",
             )
+
+    def _open_log(self) -> None:
+        """Take the node id on the database, then bring the schema up to date and start
+        the store's writer.
+
+        Raises StartupError, in one line with a hint, when the database cannot be used,
+        or when another running process has this node id (it would take this node's
+        claims as its own), or an offline rebuild runs. The id is taken before the log
+        is read or written.
+        """
+        self.node_lock.acquire()
+        try:
+            self.store.open()
+        except StoreUnavailableError as exc:
+            raise explain_failure(exc.__cause__ or exc, self.settings.database_url) from exc
+
+    def _close_log(self, timeout: float | None = None) -> None:
+        """Commit what the writer holds, then close every connection, then let the id go;
+        waits at most ``timeout`` for the writer."""
+        try:
+            self.store.close(timeout)
+        finally:
+            self.node_lock.release()
+
+    def readiness(self) -> Readiness:
+        """Read at once: the database's answer is the probe's last one."""
+        return Readiness(
+            self.settings.node,
+            self.probe.ok,
+            self.store.writer_alive,
+            self.worker.alive,
+            writable=self.probe.writable,
+            node_lock=self.probe.node_lock,
+        )
 
     def serve(self) -> None:
         """Answer requests until ``stop_serving``."""
@@ -118,15 +200,23 @@ class Node:
                 log.warning("requests still in the app after --drain-timeout were cut off")
             self.http.close()
             self.http = None
-        finished = self.core.stop_worker(_left(deadline))
+        finished = self._stop_worker(_left(deadline))
         self.projector.stop(_left(deadline))
         # Closing waits on connections a stalled database may hold (a connect in flight
         # holds the pool): bounded by what is left, the rest left to the process's end.
-        _within(deadline, "closing the store", lambda: self.core.close_store(_left(deadline)))
-        self.core.stop_probe(_left(deadline))
+        _within(deadline, "closing the store", lambda: self._close_log(_left(deadline)))
+        self.probe.stop(_left(deadline))
         self.exporter.stop()
         log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
         return finished
+
+    def _stop_worker(self, within: float) -> bool:
+        """Complete what is due within the shutdown timeout, and return within ``within``
+        seconds in all (a last commit may still be under way then); False if orders
+        stay Processing."""
+        # A moment of the time left is kept for the last commit and what follows.
+        work = max(0.0, min(self.settings.shutdown_timeout, within - 1.0))
+        return self.worker.stop(work, grace=max(0.0, within - work - 0.5))
 
 
 def stop_deadline(settings: Settings) -> float:

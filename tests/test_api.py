@@ -89,7 +89,7 @@ def assert_problem(
 def place_and_finish(client: falcon.testing.TestClient, node: Node, **changes: Any) -> str:
     result = post(client, order(**changes))
     assert result.status_code == 201, result.text
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     return result.json["order_id"]
 
 
@@ -200,8 +200,8 @@ def test_second_identical_post_returns_the_existing_order(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
     first = post(client, ORDER)
-    assert node.core.worker.wait_idle(IDLE)
-    head = node.core.store.last_position()
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.last_position()
     again = post(client, order(total_amount="19.990"))  # the same amount, written another way
     assert again.status_code == 200
     assert again.headers["location"] == "/orders/o-1"
@@ -209,7 +209,7 @@ def test_second_identical_post_returns_the_existing_order(
     assert again.json["placed_at"] == first.json["placed_at"]
     assert again.json["status"] == "Completed"
     assert again.headers["etag"] == f'"{again.json["version"]}"'
-    assert node.core.store.last_position() == head
+    assert node.store.last_position() == head
     history = client.simulate_get("/orders/o-1/events").json["events"]
     assert [event["type"] for event in history].count("OrderPlaced") == 1
 
@@ -223,12 +223,12 @@ def test_same_id_with_different_content_is_a_conflict(
     client: falcon.testing.TestClient, node: Node, changes: dict[str, Any]
 ) -> None:
     post(client, ORDER)
-    assert node.core.worker.wait_idle(IDLE)
-    head = node.core.store.last_position()
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.last_position()
     body = assert_problem(post(client, order(**changes)), 409)
     assert body["type"] == "urn:orderlog:problem:order-conflict"
     assert "o-1" in body["detail"]
-    assert node.core.store.last_position() == head
+    assert node.store.last_position() == head
     assert client.simulate_get("/orders/o-1").json["user_id"] == "u-1"
 
 
@@ -340,7 +340,7 @@ def test_history_lists_every_event_of_the_order(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
     post(client, ORDER, headers={"X-Request-ID": "req-7"})
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     result = client.simulate_get("/orders/o-1/events")
     assert result.status_code == 200
     body = result.json
@@ -375,8 +375,8 @@ def test_event_feed_pages_through_the_whole_log(
 ) -> None:
     for n in range(5):
         assert post(client, order(order_id=f"o-{n}")).status_code == 201
-    assert node.core.worker.wait_idle(IDLE)
-    head = readable(node.core.store).head()
+    assert node.worker.wait_idle(IDLE)
+    head = readable(node.store).head()
     logged = logged_positions(node.settings.database_url)
     assert len(logged) == 15 and head == logged[-1]
     seen: list[dict[str, Any]] = []
@@ -406,7 +406,7 @@ def test_event_feed_defaults_to_the_start_of_the_log(
     empty = client.simulate_get("/events").json
     assert empty == {"events": [], "next_after": 0, "head": 0}
     place_and_finish(client, node)
-    readable(node.core.store)  # PostgreSQL: once older transactions anywhere have ended
+    readable(node.store)  # PostgreSQL: once older transactions anywhere have ended
     body = client.simulate_get("/events").json
     logged = logged_positions(node.settings.database_url)
     assert (
@@ -446,7 +446,7 @@ def test_metrics_count_orders_and_add_up(client: falcon.testing.TestClient, node
     assert empty["average_processing_time_seconds"] is None
     for n in range(3):
         assert post(client, order(order_id=f"o-{n}")).status_code == 201
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     result = client.simulate_get("/metrics")
     assert result.status_code == 200
     body = result.json
@@ -454,7 +454,7 @@ def test_metrics_count_orders_and_add_up(client: falcon.testing.TestClient, node
     assert body["orders_processed"] == 3
     assert body["status_counts"] == {"Pending": 0, "Processing": 0, "Completed": 3}
     assert sum(body["status_counts"].values()) == body["total_orders"]
-    assert body["position"] == node.core.store.last_position()
+    assert body["position"] == node.store.last_position()
     assert len(logged_positions(node.settings.database_url)) == 9
     assert 0 <= body["average_processing_time_seconds"] <= body["average_end_to_end_seconds"]
     percentiles = body["processing_time_percentiles_seconds"]
@@ -475,7 +475,7 @@ def test_ready_until_the_worker_stops(client: falcon.testing.TestClient, node: N
     assert ready.json["database"] is True
     assert ready.json["writer"] is True
     assert ready.json["worker"] is True
-    node.core.worker.stop()
+    node.worker.stop()
     stopped = client.simulate_get("/readyz")
     assert stopped.status_code == 503
     assert stopped.json["status"] == "not ready"
@@ -635,11 +635,11 @@ def test_an_id_with_a_combining_mark_after_a_letter_is_accepted(
 def settled(client: falcon.testing.TestClient, node: Node) -> Iterator[int]:
     """A log with one finished order, so 'nothing written' is checked against a non-empty log."""
     place_and_finish(client, node, order_id="existing")
-    head = node.core.store.last_position()
+    head = node.store.last_position()
     assert len(logged_positions(node.settings.database_url)) == 3
     yield head
-    assert node.core.worker.wait_idle(IDLE)
-    assert node.core.store.last_position() == head, "a refused request wrote to the log"
+    assert node.worker.wait_idle(IDLE)
+    assert node.store.last_position() == head, "a refused request wrote to the log"
 
 
 @pytest.mark.parametrize(
@@ -764,14 +764,14 @@ ORDER_BODIES = st.fixed_dictionaries(
 def test_any_json_body_is_answered_without_a_server_error(
     client: falcon.testing.TestClient, node: Node, body: Any
 ) -> None:
-    assert node.core.worker.wait_idle(IDLE)
-    head = node.core.store.head()
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.head()
     result = post(client, body)
     assert result.status_code in (200, 201, 409, 422), result.text
     if result.status_code >= 400:
         assert_problem(result, result.status_code)
-        assert node.core.worker.wait_idle(IDLE)
-        assert node.core.store.head() == head
+        assert node.worker.wait_idle(IDLE)
+        assert node.store.head() == head
     else:
         amount = Decimal(result.json["total_amount"])
         assert amount == amount.quantize(Decimal("0.01")) >= 0
@@ -782,10 +782,10 @@ def test_any_json_body_is_answered_without_a_server_error(
 @pytest.fixture
 def unreachable_database(node: Node) -> Iterator[None]:
     """Point the real pool at a database that cannot be opened, as in an outage."""
-    db = node.core.db
+    db = node.db
     original = db.database
     db.close_all()
-    if node.core.store.backend == "sqlite":
+    if node.store.backend == "sqlite":
         db.database = "/nonexistent-orderlog-dir/orderlog.db"
     else:
         db.database = "orderlog_no_such_database"
@@ -926,7 +926,7 @@ def test_a_usable_request_id_is_echoed_and_stored_with_the_order(
 ) -> None:
     result = post(client, ORDER, headers={"X-Request-ID": "req-42 from the gateway"})
     assert result.headers["x-request-id"] == "req-42 from the gateway"
-    placed = node.core.store.read_stream("o-1")[0]  # the worker may have moved it on already
+    placed = node.store.read_stream("o-1")[0]  # the worker may have moved it on already
     assert placed.type == "OrderPlaced"
     assert placed.metadata["correlation_id"] == "req-42 from the gateway"
 
@@ -984,14 +984,14 @@ def test_a_retry_with_the_same_key_and_body_gets_the_first_answer(
 ) -> None:
     first = post(client, UNNAMED, headers={"Idempotency-Key": "checkout-1"})
     assert first.status_code == 201
-    assert node.core.worker.wait_idle(IDLE)  # the order moves on meanwhile
+    assert node.worker.wait_idle(IDLE)  # the order moves on meanwhile
     retry = post(client, UNNAMED, headers={"Idempotency-Key": "checkout-1"})
     assert retry.status_code == 201
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json == first.json  # the first answer: the order as it was placed
     assert retry.headers["location"] == first.headers["location"]
     order_id = first.json["order_id"]
-    placed = [e for e in node.core.store.read_stream(order_id) if e.type == "OrderPlaced"]
+    placed = [e for e in node.store.read_stream(order_id) if e.type == "OrderPlaced"]
     assert len(placed) == 1
     assert placed[0].metadata["idempotency_key"] == "checkout-1"
 
@@ -1000,13 +1000,13 @@ def test_the_same_key_with_another_body_is_a_conflict(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
     assert post(client, UNNAMED, headers={"Idempotency-Key": "k-2"}).status_code == 201
-    assert node.core.worker.wait_idle(IDLE)  # the first order's own progress, all of it
-    head = node.core.store.head()
+    assert node.worker.wait_idle(IDLE)  # the first order's own progress, all of it
+    head = node.store.head()
     other = post(client, {**UNNAMED, "total_amount": "8.00"}, headers={"Idempotency-Key": "k-2"})
     problem = assert_problem(other, 409)
     assert problem["type"] == "urn:orderlog:problem:idempotency-key-reused"
-    assert node.core.worker.wait_idle(IDLE)
-    assert node.core.store.head() == head  # the refused order wrote nothing
+    assert node.worker.wait_idle(IDLE)
+    assert node.store.head() == head  # the refused order wrote nothing
 
 
 @pytest.mark.parametrize(("first", "second"), [("a", "b"), ("Key-1", "key-1")])
@@ -1058,8 +1058,8 @@ def test_a_key_older_than_its_lifetime_is_refused_not_reused(database_url: str) 
 
 
 def test_two_clients_keys_never_meet(client: falcon.testing.TestClient, node: Node) -> None:
-    alice = node.core.tokens.create("alice", ["orders:write"])
-    bob = node.core.tokens.create("bob", ["orders:write"])
+    alice = node.tokens.create("alice", ["orders:write"])
+    bob = node.tokens.create("bob", ["orders:write"])
     a = post(client, UNNAMED, headers={"Idempotency-Key": "1", "Authorization": f"Bearer {alice}"})
     b = post(client, UNNAMED, headers={"Idempotency-Key": "1", "Authorization": f"Bearer {bob}"})
     assert a.status_code == b.status_code == 201
@@ -1078,7 +1078,7 @@ def test_the_listing_shows_each_order_as_its_own_view_oldest_first(
 ) -> None:
     for n in range(5):
         place(client, f"l-{n}", n % 2)
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     listed = client.simulate_get("/orders")
     assert listed.status_code == 200
     assert [o["order_id"] for o in listed.json["orders"]] == [f"l-{n}" for n in range(5)]
@@ -1112,10 +1112,10 @@ def test_the_listing_pages_with_next_after(client: falcon.testing.TestClient) ->
 def test_the_listing_pages_through_more_orders_than_its_largest_page(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
-    node.core.worker.stop()  # nothing but the orders in the log
+    node.worker.stop()  # nothing but the orders in the log
     placed = [f"big-{n}" for n in range(MAX_LIST + 100)]
     for start in range(0, len(placed), 500):
-        results = node.core.store.append_many(
+        results = node.store.append_many(
             [
                 AppendRequest(order_id, [OrderPlaced(order_id, 1, ("sku-1",), "1.00")], 0)
                 for order_id in placed[start : start + 500]
@@ -1138,7 +1138,7 @@ def test_the_listing_pages_through_more_orders_than_its_largest_page(
 def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
-    node.core.worker.stop()  # orders stay Pending from here on
+    node.worker.stop()  # orders stay Pending from here on
     place(client, "int-user", 42)
     place(client, "text-user", "42")
     place(client, "other", 7)

@@ -54,7 +54,7 @@ def test_the_server_serves_the_document_for_its_auth_state(node: Node) -> None:
     assert open_answer.headers["content-type"] == "application/json"
     assert open_answer.json == orjson.loads(orjson.dumps(openapi.document(anonymous=True)))
 
-    secret = node.core.tokens.create("reader", ["orders:read"])
+    secret = node.tokens.create("reader", ["orders:read"])
     guarded = client.simulate_get("/openapi.json")
     assert guarded.status_code == 200, "the document needs no token"
     assert guarded.json == orjson.loads(orjson.dumps(DOC))

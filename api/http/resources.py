@@ -17,11 +17,11 @@ from api.http.inputs import idempotency_key, query_int, read_json, single_param
 from api.http.problem import Problem, bad_request
 from api.http.prometheus import Exporter, negotiate
 from api.http.static import Dashboard, StaticFile
-from orderlog.core import Readiness as CoreReadiness
 from orderlog.domain.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
 from orderlog.domain.events import RecordedEvent
 from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id, is_blank
 from orderlog.order_status import MAX_LIST
+from orderlog.readiness import Readiness as NodeReadiness
 from orderlog.service import OrderService
 from orderlog.storage.store import MAX_PAGE, EventStore, format_time, utc_now
 from projections import order_view
@@ -258,7 +258,7 @@ class Readiness:
     node's other processes are counted in ``processes``."""
 
     def __init__(
-        self, check: Callable[[], CoreReadiness], processes: Callable[[], dict[str, Any]]
+        self, check: Callable[[], NodeReadiness], processes: Callable[[], dict[str, Any]]
     ) -> None:
         self._check = check
         self._processes = processes

@@ -70,7 +70,7 @@ class Node:
         )
         self.tokens = TokenStore(self.store)
         self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
-        self.service = OrderService(self.store)
+        self.service = OrderService(self.store, idempotency_ttl=settings.idempotency_ttl)
         self.worker = Worker(
             self.service,
             max_in_work=settings.max_in_work,

@@ -3,18 +3,26 @@
 Each command takes the order's state (read here, or as its caller read it), asks the
 rules in ``orderlog.domain.order`` and appends at the version that state was read
 at, so the rules stay pure and the store stays the only thing that writes. A lost
-race surfaces as ConcurrencyError. The worker's claims and completions come here
-in batches, committed together. It imports the domain and the store.
+race surfaces as ConcurrencyError. Placing an order holds the idempotency rules as
+well: an order sent with a key and no id of its own takes its id from the key, a
+retry with the key gets the first answer again while the key lives, and the key
+never places a second, different order. The worker's claims and completions come
+here in batches, committed together. It imports the domain and the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from orderlog.domain.errors import (
     ConcurrencyError,
+    IdempotencyKeyExpiredError,
+    IdempotencyKeyReusedError,
     InvalidTransitionError,
+    OrderConflictError,
     OrderlogError,
     OrderNotFoundError,
 )
@@ -25,11 +33,26 @@ from orderlog.domain.order import (
     apply_state,
     complete_order,
     fold_state,
+    idempotent_order_id,
     is_order_id,
     place_order,
     start_processing,
 )
-from orderlog.storage.store import AppendRequest, EventStore
+from orderlog.storage.store import AppendRequest, EventStore, utc_now
+
+
+class Placement(NamedTuple):
+    """What placing an order answers.
+
+    ``events``: the order's, as the client is to see them. ``created``: this call
+    placed it. ``replayed``: a retry with the key of the call that placed it, given
+    that call's answer again (the order as first placed, ``created`` then False).
+    """
+
+    order_id: str
+    events: list[RecordedEvent]
+    created: bool
+    replayed: bool = False
 
 
 class Seen(NamedTuple):
@@ -44,8 +67,10 @@ Outcome = OrderState | OrderlogError
 
 
 class OrderService:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, *, idempotency_ttl: float) -> None:
+        """``idempotency_ttl``: seconds an Idempotency-Key is honoured."""
         self.store = store
+        self.idempotency_ttl = idempotency_ttl
         # Told of each order placed here, with its state, so the node's worker claims it
         # at once rather than at its next sweep; set once, where the node is built.
         self.on_placed: Callable[[str, OrderState], None] | None = None
@@ -53,15 +78,49 @@ class OrderService:
     # -- placing ---------------------------------------------------------------------
 
     def place_order(
-        self, command: PlaceOrder, metadata: Mapping[str, Any] | None = None
-    ) -> tuple[list[RecordedEvent], bool]:
-        """Place an order; returns its events and whether this call created it.
+        self,
+        command: PlaceOrder,
+        *,
+        idempotency_key: str | None = None,
+        client: str = "",
+        now: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Placement:
+        """Place an order, once, whatever the retries.
 
-        An identical retry creates nothing and returns the existing order; the
-        same id with different content raises OrderConflictError. Most orders are
-        new, so the first attempt appends as if the stream were empty and reads
-        the stream only when that loses: the version check makes that safe.
+        With an ``idempotency_key`` and no order id from the client, the order's id
+        comes from the key and ``client`` (the token's name), so a retry lands on the
+        same order: it is answered as the first call was, unless the key was first
+        used more than ``idempotency_ttl`` before ``now`` (IdempotencyKeyExpiredError),
+        or with another order (IdempotencyKeyReusedError). Without a key, an
+        identical retry creates nothing and answers the order as it stands; the same
+        id with different content raises OrderConflictError.
         """
+        keyed = idempotency_key is not None and not command.id_given
+        if idempotency_key is not None:
+            metadata = {**(metadata or {}), "idempotency_key": idempotency_key}
+        if keyed:
+            order_id = idempotent_order_id(idempotency_key, client)  # type: ignore[arg-type]
+            command = replace(command, order_id=order_id)
+        try:
+            events, created = self._place(command, metadata)
+        except OrderConflictError:
+            if keyed:
+                raise IdempotencyKeyReusedError(command.order_id) from None
+            raise
+        if not keyed or created:
+            return Placement(command.order_id, events, created)
+        age = ((now or utc_now()) - events[0].recorded_at).total_seconds()
+        if age > self.idempotency_ttl:
+            raise IdempotencyKeyExpiredError(age, self.idempotency_ttl)
+        return Placement(command.order_id, events[:1], created=False, replayed=True)
+
+    def _place(
+        self, command: PlaceOrder, metadata: Mapping[str, Any] | None
+    ) -> tuple[list[RecordedEvent], bool]:
+        """The order's events, and whether this call appended them. Most orders are
+        new, so the first attempt appends as if the stream were empty and reads the
+        stream only when that loses: the version check makes that safe."""
         history: list[RecordedEvent] = []
         for _ in range(3):
             new = place_order(_state(history), command)

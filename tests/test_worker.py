@@ -45,7 +45,7 @@ def shared_store(database_url: str) -> Iterator[EventStore]:
 
 @pytest.fixture
 def service(shared_store: EventStore) -> OrderService:
-    return OrderService(shared_store)
+    return OrderService(shared_store, idempotency_ttl=86400.0)
 
 
 @pytest.fixture

@@ -155,13 +155,7 @@ def create_app(
     problem.install(app)
     app.add_route(
         "/orders",
-        OrderCollection(
-            service,
-            projector,
-            settings.node,
-            settings.max_body_bytes,
-            settings.idempotency_ttl,
-        ),
+        OrderCollection(service, projector, settings.node, settings.max_body_bytes),
     )
     app.add_route("/orders/{order_id}", OrderResource(service))
     app.add_route("/orders/{order_id}/events", OrderHistory(service))

@@ -7,8 +7,11 @@ placed here), the projector (one reader of the log for every read model),
 the app, and, at start, the HTTP server. Nothing connects while building.
 
 Start: bind the listening socket first (a port in use fails before anything
-touches the log), then take the node id on the database (a second process with it
-fails before it reads the log), then open the store, then recover and start the worker, then
+touches the log); then, off loopback without ``--allow-anonymous``, look for an
+API token without writing anything (a start that could let nobody in fails and
+leaves the database as it was, or uncreated); then take the node id on the
+database (a second process with it fails before it reads the log), then open the
+store (the schema brought up to date), then recover and start the worker, then
 answer. Stop: stop accepting connections and answer the requests already received
 (within ``--drain-timeout``; the store and the worker still run, since those
 requests need them), then let the worker complete what is due, store the
@@ -40,7 +43,7 @@ from orderlog.storage.database import explain_failure, open_database, redact
 from orderlog.storage.node_lock import NodeLock
 from orderlog.storage.probe import DatabaseProbe
 from orderlog.storage.store import EventStore
-from orderlog.storage.tokens import TokenStore
+from orderlog.storage.tokens import TokenStore, any_token_stored
 from orderlog.worker import Worker
 from projections.projector import Projector
 
@@ -112,8 +115,8 @@ class Node:
         if bind:
             self.http = make_server(self.app, self.settings, sockets)
         try:
-            self._open_log()
             self._refuse_an_open_api_off_loopback()
+            self._open_log()
             self.probe.start()  # readiness answers at once, whatever the database does
             self.worker.start()  # recovers unfinished orders from the log, then runs
             self.projector.start()
@@ -132,9 +135,12 @@ class Node:
         return self
 
     def _refuse_an_open_api_off_loopback(self) -> None:
+        # Before the node id and the schema: a start refused here has written nothing.
         # The same rule holds while the node runs: finding no token there, it lets
         # nobody in (api.http.auth.AnonymousAccess).
-        if self.http is not None and self.anonymous.locked():
+        if self.http is None or not self.anonymous.needs_a_token:
+            return
+        if not any_token_stored(self.settings.database_url, self.settings.db_timeout):
             raise StartupError(
                 f"no API token exists and {self.settings.host} is not a loopback address: "
                 "every request that needs a scope would be refused",

@@ -1,8 +1,17 @@
 """One orderlog node, composed: the one place that builds it and orders its start and stop.
 
+Build, each part after what it needs: the metrics exporter (the store reports each
+commit to it), the node id's lock, the database, the event store, the API tokens,
+the database probe, the order service, the worker (the service hands it each order
+placed here), the projector (one reader of the log for every read model),
+the app, and, at start, the HTTP server. Nothing connects while building.
+
 Start: bind the listening socket first (a port in use fails before anything
-touches the log), then take the node id on the database (a second process with it
-fails before it reads the log), then open the store, then recover and start the worker, then
+touches the log); then, off loopback without ``--allow-anonymous``, look for an
+API token without writing anything (a start that could let nobody in fails and
+leaves the database as it was, or uncreated); then take the node id on the
+database (a second process with it fails before it reads the log), then open the
+store (the schema brought up to date), then recover and start the worker, then
 answer. Stop: stop accepting connections and answer the requests already received
 (within ``--drain-timeout``; the store and the worker still run, since those
 requests need them), then let the worker complete what is due, store the
@@ -20,6 +29,7 @@ import time
 from collections.abc import Callable
 
 import falcon
+from peewee import Database
 
 from api.http.app import create_app
 from api.http.auth import AnonymousAccess
@@ -27,10 +37,15 @@ from api.http.prometheus import Exporter
 from api.processes import ProcessPlace
 from api.server.http_server import HttpServer, make_server
 from orderlog.config import Settings
-from orderlog.core import Core
-from orderlog.domain.errors import StartupError
-from orderlog.storage.database import redact
+from orderlog.domain.errors import StartupError, StoreUnavailableError
+from orderlog.readiness import Readiness
+from orderlog.service import OrderService
+from orderlog.storage.database import explain_failure, open_database, redact
+from orderlog.storage.node_lock import NodeLock
+from orderlog.storage.probe import DatabaseProbe
 from orderlog.storage.store import EventStore
+from orderlog.storage.tokens import TokenStore, any_token_stored
+from orderlog.worker import Worker
 from projections.order_status import OrderStatusModel
 from projections.projector import Projector
 
@@ -44,26 +59,49 @@ class Node:
         self.settings = settings
         self.place = place or ProcessPlace()
         self.exporter = Exporter(settings.node, self.place.metrics_dir)
-        self.core = Core(settings, observer=self.exporter, read_model=self._read_models)
-        self.projector: Projector = self.core.read_model
+        self.node_lock = NodeLock(settings.database_url, settings.node)
+        self.db, self.store = _open_log(settings, self.exporter)
+        self.tokens = TokenStore(self.store)
+        self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
+        self.service = OrderService(self.store, idempotency_ttl=settings.idempotency_ttl)
+        # The one order-status model: the projector keeps it current (reading each page
+        # of the log once for every model) and the worker's sweep reads it.
+        self.projector = Projector(
+            self.store, OrderStatusModel(self.store), completed=self.exporter.completed
+        )
+        self.worker = Worker(
+            self.service,
+            self.projector,
+            max_in_work=settings.max_in_work,
+            processing_delay=settings.processing_delay,
+            node=settings.node,
+            claim_timeout=settings.claim_timeout,
+            pending_grace=settings.pending_grace,
+            sweep_interval=settings.sweep_interval,
+        )
+        # Each order placed here goes to this worker at once, not at its next sweep.
+        self.service.on_placed = self.worker.notify
         self.exporter.bind(
-            self.core,
+            self.store,
+            self.worker,
             lambda: (self.projector.position, self.projector.counts()),
             lambda position: self.projector.wait_for(position, SCRAPE_CATCH_UP),
         )
         self.anonymous = AnonymousAccess(
-            self.core.tokens, settings.host, allow_anonymous=settings.allow_anonymous
+            self.tokens, settings.host, allow_anonymous=settings.allow_anonymous
         )
         self.app: falcon.App = create_app(
-            self.core, self.projector, self.exporter, self.anonymous, self.place
+            settings,
+            service=self.service,
+            store=self.store,
+            tokens=self.tokens,
+            projector=self.projector,
+            exporter=self.exporter,
+            anonymous=self.anonymous,
+            readiness=self.readiness,
+            place=self.place,
         )
         self.http: HttpServer | None = None
-
-    def _read_models(self, store: EventStore) -> Projector:
-        """The node's read models over its store: one order-status model, which the
-        projector keeps current (reading each page of the log once for every model) and
-        the worker's sweep reads; the completions go to the exporter."""
-        return Projector(store, OrderStatusModel(store), completed=self.exporter.completed)
 
     def start(self, *, bind: bool = True, sockets: list[socket.socket] | None = None) -> Node:
         """Bind (unless ``bind`` is False: in-process tests; or serve ``sockets``, bound
@@ -71,35 +109,72 @@ class Node:
         if bind:
             self.http = make_server(self.app, self.settings, sockets)
         try:
-            self.core.open_store()
             self._refuse_an_open_api_off_loopback()
-            self.core.start_probe()
-            self.core.start_worker()
+            self._open_log()
+            self.probe.start()  # readiness answers at once, whatever the database does
+            self.worker.start()  # recovers unfinished orders from the log, then runs
             self.projector.start()
             self.exporter.start()
         except BaseException:
             if self.http is not None:
                 self.http.close()
-            self.core.close_store()
+            self._close_log()
             raise
         log.info(
             "node %s on %s (%s backend)",
             self.settings.node,
             redact(self.settings.database_url),
-            self.core.store.backend,
+            self.store.backend,
         )
         return self
 
     def _refuse_an_open_api_off_loopback(self) -> None:
+        # Before the node id and the schema: a start refused here has written nothing.
         # The same rule holds while the node runs: finding no token there, it lets
         # nobody in (api.http.auth.AnonymousAccess).
-        if self.http is not None and self.anonymous.locked():
+        if self.http is None or not self.anonymous.needs_a_token:
+            return
+        if not any_token_stored(self.settings.database_url, self.settings.db_timeout):
             raise StartupError(
                 f"no API token exists and {self.settings.host} is not a loopback address: "
                 "every request that needs a scope would be refused",
                 "create one first: orderlog token create --name NAME --scopes admin; "
                 "or pass --allow-anonymous to open it to anyone who can reach it",
             )
+
+    def _open_log(self) -> None:
+        """Take the node id on the database, then bring the schema up to date and start
+        the store's writer.
+
+        Raises StartupError, in one line with a hint, when the database cannot be used,
+        or when another running process has this node id (it would take this node's
+        claims as its own), or an offline rebuild runs. The id is taken before the log
+        is read or written.
+        """
+        self.node_lock.acquire()
+        try:
+            self.store.open()
+        except StoreUnavailableError as exc:
+            raise explain_failure(exc.__cause__ or exc, self.settings.database_url) from exc
+
+    def _close_log(self, timeout: float | None = None) -> None:
+        """Commit what the writer holds, then close every connection, then let the id go;
+        waits at most ``timeout`` for the writer."""
+        try:
+            self.store.close(timeout)
+        finally:
+            self.node_lock.release()
+
+    def readiness(self) -> Readiness:
+        """Read at once: the database's answer is the probe's last one."""
+        return Readiness(
+            self.settings.node,
+            self.probe.ok,
+            self.store.writer_alive,
+            self.worker.alive,
+            writable=self.probe.writable,
+            node_lock=self.probe.node_lock,
+        )
 
     def serve(self) -> None:
         """Answer requests until ``stop_serving``."""
@@ -125,15 +200,42 @@ class Node:
                 log.warning("requests still in the app after --drain-timeout were cut off")
             self.http.close()
             self.http = None
-        finished = self.core.stop_worker(_left(deadline))
+        finished = self._stop_worker(_left(deadline))
         self.projector.stop(_left(deadline))
         # Closing waits on connections a stalled database may hold (a connect in flight
         # holds the pool): bounded by what is left, the rest left to the process's end.
-        _within(deadline, "closing the store", lambda: self.core.close_store(_left(deadline)))
-        self.core.stop_probe(_left(deadline))
+        _within(deadline, "closing the store", lambda: self._close_log(_left(deadline)))
+        self.probe.stop(_left(deadline))
         self.exporter.stop()
         log.info("stopped%s", "" if finished else " (orders still in work stay Processing)")
         return finished
+
+    def _stop_worker(self, within: float) -> bool:
+        """Complete what is due within the shutdown timeout, and return within ``within``
+        seconds in all (a last commit may still be under way then); False if orders
+        stay Processing."""
+        # A moment of the time left is kept for the last commit and what follows.
+        work = max(0.0, min(self.settings.shutdown_timeout, within - 1.0))
+        return self.worker.stop(work, grace=max(0.0, within - work - 0.5))
+
+
+def _open_log(settings: Settings, observer: Exporter) -> tuple[Database, EventStore]:
+    """The database's pool, every wait bounded, and the store over it (nothing is read
+    or written until the node starts)."""
+    db = open_database(
+        settings.database_url,
+        synchronous=settings.sqlite_synchronous,
+        max_connections=settings.threads + 16,
+        timeout=settings.db_timeout,
+    )
+    store = EventStore(
+        db,
+        group_commit=settings.group_commit,
+        max_batch=settings.max_batch,
+        observer=observer,
+        timeout=settings.db_timeout,
+    )
+    return db, store
 
 
 def stop_deadline(settings: Settings) -> float:

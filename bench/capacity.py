@@ -1,6 +1,6 @@
 """``python -m bench store --processes 1,4``: appends/s from k writer processes at once.
 
-Each writer process is built like a node (``orderlog.core``): its own pooled database
+Each writer process is built like a node (``api.node``): its own pooled database
 and its own ``EventStore``, with a node's default settings (group commit, batch size,
 SQLite's synchronous level, the bound on every database call), and T threads each
 appending one OrderPlaced to a new stream per call. The baseline, in the same run: k
@@ -77,7 +77,7 @@ class Job:
 
 
 def node_store(url: str) -> EventStore:
-    """An EventStore opened as a node opens its own (orderlog.core), on default settings."""
+    """An EventStore opened as a node opens its own (api.node), on default settings."""
     settings = Settings()
     db = open_database(
         url,

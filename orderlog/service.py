@@ -1,15 +1,31 @@
-"""The application service: read a stream, ask the rules, append with the expected version.
+"""The application service: every command on an order, and the one way they reach the log.
 
-Every command follows the same three steps, so the rules stay pure and the store
-stays the only thing that writes. A lost race surfaces as ConcurrencyError.
+Each command takes the order's state (read here, or as its caller read it), asks the
+rules in ``orderlog.domain.order`` and appends at the version that state was read
+at, so the rules stay pure and the store stays the only thing that writes. A lost
+race surfaces as ConcurrencyError. Placing an order holds the idempotency rules as
+well: an order sent with a key and no id of its own takes its id from the key, a
+retry with the key gets the first answer again while the key lives, and the key
+never places a second, different order. The worker's claims and completions come
+here in batches, committed together. It imports the domain and the store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from orderlog.domain.errors import ConcurrencyError, OrderlogError, OrderNotFoundError
+from orderlog.domain.errors import (
+    ConcurrencyError,
+    IdempotencyKeyExpiredError,
+    IdempotencyKeyReusedError,
+    InvalidTransitionError,
+    OrderConflictError,
+    OrderlogError,
+    OrderNotFoundError,
+)
 from orderlog.domain.events import Event, RecordedEvent
 from orderlog.domain.order import (
     OrderState,
@@ -17,30 +33,94 @@ from orderlog.domain.order import (
     apply_state,
     complete_order,
     fold_state,
+    idempotent_order_id,
     is_order_id,
     place_order,
     start_processing,
 )
-from orderlog.storage.store import AppendRequest, EventStore
+from orderlog.storage.store import AppendRequest, EventStore, utc_now
+
+
+class Placement(NamedTuple):
+    """What placing an order answers.
+
+    ``events``: the order's, as the client is to see them. ``created``: this call
+    placed it. ``replayed``: a retry with the key of the call that placed it, given
+    that call's answer again (the order as first placed, ``created`` then False).
+    """
+
+    order_id: str
+    events: list[RecordedEvent]
+    created: bool
+    replayed: bool = False
+
+
+class Seen(NamedTuple):
+    """An order as its caller last read it: a command on it appends at that version."""
+
+    order_id: str
+    state: OrderState
+
+
+# Per order of a batch: its state after the command, or why the command did not land.
+Outcome = OrderState | OrderlogError
 
 
 class OrderService:
-    def __init__(
-        self, store: EventStore, on_placed: Callable[[str, OrderState], None] | None = None
-    ) -> None:
+    def __init__(self, store: EventStore, *, idempotency_ttl: float) -> None:
+        """``idempotency_ttl``: seconds an Idempotency-Key is honoured."""
         self.store = store
-        self._on_placed = on_placed
+        self.idempotency_ttl = idempotency_ttl
+        # Told of each order placed here, with its state, so the node's worker claims it
+        # at once rather than at its next sweep; set once, where the node is built.
+        self.on_placed: Callable[[str, OrderState], None] | None = None
+
+    # -- placing ---------------------------------------------------------------------
 
     def place_order(
-        self, command: PlaceOrder, metadata: Mapping[str, Any] | None = None
-    ) -> tuple[list[RecordedEvent], bool]:
-        """Place an order; returns its events and whether this call created it.
+        self,
+        command: PlaceOrder,
+        *,
+        idempotency_key: str | None = None,
+        client: str = "",
+        now: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Placement:
+        """Place an order, once, whatever the retries.
 
-        An identical retry creates nothing and returns the existing order; the
-        same id with different content raises OrderConflictError. Most orders are
-        new, so the first attempt appends as if the stream were empty and reads
-        the stream only when that loses: the version check makes that safe.
+        With an ``idempotency_key`` and no order id from the client, the order's id
+        comes from the key and ``client`` (the token's name), so a retry lands on the
+        same order: it is answered as the first call was, unless the key was first
+        used more than ``idempotency_ttl`` before ``now`` (IdempotencyKeyExpiredError),
+        or with another order (IdempotencyKeyReusedError). Without a key, an
+        identical retry creates nothing and answers the order as it stands; the same
+        id with different content raises OrderConflictError.
         """
+        keyed = idempotency_key is not None and not command.id_given
+        if idempotency_key is not None:
+            metadata = {**(metadata or {}), "idempotency_key": idempotency_key}
+        if keyed:
+            order_id = idempotent_order_id(idempotency_key, client)  # type: ignore[arg-type]
+            command = replace(command, order_id=order_id)
+        try:
+            events, created = self._place(command, metadata)
+        except OrderConflictError:
+            if keyed:
+                raise IdempotencyKeyReusedError(command.order_id) from None
+            raise
+        if not keyed or created:
+            return Placement(command.order_id, events, created)
+        age = ((now or utc_now()) - events[0].recorded_at).total_seconds()
+        if age > self.idempotency_ttl:
+            raise IdempotencyKeyExpiredError(age, self.idempotency_ttl)
+        return Placement(command.order_id, events[:1], created=False, replayed=True)
+
+    def _place(
+        self, command: PlaceOrder, metadata: Mapping[str, Any] | None
+    ) -> tuple[list[RecordedEvent], bool]:
+        """The order's events, and whether this call appended them. Most orders are
+        new, so the first attempt appends as if the stream were empty and reads the
+        stream only when that loses: the version check makes that safe."""
         history: list[RecordedEvent] = []
         for _ in range(3):
             new = place_order(_state(history), command)
@@ -52,10 +132,12 @@ class OrderService:
                 # The id exists (a retry, a conflict, or a racing twin): decide on the log.
                 history = self.store.read_stream(command.order_id)
                 continue
-            if self._on_placed:
-                self._on_placed(command.order_id, fold_state_from(_state(history), new))
+            if self.on_placed:
+                self.on_placed(command.order_id, fold_state_from(_state(history), new))
             return history + recorded, True
         raise ConcurrencyError(command.order_id, 0, len(history))
+
+    # -- reading ---------------------------------------------------------------------
 
     def history(self, order_id: str, up_to_version: int | None = None) -> list[RecordedEvent]:
         # An id no order can have is not looked up (PostgreSQL refuses a NUL outright).
@@ -69,53 +151,58 @@ class OrderService:
     def state(self, order_id: str) -> OrderState:
         return _state(self.store.read_stream(order_id))
 
-    def start_processing(
-        self, order_id: str, state: OrderState, worker_id: str, metadata: Mapping[str, Any]
-    ) -> OrderState:
-        """Claim the order at the version the caller read; ConcurrencyError if another won."""
-        return _one(
-            self.record(
-                [Decision(order_id, state, start_processing(state, order_id, worker_id))], metadata
-            )
-        )
+    # -- the worker's commands ---------------------------------------------------------
 
-    def complete_order(
-        self, order_id: str, state: OrderState, metadata: Mapping[str, Any]
-    ) -> OrderState:
-        return _one(
-            self.record([Decision(order_id, state, complete_order(state, order_id))], metadata)
-        )
+    def complete_and_start(
+        self,
+        complete: Sequence[Seen],
+        start: Sequence[Seen],
+        *,
+        worker_id: str,
+        metadata: Mapping[str, Any],
+    ) -> tuple[list[Outcome], list[Outcome]]:
+        """complete_order each of ``complete``, and start_processing each of ``start`` as
+        ``worker_id`` (a claim), all in one commit; completions come first in the log, so
+        an order leaves the work before the next is claimed.
 
-    def record(
-        self, decisions: Sequence[Decision], metadata: Mapping[str, Any]
-    ) -> list[OrderState | OrderlogError]:
-        """Append each decision's events at the version its state was read at, in one commit.
-
-        Returns, in order, each order's new state or its error: ConcurrencyError
-        when someone else moved the order first, StoreUnavailableError.
+        Each order is appended at the version its state was read at, so of two claims
+        on one version only one lands. Returns, for each list in order, each order's
+        new state or its error: InvalidTransitionError when the rules refuse it,
+        ConcurrencyError when someone else moved it first, StoreUnavailableError.
         """
-        outcomes = self.store.append_many(
-            [AppendRequest(d.order_id, d.events, d.state.version, metadata) for d in decisions]
-        )
-        return [
-            outcome if isinstance(outcome, OrderlogError) else fold_state_from(d.state, d.events)
-            for d, outcome in zip(decisions, outcomes, strict=True)
+        decided = [_decide(seen, complete_order, seen.order_id) for seen in complete]
+        decided += [_decide(seen, start_processing, seen.order_id, worker_id) for seen in start]
+        requests = [
+            AppendRequest(seen.order_id, events, seen.state.version, metadata)
+            for seen, events in decided
+            if not isinstance(events, OrderlogError)
         ]
+        try:
+            results = self.store.append_many(requests)
+        except OrderlogError as exc:
+            results = [exc] * len(requests)
+        landed = iter(results)
+        outcomes: list[Outcome] = []
+        for seen, events in decided:
+            if isinstance(events, OrderlogError):  # refused by the rules: nothing appended
+                outcomes.append(events)
+                continue
+            result = next(landed)
+            if isinstance(result, OrderlogError):
+                outcomes.append(result)
+            else:
+                outcomes.append(fold_state_from(seen.state, events))
+        return outcomes[: len(complete)], outcomes[len(complete) :]
 
 
-class Decision(NamedTuple):
-    """What the rules decided for one order, from the state the caller read."""
-
-    order_id: str
-    state: OrderState
-    events: list[Event]
-
-
-def _one(outcomes: list[OrderState | OrderlogError]) -> OrderState:
-    (outcome,) = outcomes
-    if isinstance(outcome, OrderlogError):
-        raise outcome
-    return outcome
+def _decide(
+    seen: Seen, rule: Callable[..., list[Event]], *args: str
+) -> tuple[Seen, list[Event] | InvalidTransitionError]:
+    """What ``rule`` decides for the order as seen: its events, or its refusal."""
+    try:
+        return seen, rule(seen.state, *args)
+    except InvalidTransitionError as exc:
+        return seen, exc
 
 
 def _state(history: list[RecordedEvent]) -> OrderState:

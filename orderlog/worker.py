@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from orderlog.domain.errors import ConcurrencyError, OrderlogError, StoreFullError
-from orderlog.domain.order import OrderState, Status, complete_order, start_processing
+from orderlog.domain.order import OrderState, Status
 from orderlog.domain.policy import (
     ClaimPolicy,
     OpenOrder,
@@ -38,7 +38,7 @@ from orderlog.domain.policy import (
     work_done_at,
     worker_id_for,
 )
-from orderlog.service import Decision, OrderService
+from orderlog.service import OrderService, Seen
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,45 @@ class Worker:
         self, jobs: list[Job], due: list[_InWork], heap: list[_InWork], ties: itertools.count
     ) -> None:
         """Claim ``jobs`` and complete ``due`` in one commit; put new claims on the heap."""
-        claims: list[Decision] = []
+        claims, skipped = self._claims(jobs, heap, ties)
+        completions, gone = self._completions(due)
+        completed, claimed = self.service.complete_and_start(
+            completions, claims, worker_id=self.worker_id, metadata=self._metadata
+        )
+        recorded_at = time.monotonic()
+        finished = skipped + gone
+        for seen, outcome in zip(completions, completed, strict=True):
+            if isinstance(outcome, OrderState):
+                self.processed += 1
+                finished.append(seen.order_id)
+            elif isinstance(outcome, ConcurrencyError):
+                log.warning(
+                    "order %s was re-claimed by another worker while in hand", seen.order_id
+                )
+                finished.append(seen.order_id)
+            else:  # the claim is still ours: nobody else will complete it, so try again,
+                # from the log (the completion may have landed with its answer lost)
+                self._failed("completing", seen.order_id, outcome)
+                retry = (recorded_at + RETRY_AFTER, next(ties), seen.order_id, None)
+                heapq.heappush(heap, retry)
+        for seen, outcome in zip(claims, claimed, strict=True):
+            if isinstance(outcome, OrderState):
+                done_at = work_done_at(recorded_at, self._delay)
+                heapq.heappush(heap, (done_at, next(ties), seen.order_id, outcome))
+                continue
+            # Lost the claim; or it failed, and the sweep reads the order again (a claim
+            # whose answer was lost is found ours there, and taken back in hand).
+            finished.append(seen.order_id)
+            if not isinstance(outcome, ConcurrencyError):
+                self._failed("claiming", seen.order_id, outcome)
+        self._unschedule(finished)
+
+    def _claims(
+        self, jobs: list[Job], heap: list[_InWork], ties: itertools.count
+    ) -> tuple[list[Seen], list[str]]:
+        """The jobs to claim, and those to let go; a claim of this worker's own whose answer
+        was lost goes straight back in hand."""
+        claims: list[Seen] = []
         skipped: list[str] = []
         for job in jobs:
             state = job.state if job.state is not None else self.service.state(job.order_id)
@@ -293,55 +331,29 @@ class Worker:
                 continue
             moved = job.seen_version is not None and state.version != job.seen_version
             if not moved and may_claim(state.status, job.reclaim):
-                events = start_processing(state, job.order_id, self.worker_id)
-                claims.append(Decision(job.order_id, state, events))
+                claims.append(Seen(job.order_id, state))
             else:  # done already, claimed by someone alive, or moved on since the sweep
                 skipped.append(job.order_id)
-        completions = []
+        return claims, skipped
+
+    def _completions(self, due: list[_InWork]) -> tuple[list[Seen], list[str]]:
+        """The orders whose work is done, to complete, and those no longer to complete."""
+        completions: list[Seen] = []
+        gone: list[str] = []
         for _, _, order_id, in_hand in due:
             if in_hand is None:  # a completion that failed: the log says where it stands
                 in_hand = self.service.state(order_id)
                 if in_hand.status is not Status.PROCESSING or in_hand.worker_id != self.worker_id:
-                    skipped.append(order_id)  # completed after all, or no longer ours
+                    gone.append(order_id)  # completed after all, or no longer ours
                     continue
-            completions.append(Decision(order_id, in_hand, complete_order(in_hand, order_id)))
-        # Completions first: in the log, an order leaves the work before the next is claimed.
-        decisions = completions + claims
-        try:
-            outcomes = self.service.record(decisions, self._metadata) if decisions else []
-        except OrderlogError as exc:
-            outcomes = [exc] * len(decisions)
-        recorded_at = time.monotonic()
-        finished = skipped
-        for decision, outcome in zip(completions, outcomes, strict=False):
-            if isinstance(outcome, OrderState):
-                self.processed += 1
-                finished.append(decision.order_id)
-            elif isinstance(outcome, ConcurrencyError):
-                log.warning(
-                    "order %s was re-claimed by another worker while in hand", decision.order_id
-                )
-                finished.append(decision.order_id)
-            else:  # the claim is still ours: nobody else will complete it, so try again,
-                # from the log (the completion may have landed with its answer lost)
-                self.failures += 1
-                if not isinstance(outcome, StoreFullError):  # the store said that once
-                    log.warning("completing order %s failed: %s", decision.order_id, outcome)
-                retry = (recorded_at + RETRY_AFTER, next(ties), decision.order_id, None)
-                heapq.heappush(heap, retry)
-        for decision, outcome in zip(claims, outcomes[len(completions) :], strict=True):
-            if isinstance(outcome, OrderState):
-                done_at = work_done_at(recorded_at, self._delay)
-                heapq.heappush(heap, (done_at, next(ties), decision.order_id, outcome))
-                continue
-            # Lost the claim; or it failed, and the sweep reads the order again (a claim
-            # whose answer was lost is found ours there, and taken back in hand).
-            finished.append(decision.order_id)
-            if not isinstance(outcome, ConcurrencyError):
-                self.failures += 1
-                if not isinstance(outcome, StoreFullError):  # the store said that once
-                    log.warning("claiming order %s failed: %s", decision.order_id, outcome)
-        self._unschedule(finished)
+            completions.append(Seen(order_id, in_hand))
+        return completions, gone
+
+    def _failed(self, doing: str, order_id: str, error: OrderlogError) -> None:
+        """Count a claim or completion the store did not take, and say why."""
+        self.failures += 1
+        if not isinstance(error, StoreFullError):  # the store said that once
+            log.warning("%s order %s failed: %s", doing, order_id, error)
 
     def _leave_processing(self, heap: list[_InWork]) -> None:
         self._left_processing = len(heap)

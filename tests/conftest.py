@@ -150,20 +150,20 @@ def client(node: Node) -> falcon.testing.TestClient:
 def settled(client: falcon.testing.TestClient, node: Node) -> Iterator[int]:
     """A log with one finished order, so 'nothing written' is checked against a non-empty log."""
     place_and_finish(client, node, order_id="existing")
-    head = node.core.store.last_position()
+    head = node.store.last_position()
     assert len(logged_positions(node.settings.database_url)) == 3
     yield head
-    assert node.core.worker.wait_idle(IDLE)
-    assert node.core.store.last_position() == head, "a refused request wrote to the log"
+    assert node.worker.wait_idle(IDLE)
+    assert node.store.last_position() == head, "a refused request wrote to the log"
 
 
 @pytest.fixture
 def unreachable_database(node: Node) -> Iterator[None]:
     """Point the real pool at a database that cannot be opened, as in an outage."""
-    db = node.core.db
+    db = node.db
     original = db.database
     db.close_all()
-    if node.core.store.backend == "sqlite":
+    if node.store.backend == "sqlite":
         db.database = "/nonexistent-orderlog-dir/orderlog.db"
     else:
         db.database = "orderlog_no_such_database"

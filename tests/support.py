@@ -542,5 +542,5 @@ def place_and_finish(client: falcon.testing.TestClient, node: Node, **changes: A
     """Place the sample order (with ``changes``) and wait for the worker to finish it."""
     result = post(client, order(**changes))
     assert result.status_code == 201, result.text
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     return result.json["order_id"]

@@ -26,7 +26,7 @@ def test_history_lists_every_event_of_the_order(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
     post(client, ORDER, headers={"X-Request-ID": "req-7"})
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     result = client.simulate_get("/orders/o-1/events")
     assert result.status_code == 200
     body = result.json
@@ -61,8 +61,8 @@ def test_event_feed_pages_through_the_whole_log(
 ) -> None:
     for n in range(5):
         assert post(client, order(order_id=f"o-{n}")).status_code == 201
-    assert node.core.worker.wait_idle(IDLE)
-    head = readable(node.core.store).head()
+    assert node.worker.wait_idle(IDLE)
+    head = readable(node.store).head()
     logged = logged_positions(node.settings.database_url)
     assert len(logged) == 15 and head == logged[-1]
     seen: list[dict[str, Any]] = []
@@ -92,7 +92,7 @@ def test_event_feed_defaults_to_the_start_of_the_log(
     empty = client.simulate_get("/events").json
     assert empty == {"events": [], "next_after": 0, "head": 0}
     place_and_finish(client, node)
-    readable(node.core.store)  # PostgreSQL: once older transactions anywhere have ended
+    readable(node.store)  # PostgreSQL: once older transactions anywhere have ended
     body = client.simulate_get("/events").json
     logged = logged_positions(node.settings.database_url)
     assert (
@@ -132,7 +132,7 @@ def test_metrics_count_orders_and_add_up(client: falcon.testing.TestClient, node
     assert empty["average_processing_time_seconds"] is None
     for n in range(3):
         assert post(client, order(order_id=f"o-{n}")).status_code == 201
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     result = client.simulate_get("/metrics")
     assert result.status_code == 200
     body = result.json
@@ -140,7 +140,7 @@ def test_metrics_count_orders_and_add_up(client: falcon.testing.TestClient, node
     assert body["orders_processed"] == 3
     assert body["status_counts"] == {"Pending": 0, "Processing": 0, "Completed": 3}
     assert sum(body["status_counts"].values()) == body["total_orders"]
-    assert body["position"] == node.core.store.last_position()
+    assert body["position"] == node.store.last_position()
     assert len(logged_positions(node.settings.database_url)) == 9
     assert 0 <= body["average_processing_time_seconds"] <= body["average_end_to_end_seconds"]
     percentiles = body["processing_time_percentiles_seconds"]

@@ -22,7 +22,7 @@ def test_ready_until_the_worker_stops(client: falcon.testing.TestClient, node: N
     assert ready.json["database"] is True
     assert ready.json["writer"] is True
     assert ready.json["worker"] is True
-    node.core.worker.stop()
+    node.worker.stop()
     stopped = client.simulate_get("/readyz")
     assert stopped.status_code == 503
     assert stopped.json["status"] == "not ready"

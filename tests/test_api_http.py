@@ -130,7 +130,7 @@ def test_a_usable_request_id_is_echoed_and_stored_with_the_order(
 ) -> None:
     result = post(client, ORDER, headers={"X-Request-ID": "req-42 from the gateway"})
     assert result.headers["x-request-id"] == "req-42 from the gateway"
-    placed = node.core.store.read_stream("o-1")[0]  # the worker may have moved it on already
+    placed = node.store.read_stream("o-1")[0]  # the worker may have moved it on already
     assert placed.type == "OrderPlaced"
     assert placed.metadata["correlation_id"] == "req-42 from the gateway"
 

@@ -20,14 +20,14 @@ def test_a_retry_with_the_same_key_and_body_gets_the_first_answer(
 ) -> None:
     first = post(client, UNNAMED, headers={"Idempotency-Key": "checkout-1"})
     assert first.status_code == 201
-    assert node.core.worker.wait_idle(IDLE)  # the order moves on meanwhile
+    assert node.worker.wait_idle(IDLE)  # the order moves on meanwhile
     retry = post(client, UNNAMED, headers={"Idempotency-Key": "checkout-1"})
     assert retry.status_code == 201
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json == first.json  # the first answer: the order as it was placed
     assert retry.headers["location"] == first.headers["location"]
     order_id = first.json["order_id"]
-    placed = [e for e in node.core.store.read_stream(order_id) if e.type == "OrderPlaced"]
+    placed = [e for e in node.store.read_stream(order_id) if e.type == "OrderPlaced"]
     assert len(placed) == 1
     assert placed[0].metadata["idempotency_key"] == "checkout-1"
 
@@ -36,13 +36,13 @@ def test_the_same_key_with_another_body_is_a_conflict(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
     assert post(client, UNNAMED, headers={"Idempotency-Key": "k-2"}).status_code == 201
-    assert node.core.worker.wait_idle(IDLE)  # the first order's own progress, all of it
-    head = node.core.store.head()
+    assert node.worker.wait_idle(IDLE)  # the first order's own progress, all of it
+    head = node.store.head()
     other = post(client, {**UNNAMED, "total_amount": "8.00"}, headers={"Idempotency-Key": "k-2"})
     problem = assert_problem(other, 409)
     assert problem["type"] == "urn:orderlog:problem:idempotency-key-reused"
-    assert node.core.worker.wait_idle(IDLE)
-    assert node.core.store.head() == head  # the refused order wrote nothing
+    assert node.worker.wait_idle(IDLE)
+    assert node.store.head() == head  # the refused order wrote nothing
 
 
 @pytest.mark.parametrize(("first", "second"), [("a", "b"), ("Key-1", "key-1")])
@@ -94,8 +94,8 @@ def test_a_key_older_than_its_lifetime_is_refused_not_reused(database_url: str) 
 
 
 def test_two_clients_keys_never_meet(client: falcon.testing.TestClient, node: Node) -> None:
-    alice = node.core.tokens.create("alice", ["orders:write"])
-    bob = node.core.tokens.create("bob", ["orders:write"])
+    alice = node.tokens.create("alice", ["orders:write"])
+    bob = node.tokens.create("bob", ["orders:write"])
     a = post(client, UNNAMED, headers={"Idempotency-Key": "1", "Authorization": f"Bearer {alice}"})
     b = post(client, UNNAMED, headers={"Idempotency-Key": "1", "Authorization": f"Bearer {bob}"})
     assert a.status_code == b.status_code == 201

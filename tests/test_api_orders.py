@@ -134,8 +134,8 @@ def test_second_identical_post_returns_the_existing_order(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
     first = post(client, ORDER)
-    assert node.core.worker.wait_idle(IDLE)
-    head = node.core.store.last_position()
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.last_position()
     again = post(client, order(total_amount="19.990"))  # the same amount, written another way
     assert again.status_code == 200
     assert again.headers["location"] == "/orders/o-1"
@@ -143,7 +143,7 @@ def test_second_identical_post_returns_the_existing_order(
     assert again.json["placed_at"] == first.json["placed_at"]
     assert again.json["status"] == "Completed"
     assert again.headers["etag"] == f'"{again.json["version"]}"'
-    assert node.core.store.last_position() == head
+    assert node.store.last_position() == head
     history = client.simulate_get("/orders/o-1/events").json["events"]
     assert [event["type"] for event in history].count("OrderPlaced") == 1
 
@@ -157,12 +157,12 @@ def test_same_id_with_different_content_is_a_conflict(
     client: falcon.testing.TestClient, node: Node, changes: dict[str, Any]
 ) -> None:
     post(client, ORDER)
-    assert node.core.worker.wait_idle(IDLE)
-    head = node.core.store.last_position()
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.last_position()
     body = assert_problem(post(client, order(**changes)), 409)
     assert body["type"] == "urn:orderlog:problem:order-conflict"
     assert "o-1" in body["detail"]
-    assert node.core.store.last_position() == head
+    assert node.store.last_position() == head
     assert client.simulate_get("/orders/o-1").json["user_id"] == "u-1"
 
 
@@ -282,7 +282,7 @@ def test_the_listing_shows_each_order_as_it_stands_oldest_first(
 ) -> None:
     for n in range(5):
         place(client, f"l-{n}", n % 2)
-    assert node.core.worker.wait_idle(IDLE)
+    assert node.worker.wait_idle(IDLE)
     listed = client.simulate_get("/orders")
     assert listed.status_code == 200
     orders = listed.json["orders"]
@@ -321,10 +321,10 @@ def test_the_listing_pages_with_next_after(client: falcon.testing.TestClient) ->
 def test_the_listing_pages_through_more_orders_than_its_largest_page(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
-    node.core.worker.stop()  # nothing but the orders in the log
+    node.worker.stop()  # nothing but the orders in the log
     placed = [f"big-{n}" for n in range(MAX_LIST + 100)]
     for start in range(0, len(placed), 500):
-        results = node.core.store.append_many(
+        results = node.store.append_many(
             [
                 AppendRequest(order_id, [OrderPlaced(order_id, 1, ("sku-1",), "1.00")], 0)
                 for order_id in placed[start : start + 500]
@@ -347,7 +347,7 @@ def test_the_listing_pages_through_more_orders_than_its_largest_page(
 def test_the_listing_filters_by_status_and_by_a_user_id_s_text_form(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
-    node.core.worker.stop()  # orders stay Pending from here on
+    node.worker.stop()  # orders stay Pending from here on
     place(client, "int-user", 42)
     place(client, "text-user", "42")
     place(client, "other", 7)

@@ -287,14 +287,14 @@ ORDER_BODIES = st.fixed_dictionaries(
 def test_any_json_body_is_answered_without_a_server_error(
     client: falcon.testing.TestClient, node: Node, body: Any
 ) -> None:
-    assert node.core.worker.wait_idle(IDLE)
-    head = node.core.store.head()
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.head()
     result = post(client, body)
     assert result.status_code in (200, 201, 409, 422), result.text
     if result.status_code >= 400:
         assert_problem(result, result.status_code)
-        assert node.core.worker.wait_idle(IDLE)
-        assert node.core.store.head() == head
+        assert node.worker.wait_idle(IDLE)
+        assert node.store.head() == head
     else:
         amount = Decimal(result.json["total_amount"])
         assert amount == amount.quantize(Decimal("0.01")) >= 0

@@ -78,9 +78,9 @@ def test_each_route_needs_its_scope(
     scope = ROUTE_SCOPES[route]
     assert scope is not None
     others = [s for s in SCOPES if s not in (scope, "admin")]
-    lacking = node.core.tokens.create("lacking", others)
-    holding = node.core.tokens.create("holding", [scope])
-    admin = node.core.tokens.create("root", ["admin"])
+    lacking = node.tokens.create("lacking", others)
+    holding = node.tokens.create("holding", [scope])
+    admin = node.tokens.create("root", ["admin"])
 
     missing = call(client, route, None)
     assert missing.status_code == 401
@@ -102,7 +102,7 @@ def test_open_routes_stay_open_with_auth_on(
     client: falcon.testing.TestClient, node: Node, route: tuple[str, str]
 ) -> None:
     # health, readiness, and the dashboard's redirect, page and files
-    node.core.tokens.create("someone", ["orders:read"])
+    node.tokens.create("someone", ["orders:read"])
     assert call(client, route, None).status_code in (200, 302)
 
 
@@ -112,10 +112,10 @@ def test_with_no_token_the_api_is_open(client: falcon.testing.TestClient) -> Non
 
 
 def test_a_revoked_token_stops_working(client: falcon.testing.TestClient, node: Node) -> None:
-    secret = node.core.tokens.create("short-lived", ["metrics:read"])
-    node.core.tokens.create("keeper", ["admin"])  # auth stays on after the revoke
+    secret = node.tokens.create("short-lived", ["metrics:read"])
+    node.tokens.create("keeper", ["admin"])  # auth stays on after the revoke
     assert call(client, ("/metrics", "GET"), secret).status_code == 200
-    assert node.core.tokens.revoke("short-lived")
+    assert node.tokens.revoke("short-lived")
     assert call(client, ("/metrics", "GET"), secret).status_code == 401
 
 
@@ -172,10 +172,10 @@ def test_with_no_token_off_loopback_allow_anonymous_opens_the_api(database_url: 
 def test_token_names_that_differ_only_in_case_are_different_tokens(
     client: falcon.testing.TestClient, node: Node
 ) -> None:
-    lower = node.core.tokens.create("ci", ["metrics:read"])
-    upper = node.core.tokens.create("CI", ["metrics:read"])
-    assert node.core.tokens.revoke("CI")
-    assert [token.name for token in node.core.tokens.list()] == ["ci"]
+    lower = node.tokens.create("ci", ["metrics:read"])
+    upper = node.tokens.create("CI", ["metrics:read"])
+    assert node.tokens.revoke("CI")
+    assert [token.name for token in node.tokens.list()] == ["ci"]
     assert call(client, ("/metrics", "GET"), lower).status_code == 200
     assert call(client, ("/metrics", "GET"), upper).status_code == 401
 
@@ -183,9 +183,9 @@ def test_token_names_that_differ_only_in_case_are_different_tokens(
 @pytest.mark.parametrize("name", ["\u3164", "\u2800", "\u0301", " "])
 def test_a_blank_token_name_is_refused(node: Node, name: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        node.core.tokens.create(name, ["metrics:read"])
+        node.tokens.create(name, ["metrics:read"])
     assert [error.field for error in caught.value.errors] == ["--name"]
-    assert node.core.tokens.list() == []
+    assert node.tokens.list() == []
 
 
 def test_a_route_nobody_mapped_is_closed_not_open() -> None:

@@ -131,7 +131,7 @@ def test_paths_past_the_directory_are_not_routed(client: falcon.testing.TestClie
 
 
 def test_the_dashboard_is_open_with_auth_on(client: falcon.testing.TestClient, node: Node) -> None:
-    node.core.tokens.create("someone", ["admin"])
+    node.tokens.create("someone", ["admin"])
     assert client.simulate_get("/metrics").status_code == 401
     assert client.simulate_get("/").status_code == 302
     assert client.simulate_get("/dashboard").status_code == 200

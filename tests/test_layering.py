@@ -76,12 +76,11 @@ INNER_FORBIDDEN = {
         "orderlog.storage",
         "orderlog.service",
         "orderlog.worker",
-        "orderlog.core",
         "orderlog.config",
         "peewee",
         "playhouse",
     ),
-    "orderlog.storage": ("orderlog.service", "orderlog.worker", "orderlog.core"),
+    "orderlog.storage": ("orderlog.service", "orderlog.worker"),
     "api.http": ("waitress", "api.server", "api.node", "api.cli", "api.serve", "api.supervisor"),
     "api.server": ("falcon", "api.http", "api.node", "api.cli", "api.serve", "api.supervisor"),
 }

@@ -76,10 +76,10 @@ def test_a_database_of_the_previous_release_is_upgraded_and_its_orders_served(
 
     node = Node(settings_for(url)).start(bind=False)
     try:
-        assert node.core.worker.wait_idle(30)  # the old Pending order is picked up
-        assert node.core.service.state("old-1").placed.total_amount == "3.50"
-        node.core.service.place_order(PlaceOrder("new-1", 1, ("b",), Decimal("1")))
-        assert node.core.worker.wait_idle(30)
+        assert node.worker.wait_idle(30)  # the old Pending order is picked up
+        assert node.service.state("old-1").placed.total_amount == "3.50"
+        node.service.place_order(PlaceOrder("new-1", 1, ("b",), Decimal("1")))
+        assert node.worker.wait_idle(30)
     finally:
         node.stop()
     versions = [v for (v,) in raw_fetch(url, "SELECT version FROM schema_migrations")]
@@ -128,7 +128,7 @@ def test_a_mariadb_database_of_the_previous_release_compares_ids_exactly_once_up
         body = {"order_id": "case-1", "user_id": "alice", "item_ids": ["a"], "total_amount": 1}
         placed = client.simulate_post("/orders", json=body)
         assert placed.status_code == 201, placed.text
-        assert node.core.worker.wait_idle(30)
+        assert node.worker.wait_idle(30)
         old = client.simulate_get("/orders/Case-1").json  # placed and processed before
         assert (old["user_id"], old["status"]) == ("Alice", "Completed")
         assert client.simulate_get("/orders/case-1").json["user_id"] == "alice"
@@ -161,10 +161,10 @@ def test_a_postgres_log_of_the_previous_release_keeps_its_positions_and_feed_cur
     node = Node(settings_for(database_url)).start(bind=False)
     try:
         client = falcon.testing.TestClient(node.app)
-        assert node.core.worker.wait_idle(30)  # old-3, left Pending, is processed now
+        assert node.worker.wait_idle(30)  # old-3, left Pending, is processed now
         body = {"order_id": "new-1", "user_id": "u4", "item_ids": ["a"], "total_amount": "4.50"}
         assert client.simulate_post("/orders", json=body).status_code == 201
-        assert node.core.worker.wait_idle(30)
+        assert node.worker.wait_idle(30)
         feed = client.simulate_get("/events", params={"limit": 100}).json
         positions = [e["position"] for e in feed["events"]]
         assert positions[:7] == [1, 2, 3, 4, 5, 6, 7]

@@ -25,8 +25,7 @@ ALLOWED_MODULES: set[str] = {
     "orderlog/storage/database.py",
 }
 ALLOWED_FUNCTIONS: set[tuple[str, str]] = {
-    ("orderlog/worker.py", "Worker._advance"),
-    ("api/http/prometheus.py", "Exporter.__init__"),
+    ("orderlog/storage/database.py", "open_database"),
 }
 
 

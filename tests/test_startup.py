@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, make_store, raw_fetch, start_server
+from tests.support import ROOT, create_token, make_store, raw_fetch, start_server
+
+V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"
 
 
 def orderlog(
@@ -201,3 +204,63 @@ def test_a_port_that_is_free_but_bound_elsewhere_by_name_is_reported(tmp_path: P
     # The hint names the variable as well as the flag: `make run` is given a port by either.
     assert_one_line(code, stderr, "in use", "--port", "ORDERLOG_PORT")
     assert not (tmp_path / "o.db").exists()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file in ``folder`` and its content."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def schema_objects(database_url: str) -> list[tuple[str, ...]]:
+    """The tables (and, on SQLite, every index and trigger) the database holds."""
+    if database_url.startswith("sqlite"):
+        return raw_fetch(database_url, "SELECT type, name FROM sqlite_master ORDER BY name")
+    return raw_fetch(
+        database_url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+        + ("current_schema()" if database_url.startswith("postgres") else "DATABASE()")
+        + " ORDER BY table_name",
+    )
+
+
+def test_an_open_api_refused_off_loopback_creates_no_database(
+    database_url: str, tmp_path: Path
+) -> None:
+    # SQLite: no file there; a server: an empty database. Neither gets a file or a table.
+    before = snapshot(tmp_path)
+    code, stderr = orderlog(
+        "serve", "--database", database_url, "--host", "0.0.0.0", "--port", "0", cwd=tmp_path
+    )
+    assert_one_line(code, stderr, "no API token exists", "--allow-anonymous")
+    assert snapshot(tmp_path) == before  # no database file, no lock file beside it
+    if not database_url.startswith("sqlite"):
+        assert schema_objects(database_url) == []
+
+
+def test_an_open_api_refused_off_loopback_leaves_an_old_log_as_it_was(tmp_path: Path) -> None:
+    # A log of the release before schema versions (no tokens table): the start that is
+    # refused must not upgrade it, nor write anything else to it.
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SQLITE.read_text())
+    conn.close()
+    before = snapshot(tmp_path)
+    code, stderr = orderlog(
+        "serve", "--database", f"sqlite:///{path}", "--host", "0.0.0.0", "--port", "0",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_one_line(code, stderr, "no API token exists")
+    assert snapshot(tmp_path) == before
+    assert ("table", "schema_migrations") not in schema_objects(f"sqlite:///{path}")
+
+
+def test_a_node_off_loopback_starts_once_a_token_exists(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    secret = create_token(url, "ops", "admin", tmp_path)
+    server = start_server(url, tmp_path, "--host", "0.0.0.0")
+    try:
+        assert server.request("GET", "/metrics")[0] == 401
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert server.request("GET", "/metrics", headers=headers)[0] == 200
+    finally:
+        assert server.terminate() == 0

@@ -15,9 +15,9 @@ import pytest
 from api.node import Node
 from orderlog.domain.errors import ConcurrencyError
 from orderlog.domain.events import OrderProcessingStarted, RecordedEvent
-from orderlog.domain.order import PlaceOrder, Status
+from orderlog.domain.order import OrderState, PlaceOrder, Status
 from orderlog.domain.policy import incarnation_of, worker_id_for
-from orderlog.service import OrderService
+from orderlog.service import OrderService, Seen
 from orderlog.storage.store import EventStore
 from orderlog.worker import Worker
 from projections.order_status import OrderStatusModel
@@ -45,7 +45,7 @@ def shared_store(database_url: str) -> Iterator[EventStore]:
 
 @pytest.fixture
 def service(shared_store: EventStore) -> OrderService:
-    return OrderService(shared_store)
+    return OrderService(shared_store, idempotency_ttl=86400.0)
 
 
 @pytest.fixture
@@ -71,12 +71,14 @@ def make_worker(service: OrderService) -> Iterator[Callable[..., Worker]]:
 
 def place(service: OrderService, order_id: str, node: str = "n1") -> None:
     command = PlaceOrder(order_id, "u1", ("a",), Decimal("1"))
-    service.place_order(command, {"node": node})
+    service.place_order(command, metadata={"node": node})
 
 
 def claim(service: OrderService, order_id: str, worker_id: str) -> RecordedEvent:
     """Claim an order as some other worker would, and return the claim as recorded."""
-    service.start_processing(order_id, service.state(order_id), worker_id, {})
+    seen = Seen(order_id, service.state(order_id))
+    _, (claimed,) = service.complete_and_start([], [seen], worker_id=worker_id, metadata={})
+    assert isinstance(claimed, OrderState), claimed
     return service.store.read_stream(order_id)[-1]
 
 
@@ -92,10 +94,11 @@ def test_exactly_one_of_two_racing_claims_wins(service: OrderService) -> None:
 
     def race(n: int) -> None:
         worker_id = workers[n]
-        try:
-            service.start_processing("o1", state, worker_id, {})
+        seen = [Seen("o1", state)]
+        _, (claimed,) = service.complete_and_start([], seen, worker_id=worker_id, metadata={})
+        if isinstance(claimed, OrderState):
             outcomes[worker_id] = "won"
-        except ConcurrencyError:
+        elif isinstance(claimed, ConcurrencyError):
             outcomes[worker_id] = "lost"
 
     assert run_threads(2, race) == []
@@ -388,10 +391,10 @@ def test_wait_idle_times_out_while_busy_and_returns_once_the_work_is_done(
 
 def test_an_order_placed_through_the_runtime_is_completed(node: Node) -> None:
     command = PlaceOrder("rt-1", "u1", ("a", "b"), Decimal("2"))
-    node.core.service.place_order(command, {"node": node.settings.node})
+    node.service.place_order(command, metadata={"node": node.settings.node})
 
-    assert node.core.worker.wait_idle(30)
-    state = node.core.service.state("rt-1")
+    assert node.worker.wait_idle(30)
+    state = node.service.state("rt-1")
     assert state.status is Status.COMPLETED
     assert state.attempt == 1
 
@@ -404,8 +407,9 @@ def test_a_wrong_read_model_never_makes_the_worker_act_against_the_log(
     for order_id in ("done-1", "done-2"):
         place(service, order_id)
         claim(service, order_id, worker_id_for("n1", "before", 0))
-        state = service.state(order_id)
-        service.complete_order(order_id, state, {})
+        seen = [Seen(order_id, service.state(order_id))]
+        (completed,), _ = service.complete_and_start(seen, [], worker_id="", metadata={})
+        assert completed == service.state(order_id)
     OrderStatusModel(service.store).catch_up()
     # The rows say these completed orders are still open: a bug, or a tampered table.
     admin_execute(

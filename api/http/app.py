@@ -1,8 +1,9 @@
-"""``create_app``: the Falcon app around a started core, with orjson and problem+json."""
+"""``create_app``: the Falcon app around a node's parts, with orjson and problem+json."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import falcon
 import falcon.media
@@ -31,7 +32,11 @@ from api.http.resources import (
 from api.http.static import load_dashboard
 from api.processes import ProcessPlace
 from orderlog import deadline
-from orderlog.core import Core
+from orderlog.config import Settings
+from orderlog.readiness import Readiness as NodeReadiness
+from orderlog.service import OrderService
+from orderlog.storage.store import EventStore
+from orderlog.storage.tokens import TokenStore
 from projections.projector import Projector
 
 # A request is answered within --db-timeout and this of its arrival (the answer's own work).
@@ -111,18 +116,24 @@ class RequestLog:
 
 
 def create_app(
-    core: Core,
+    settings: Settings,
+    *,
+    service: OrderService,
+    store: EventStore,
+    tokens: TokenStore,
     projector: Projector,
     exporter: Exporter,
     anonymous: AnonymousAccess,
+    readiness: Callable[[], NodeReadiness],
     place: ProcessPlace | None = None,
 ) -> falcon.App:
-    """The Falcon app over a core and its projections; each resource gets what it uses.
+    """The Falcon app over a node's parts (built by ``api.node``); each resource gets what
+    it uses.
 
     ``anonymous`` decides whether a request without a token may pass (``api.http.auth``);
-    ``place`` says where this process stands among the node's processes (``/readyz``).
+    ``readiness`` and ``place`` (where this process stands among the node's processes)
+    answer ``/readyz``.
     """
-    settings = core.settings
     # Only behind a trusted proxy do requests name their client (see api.http.forwarded).
     middleware = (
         [ForwardedClientLimit(settings.max_requests_per_client)] if settings.trusted_proxy else []
@@ -135,7 +146,7 @@ def create_app(
             Deadline(settings.db_timeout + ANSWER_MARGIN),
             HttpRules(),
             *middleware,
-            Authentication(core.tokens, anonymous),
+            Authentication(tokens, anonymous),
         ]
     )
     json = falcon.media.JSONHandler(dumps=orjson.dumps, loads=orjson.loads)
@@ -144,21 +155,15 @@ def create_app(
     problem.install(app)
     app.add_route(
         "/orders",
-        OrderCollection(
-            core.service,
-            projector,
-            settings.node,
-            settings.max_body_bytes,
-            settings.idempotency_ttl,
-        ),
+        OrderCollection(service, projector, settings.node, settings.max_body_bytes),
     )
-    app.add_route("/orders/{order_id}", OrderResource(core.service))
-    app.add_route("/orders/{order_id}/events", OrderHistory(core.service))
-    app.add_route("/events", EventFeed(core.store))
-    app.add_route("/metrics", Metrics(core.store, projector, exporter))
+    app.add_route("/orders/{order_id}", OrderResource(service))
+    app.add_route("/orders/{order_id}/events", OrderHistory(service))
+    app.add_route("/events", EventFeed(store))
+    app.add_route("/metrics", Metrics(store, projector, exporter))
     app.add_route("/metrics/prometheus", PrometheusMetrics(exporter))
     app.add_route("/healthz", Health())
-    app.add_route("/readyz", Readiness(core.readiness, (place or ProcessPlace()).describe))
+    app.add_route("/readyz", Readiness(readiness, (place or ProcessPlace()).describe))
     app.add_route("/openapi.json", OpenAPIDocument(anonymous))
     dashboard = load_dashboard()
     app.add_route("/", Home())

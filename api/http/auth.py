@@ -61,7 +61,7 @@ class AnonymousAccess:
 
     Yes only while no token exists AND the node is on a loopback address or runs
     with ``--allow-anonymous``. Off loopback without it, no token means nobody gets
-    in: ``serve`` refuses to start so (``locked``), and a node that finds its last
+    in: ``serve`` refuses to start so (``api.node``), and a node that finds its last
     token revoked while it runs answers every scoped request 401 and logs one
     warning each time it comes to find no token. Tokens are read through the
     store's snapshot, so a token made or revoked is seen within its refresh.
@@ -94,9 +94,11 @@ class AnonymousAccess:
             )
         return False
 
-    def locked(self) -> bool:
-        """Whether no token exists and none may pass without one: nobody gets in."""
-        return not self._open_without_tokens and not self._tokens.any()
+    @property
+    def needs_a_token(self) -> bool:
+        """Whether a request without a token is refused even while no token exists: then
+        a node without one lets nobody in."""
+        return not self._open_without_tokens
 
 
 class Authentication:

@@ -16,6 +16,8 @@ from orderlog.domain.errors import (
     AppendFailedError,
     ConcurrencyError,
     FieldError,
+    IdempotencyKeyExpiredError,
+    IdempotencyKeyReusedError,
     InvalidTransitionError,
     OrderConflictError,
     OrderNotFoundError,
@@ -211,6 +213,14 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(ValidationError, _handler(422, "validation-error", "Invalid request"))
     app.add_error_handler(OrderNotFoundError, _handler(404, "order-not-found", "Order not found"))
     app.add_error_handler(OrderConflictError, _handler(409, "order-conflict", "Order id taken"))
+    app.add_error_handler(
+        IdempotencyKeyReusedError,
+        _handler(409, "idempotency-key-reused", "Idempotency key reused"),
+    )
+    app.add_error_handler(
+        IdempotencyKeyExpiredError,
+        _handler(422, "idempotency-key-expired", "Idempotency key expired"),
+    )
     app.add_error_handler(ConcurrencyError, _handler(409, "concurrency-conflict", "Conflict"))
     app.add_error_handler(
         InvalidTransitionError, _handler(409, "invalid-transition", "Invalid transition")

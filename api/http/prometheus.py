@@ -41,7 +41,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_text
 
-from orderlog.core import Core
+from orderlog.storage.store import EventStore
+from orderlog.worker import Worker
 from projections.completions import Completion
 
 # The classic text format every Prometheus reads (our names need no escaping).
@@ -65,6 +66,18 @@ class Exporter:
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry, path=multiprocess_dir)
             r = None  # the figures live in the files, which the collector reads
+        self._count_and_time(r)
+        self._gauge(r)
+        self._store: EventStore | None = None
+        self._worker: Worker | None = None
+        self._projected: Callable[[], tuple[int, dict[str, int]]] | None = None
+        self._catch_up: Callable[[int], object] | None = None
+        self._worker_id: str | None = None  # of several processes: whose completions count
+        self._sampler: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def _count_and_time(self, r: CollectorRegistry | None) -> None:
+        """The orders by status, the events appended, and the histograms."""
         self.orders = Gauge(
             "orderlog_orders",
             "orders by status, from the log",
@@ -100,6 +113,9 @@ class Exporter:
             buckets=_BATCH,
             registry=r,
         )
+
+    def _gauge(self, r: CollectorRegistry | None) -> None:
+        """The worker's gauges (summed over processes) and the read models' lag."""
         self.queued = Gauge(
             "orderlog_queue_depth",
             "orders waiting for the worker",
@@ -125,12 +141,6 @@ class Exporter:
             registry=r,
             multiprocess_mode="livemostrecent",
         )
-        self._core: Core | None = None
-        self._projected: Callable[[], tuple[int, dict[str, int]]] | None = None
-        self._catch_up: Callable[[int], object] | None = None
-        self._worker_id: str | None = None  # of several processes: whose completions count
-        self._sampler: threading.Thread | None = None
-        self._stopping = threading.Event()
 
     # -- what the parts report ---------------------------------------------------------
 
@@ -160,21 +170,24 @@ class Exporter:
 
     def bind(
         self,
-        core: Core,
+        store: EventStore,
+        worker: Worker,
         projected: Callable[[], tuple[int, dict[str, int]]],
         catch_up: Callable[[int], object] | None = None,
     ) -> None:
-        """Where the gauges read from at scrape time: the worker, and the read models'
-        (position, counts by status); ``catch_up(position)`` brings the read models
-        there, waiting a moment at most."""
-        self._core = core
+        """Where the gauges read from at scrape time: the log, the worker, and the read
+        models' (position, counts by status); ``catch_up(position)`` brings the read
+        models there, waiting a moment at most. (The store reports to this exporter as
+        it commits, so the exporter is made first and told its sources here.)"""
+        self._store = store
+        self._worker = worker
         self._projected = projected
         self._catch_up = catch_up
         if self.multiprocess_dir is None:
-            self.queued.set_function(lambda: core.worker.queued)
-            self.in_work.set_function(lambda: core.worker.in_work)
+            self.queued.set_function(lambda: worker.queued)
+            self.in_work.set_function(lambda: worker.in_work)
         else:
-            self._worker_id = core.worker.worker_id
+            self._worker_id = worker.worker_id
 
     def start(self) -> None:
         """Of several processes: write this one's worker gauges every second from now."""
@@ -197,23 +210,23 @@ class Exporter:
                 return
 
     def _set_worker_gauges(self) -> None:
-        if self._core is not None:
-            self.queued.set(self._core.worker.queued)
-            self.in_work.set(self._core.worker.in_work)
+        if self._worker is not None:
+            self.queued.set(self._worker.queued)
+            self.in_work.set(self._worker.in_work)
 
     # -- answering a scrape -----------------------------------------------------------
 
     def scrape(self, openmetrics: bool) -> tuple[bytes, str]:
-        if self._core is not None and self._projected is not None:
+        if self._store is not None and self._projected is not None:
             if self.multiprocess_dir is not None and self._catch_up is not None:
                 # Whichever process answers, the counts are the log's as of now (the
                 # process answering last sets them), not one process's older reading.
-                self._catch_up(self._core.store.last_position())
+                self._catch_up(self._store.last_position())
             position, counts = self._projected()
             for status, count in counts.items():
                 self.orders.labels(status).set(count)
-            self.lag.set(self._core.store.count_after(position))
-            self.horizon_age.set(self._core.store.horizon_age())
+            self.lag.set(self._store.count_after(position))
+            self.horizon_age.set(self._store.horizon_age())
             if self.multiprocess_dir is not None:
                 self._set_worker_gauges()  # this process's own, fresh; the others' a second old
         if openmetrics:

@@ -17,12 +17,12 @@ from api.http.inputs import idempotency_key, query_int, read_json, single_param
 from api.http.problem import Problem, bad_request
 from api.http.prometheus import Exporter, negotiate
 from api.http.static import Dashboard, StaticFile
-from orderlog.core import Readiness as CoreReadiness
-from orderlog.domain.errors import FieldError, OrderConflictError, OrderNotFoundError, shown
+from orderlog.domain.errors import FieldError, OrderNotFoundError, shown
 from orderlog.domain.events import RecordedEvent
-from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, Status, idempotent_order_id, is_blank
+from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, Status, is_blank
+from orderlog.readiness import Readiness as NodeReadiness
 from orderlog.service import OrderService
-from orderlog.storage.store import MAX_PAGE, EventStore, format_time, utc_now
+from orderlog.storage.store import MAX_PAGE, EventStore, format_time
 from projections import order_status
 from projections.order_status import MAX_LIST
 from projections.projector import Projector
@@ -49,13 +49,11 @@ class OrderCollection:
         projector: Projector,
         node: str,
         max_body_bytes: int,
-        idempotency_ttl: float,
     ) -> None:
         self._service = service
         self._projector = projector
         self._node = node
         self._limit = max_body_bytes
-        self._ttl = idempotency_ttl
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Orders oldest first, filtered by status and user, from the order-status rows."""
@@ -95,41 +93,17 @@ class OrderCollection:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         payload = read_json(req, self._limit)
         key = idempotency_key(req)
-        keyed = key is not None and isinstance(payload, dict) and "order_id" not in payload
-        if keyed:
-            client = req.context.get("token") or ""
-            payload = {**payload, "order_id": idempotent_order_id(key, client)}  # type: ignore[arg-type]
-        command = PlaceOrder.from_payload(payload)
-        metadata = {"correlation_id": req.context.request_id, "node": self._node}
-        if key is not None:
-            metadata["idempotency_key"] = key
-        try:
-            events, created = self._service.place_order(command, metadata)
-        except OrderConflictError:
-            if keyed:
-                raise Problem(
-                    409,
-                    "idempotency-key-reused",
-                    "Idempotency key reused",
-                    "this Idempotency-Key was first used with a different order",
-                ) from None
-            raise
-        if keyed and not created:
-            # A retry: the first answer again, as it was (the order as first placed).
-            age = (utc_now() - events[0].recorded_at).total_seconds()
-            if age > self._ttl:
-                raise Problem(
-                    422,
-                    "idempotency-key-expired",
-                    "Idempotency key expired",
-                    f"this Idempotency-Key was first used {age:.0f} s ago, more than "
-                    f"{self._ttl:.0f} s: send the order with a new key",
-                )
-            events, created = events[:1], True
+        placed = self._service.place_order(
+            PlaceOrder.from_payload(payload),
+            idempotency_key=key,
+            client=req.context.get("token") or "",
+            metadata={"correlation_id": req.context.request_id, "node": self._node},
+        )
+        if placed.replayed:  # the first answer again, as it was
             resp.set_header("Idempotent-Replayed", "true")
-        row = _fold(events)
-        resp.status = falcon.HTTP_201 if created else falcon.HTTP_200
-        resp.location = f"/orders/{command.order_id}"
+        row = _fold(placed.events)
+        resp.status = falcon.HTTP_201 if placed.created or placed.replayed else falcon.HTTP_200
+        resp.location = f"/orders/{placed.order_id}"
         resp.etag = f'"{row.version}"'
         resp.media = order_status.view(row)
 
@@ -269,7 +243,7 @@ class Readiness:
     node's other processes are counted in ``processes``."""
 
     def __init__(
-        self, check: Callable[[], CoreReadiness], processes: Callable[[], dict[str, Any]]
+        self, check: Callable[[], NodeReadiness], processes: Callable[[], dict[str, Any]]
     ) -> None:
         self._check = check
         self._processes = processes

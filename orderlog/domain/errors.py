@@ -58,9 +58,30 @@ class ConcurrencyError(OrderlogError):
 class OrderConflictError(OrderlogError):
     """The order id is taken by an order with different content."""
 
-    def __init__(self, order_id: str) -> None:
+    def __init__(self, order_id: str, detail: str | None = None) -> None:
         self.order_id = order_id
-        super().__init__(f"order {shown(order_id)!r} already exists with different content")
+        super().__init__(
+            detail or f"order {shown(order_id)!r} already exists with different content"
+        )
+
+
+class IdempotencyKeyReusedError(OrderConflictError):
+    """An Idempotency-Key sent again with another order than the one it first placed."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(order_id, "this Idempotency-Key was first used with a different order")
+
+
+class IdempotencyKeyExpiredError(OrderlogError):
+    """An Idempotency-Key sent again after its lifetime: it is refused, never reused."""
+
+    def __init__(self, age: float, lifetime: float) -> None:
+        self.age = age
+        self.lifetime = lifetime
+        super().__init__(
+            f"this Idempotency-Key was first used {age:.0f} s ago, more than {lifetime:.0f} s: "
+            "send the order with a new key"
+        )
 
 
 class InvalidTransitionError(OrderlogError):

@@ -60,6 +60,9 @@ class PlaceOrder:
     user_id: str | int
     item_ids: tuple[str | int, ...]
     total_amount: Decimal
+    # False when the client named no order: the id is made here (a UUID), and an
+    # Idempotency-Key then names the order instead (``orderlog.service``).
+    id_given: bool = True
 
     @classmethod
     def from_payload(cls, payload: Any) -> PlaceOrder:
@@ -76,7 +79,8 @@ class PlaceOrder:
                 errors.append(FieldError(name, "is required"))
 
         order_id = payload.get("order_id")
-        if order_id is None and "order_id" not in payload:
+        id_given = "order_id" in payload
+        if not id_given:
             order_id = str(uuid.uuid4())
         else:
             _check_order_id(order_id, errors)
@@ -93,7 +97,7 @@ class PlaceOrder:
             amount = parse_amount(payload["total_amount"], errors)
         if errors:
             raise ValidationError(errors)
-        return cls(order_id, user_id, tuple(item_ids), amount)  # type: ignore[arg-type]
+        return cls(order_id, user_id, tuple(item_ids), amount, id_given)  # type: ignore[arg-type]
 
 
 MAX_IDEMPOTENCY_KEY = 255

@@ -416,7 +416,7 @@ def test_a_page_opened_after_a_burst_under_load_shows_it_whole_and_apart(
 
     # p50 and p95 apart, each where the log's own times put it (0.1%, shown to 0.1 ms).
     for name in ("p50", "p95"):
-        assert abs(shown_ms(page, f"#{name}") - exact[name]) <= 0.001 * exact[name] + 0.05, exact
+        assert abs(shown_ms(page, f"#{name}") - exact[name]) <= 0.001 * exact[name] + 0.051, exact
     assert shown_ms(page, "#p50") < shown_ms(page, "#p95")
     _, counts = page.evaluate(CHART_DATA, "distribution-chart")
     assert sum(counts) == orders and sum(1 for n in counts if n > 0) > 1, counts
@@ -433,6 +433,9 @@ def test_a_page_opened_after_a_burst_under_load_shows_it_whole_and_apart(
 
     # Narrower, the ids give way (an ellipsis, the whole id in the tooltip), the table not.
     page.set_viewport_size({"width": 1000, "height": 1000})
+    for chart in ("rate-chart", "distribution-chart"):  # redrawn at the new width
+        width = page.evaluate(f"Math.max(240, document.getElementById('{chart}').clientWidth)")
+        expect(page.locator(f"#{chart} .uplot")).to_have_css("width", f"{width}px")
     narrow = page.evaluate(EVENTS_TABLE)
     assert narrow["problems"] == []
     assert narrow["cut"], narrow

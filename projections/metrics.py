@@ -40,6 +40,7 @@ def initial() -> State:
         "processing_us_total": 0,
         "end_to_end_us_total": 0,
         "processing_us_buckets": {},
+        "processing_us_accuracy": quantile.RELATIVE_ACCURACY,
         # Only orders not yet Completed: [placed_at_us, processing_started_at_us or None].
         "open": {},
     }
@@ -94,7 +95,22 @@ _HANDLERS: dict[str, Callable[[State, RecordedEvent], None]] = {
 }
 
 
+# What a state stored before the sketch's accuracy was recorded in it was kept at.
+_FIRST_ACCURACY = 0.01
+
+
+def current(state: State) -> State:
+    """The state with its processing times at the sketch's accuracy: a state stored by an
+    earlier release (1%) has them counted again, once (``quantile.rescale``)."""
+    accuracy = state.get("processing_us_accuracy", _FIRST_ACCURACY)
+    if accuracy != quantile.RELATIVE_ACCURACY:
+        state["processing_us_buckets"] = quantile.rescale(state["processing_us_buckets"], accuracy)
+        state["processing_us_accuracy"] = quantile.RELATIVE_ACCURACY
+    return state
+
+
 def apply(state: State, event: RecordedEvent) -> State:
+    current(state)
     handler = _HANDLERS.get(event.type)
     if handler:
         handler(state, event)
@@ -102,7 +118,7 @@ def apply(state: State, event: RecordedEvent) -> State:
 
 
 def fold(events: Iterable[RecordedEvent], state: State | None = None) -> State:
-    state = initial() if state is None else state
+    state = initial() if state is None else current(state)
     handlers = _HANDLERS
     for event in events:
         handler = handlers.get(event.type)
@@ -114,7 +130,7 @@ def fold(events: Iterable[RecordedEvent], state: State | None = None) -> State:
 def report(state: State, position: int) -> dict[str, Any]:
     """The figures clients see, from a state and the log position it reflects."""
     processed = state["orders_processed"]
-    buckets = state["processing_us_buckets"]
+    buckets = current(state)["processing_us_buckets"]
 
     def seconds(micros: float | None) -> float | None:
         return None if micros is None else round(micros / 1_000_000, 6)
@@ -132,6 +148,10 @@ def report(state: State, position: int) -> dict[str, Any]:
             name: seconds(quantile.quantile(buckets, q))
             for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
         },
+        "processing_time_histogram_seconds": [
+            {"from": seconds(low), "to": seconds(high), "count": count}
+            for low, high, count in quantile.histogram(buckets)
+        ],
         "status_counts": dict(state["status_counts"]),
         "position": position,
     }

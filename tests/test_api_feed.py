@@ -146,3 +146,6 @@ def test_metrics_count_orders_and_add_up(client: falcon.testing.TestClient, node
     percentiles = body["processing_time_percentiles_seconds"]
     assert set(percentiles) == {"p50", "p95", "p99"}
     assert 0 <= percentiles["p50"] <= percentiles["p95"] <= percentiles["p99"]
+    bars = body["processing_time_histogram_seconds"]
+    assert sum(bar["count"] for bar in bars) == 3
+    assert all(bar["from"] < bar["to"] for bar in bars)

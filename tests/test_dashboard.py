@@ -163,6 +163,7 @@ def test_uplot_is_vendored_at_its_pinned_version_with_its_licence() -> None:
 
 
 def test_the_page_puts_server_values_in_as_text_only() -> None:
-    script = (FILES / "dashboard.js").read_text()
-    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", script)
+    for name in ("dashboard.js", "charts.js"):
+        script = (FILES / name).read_text()
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", script)
     assert Path(FILES / "index.html").read_text().count("{{version}}") == len(ASSETS)

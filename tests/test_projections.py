@@ -100,6 +100,7 @@ def test_metrics_of_an_empty_log() -> None:
         "average_processing_time_seconds": None,
         "average_end_to_end_seconds": None,
         "processing_time_percentiles_seconds": {"p50": None, "p95": None, "p99": None},
+        "processing_time_histogram_seconds": [],
         "status_counts": {"Pending": 0, "Processing": 0, "Completed": 0},
         "position": 0,
     }
@@ -388,8 +389,8 @@ def test_quantile_buckets_grow_with_the_log_of_the_range() -> None:
     buckets: dict[str, int] = {}
     for value in range(1, 1_000_001, 7):
         quantile.add(buckets, value)
-    # ln(1e6) / ln(1.01 / 0.99) is about 691 buckets for six decades.
-    assert len(buckets) <= 700
+    # ln(1e6) / ln(1.001 / 0.999) is about 6,908 buckets for six decades.
+    assert len(buckets) <= 6_910
     assert sum(buckets.values()) == len(range(1, 1_000_001, 7))
 
 
@@ -401,6 +402,75 @@ def test_quantile_buckets_survive_a_json_round_trip() -> None:
     assert [quantile.quantile(loaded, q) for q in (0.0, 0.5, 1.0)] == [
         quantile.quantile(buckets, q) for q in (0.0, 0.5, 1.0)
     ]
+
+
+def test_quantiles_tell_apart_durations_a_fraction_of_a_millisecond_apart() -> None:
+    # Orders at 0.2 s of simulated work differ by less than a millisecond when the node
+    # is idle: at 1% every one of them fell in one bucket, and p50 equalled p95.
+    buckets: dict[str, int] = {}
+    for micros in range(200_400, 201_400, 20):  # 200.4 ms to 201.4 ms, evenly
+        quantile.add(buckets, micros)
+    p50, p95 = quantile.quantile(buckets, 0.5), quantile.quantile(buckets, 0.95)
+    assert p50 is not None and p95 is not None
+    assert p50 == pytest.approx(200_900, rel=quantile.RELATIVE_ACCURACY)
+    assert p95 == pytest.approx(201_350, rel=quantile.RELATIVE_ACCURACY)
+    assert round(p95 / 1000, 1) > round(p50 / 1000, 1)  # as the dashboard shows them, in ms
+
+
+def test_the_histogram_spreads_round_bars_over_where_most_values_are() -> None:
+    buckets: dict[str, int] = {}
+    values = [*range(200_400, 203_400, 10), 30_000_000]  # 300 near 0.2 s, one retry at 30 s
+    for micros in values:
+        quantile.add(buckets, micros)
+    bars = quantile.histogram(buckets)
+    *spread, beyond = bars
+    assert sum(count for _, _, count in bars) == len(values)
+    assert beyond[2] == 1 and beyond[1] >= 30_000_000 * (1 - quantile.RELATIVE_ACCURACY)
+    widths = {high - low for low, high, _ in spread}
+    # 3 ms over at most 16 bars would be 187.5 µs, but a bucket at 203 ms spans 0.2%
+    # (407 µs): bars that narrow would leave every other one empty. Rounded up: 500 µs.
+    assert widths == {500}
+    assert all(earlier[1] == later[0] for earlier, later in itertools.pairwise(bars))
+    # From the smallest value to the 99th percentile, as the sketch knows them.
+    low, high = quantile.quantile(buckets, 0.0), quantile.quantile(buckets, 0.99)
+    assert low is not None and high is not None
+    assert spread[0][0] <= low < spread[0][1] and spread[-1][0] <= high < spread[-1][1]
+    assert len(spread) <= 17 and all(count > 0 for _, _, count in spread)
+
+
+def test_the_histogram_of_one_value_is_one_bar_and_of_none_is_empty() -> None:
+    buckets: dict[str, int] = {}
+    assert quantile.histogram(buckets) == []
+    quantile.add(buckets, 0)
+    assert quantile.histogram(buckets) == [(0, 1, 1)]
+    quantile.add(buckets, 0)
+    assert quantile.histogram(buckets) == [(0, 1, 2)]
+    one: dict[str, int] = {}
+    quantile.add(one, 200_859)
+    ((low, high, count),) = quantile.histogram(one)
+    assert low <= 200_859 < high and count == 1
+
+
+def test_a_state_stored_at_one_percent_is_counted_again_at_the_finer_accuracy() -> None:
+    history = lifecycle("a", 0, [1], 3) + lifecycle("b", 0, [2], 6)  # 2 s and 4 s of work
+    history.sort(key=lambda entry: entry[2])
+    events = record(history)
+    stored = orjson.loads(orjson.dumps(metrics.fold(events[:-1])))
+    # As the earlier release stored it: no accuracy recorded, buckets of 1% (gamma 1.01/0.99).
+    del stored["processing_us_accuracy"]
+    stored["processing_us_buckets"] = {
+        str(math.ceil(math.log(2_000_000) / math.log(1.01 / 0.99)) + 1): 1
+    }
+    report = metrics.report(stored, len(history) - 1)
+    assert report["processing_time_percentiles_seconds"]["p50"] == pytest.approx(2.0, rel=0.011)
+    state = metrics.fold(events[-1:], stored)
+    assert state["processing_us_accuracy"] == quantile.RELATIVE_ACCURACY
+    assert sum(state["processing_us_buckets"].values()) == 2
+    buckets = state["processing_us_buckets"]
+    assert quantile.quantile(buckets, 0.0) == pytest.approx(2_000_000, rel=0.011)
+    assert quantile.quantile(buckets, 1.0) == pytest.approx(
+        4_000_000, rel=quantile.RELATIVE_ACCURACY
+    )
 
 
 # -- the projector and rebuild on a real store (every backend) -------------------------------

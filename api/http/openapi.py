@@ -257,6 +257,18 @@ def schemas() -> dict[str, Any]:
                 "processing_time_percentiles_seconds": _object(
                     {"p50": seconds, "p95": seconds, "p99": seconds}
                 ),
+                "processing_time_histogram_seconds": {
+                    "type": "array",
+                    "description": "completed orders by processing time, in bars of one "
+                    "round width up to the 99th percentile, and one bar for any beyond",
+                    "items": _object(
+                        {
+                            "from": {"type": "number", "minimum": 0},
+                            "to": {"type": "number", "minimum": 0},
+                            "count": {"type": "integer", "minimum": 0},
+                        }
+                    ),
+                },
                 "status_counts": _object(
                     {status: {"type": "integer", "minimum": 0} for status in STATUSES}
                 ),

@@ -18,6 +18,7 @@ PAGE = "index.html"
 # name in the URL -> content type; the only files served
 ASSETS = {
     "dashboard.js": "text/javascript; charset=utf-8",
+    "charts.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
     "uplot.min.js": "text/javascript; charset=utf-8",
     "uplot.min.css": "text/css; charset=utf-8",

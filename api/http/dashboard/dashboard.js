@@ -1,8 +1,9 @@
 /* The orderlog dashboard: polls the JSON API once a second and draws what it answers.
  *
- * Plain JS and uPlot, no build step. Every value from the server reaches the page as
- * text (textContent), never as HTML. API paths are relative to the page (/dashboard),
- * so the dashboard also works behind a proxy that mounts the service under a prefix.
+ * Plain JS and uPlot, no build step; charts.js draws the charts. Every value from the
+ * server reaches the page as text (textContent), never as HTML. API paths are relative
+ * to the page (/dashboard), so the dashboard also works behind a proxy that mounts the
+ * service under a prefix.
  * When the API answers 401 or 403 the page asks for a token, keeps it in this tab's
  * session storage and sends it as a bearer token from then on.
  */
@@ -13,6 +14,7 @@
   const RATE_WINDOW_SECONDS = 300;
   const LATEST = 25; // rows in the latest-events table
   const PAGE = 1000; // the event feed's largest page
+  const SEED_REQUESTS = 8; // pages of the feed read at most for the rate chart's history
   const TOKEN_KEY = "orderlog.token";
   const STATUSES = ["Pending", "Processing", "Completed"];
 
@@ -47,8 +49,8 @@
     }
   }
 
-  async function api(path, accept = "application/json") {
-    const headers = { Accept: accept };
+  async function api(path) {
+    const headers = { Accept: "application/json" };
     const token = storedToken();
     if (token) headers.Authorization = `Bearer ${token}`;
     const resp = await fetch(path, { headers, cache: "no-store" });
@@ -56,7 +58,7 @@
       throw new AuthError(resp.status, await problemOf(resp));
     }
     if (!resp.ok) throw new ApiError(resp.status, await problemOf(resp));
-    return accept === "application/json" ? resp.json() : resp.text();
+    return resp.json();
   }
 
   // -- formatting ---------------------------------------------------------------------
@@ -89,128 +91,99 @@
     $("p95").textContent = seconds(p.p95);
     $("p99").textContent = seconds(p.p99);
     $("mean").textContent = seconds(m.average_processing_time_seconds);
+    histogramChart.draw(m.processing_time_histogram_seconds || []);
   }
 
-  // -- orders per second, from successive /metrics answers --------------------------------
+  // -- orders per second: the log's recent events first, then successive /metrics answers --
 
-  const rate = { last: null, xs: [], placed: [], completed: [], plot: null };
+  // Each point counts the orders placed and completed in the dt seconds up to t.
+  const rate = { seeded: false, last: null, points: [] };
+  const rateChart = orderlogCharts.rateChart($("rate-chart"), RATE_WINDOW_SECONDS);
+  const histogramChart = orderlogCharts.histogramChart($("distribution-chart"));
+  const COUNTED = { OrderPlaced: "placed", OrderCompleted: "completed" };
+  const recorded = (e) => Date.parse(e.recorded_at) / 1000;
 
-  function chartWidth(el) {
-    return Math.max(240, el.clientWidth);
+  // The log's events since `since` (seconds), read backwards from the head a page at a time,
+  // SEED_REQUESTS at most: { events, from }, every event recorded after `from` among them.
+  async function recentEvents(since) {
+    const pages = [];
+    let end = (await api("events?limit=1")).head; // every event after `end` is read
+    let span = PAGE; // positions one step back covers: on PostgreSQL they have gaps
+    for (let request = 0; request < SEED_REQUESTS && end > 0; request++) {
+      const after = Math.max(0, end - span);
+      const page = (await api(`events?after=${after}&limit=${PAGE}`)).events;
+      if (page.length === PAGE && page[PAGE - 1].position < end) {
+        span = Math.max(1, Math.floor(span / 4)); // more than a page in the step: a shorter one
+        continue;
+      }
+      const events = page.filter((e) => e.position <= end);
+      pages.unshift(events);
+      end = after;
+      if (events.length && recorded(events[0]) < since) break;
+      // Most of a page next, judging by how many events this step held.
+      span = events.length ? Math.ceil((span * PAGE * 0.8) / events.length) : span * 8;
+    }
+    const events = pages.flat();
+    const reached = end <= 0 || (events.length > 0 && recorded(events[0]) < since);
+    return { events, from: reached ? since : events.length ? recorded(events[0]) : Infinity };
+  }
+
+  // Points about a second wide, all alike, from `from` up to `now`: none shorter, whose
+  // few events would read as a spike.
+  function perSecond(events, from, now) {
+    if (!(now > from)) return [];
+    const n = Math.max(1, Math.round(now - from));
+    const dt = (now - from) / n;
+    const points = Array.from({ length: n }, (_, i) => ({
+      t: from + (i + 1) * dt,
+      dt,
+      placed: 0,
+      completed: 0,
+    }));
+    for (const e of events) {
+      const column = COUNTED[e.type];
+      const i = Math.floor((recorded(e) - from) / dt);
+      if (column && i >= 0) points[Math.min(i, n - 1)][column] += 1;
+    }
+    return points;
+  }
+
+  async function seedRate() {
+    const now = Date.now() / 1000;
+    const { events, from } = await recentEvents(now - RATE_WINDOW_SECONDS);
+    rate.points = perSecond(events, from, now);
+    rate.seeded = true;
   }
 
   function recordRate(m) {
     const now = Date.now() / 1000;
     const last = rate.last;
     rate.last = { t: now, placed: m.total_orders, completed: m.orders_processed };
-    if (last === null) return;
-    const dt = now - last.t;
-    if (dt <= 0) return;
-    // A rebuild may start the counts again: never draw a negative rate.
-    rate.xs.push(now);
-    rate.placed.push(Math.max(0, (m.total_orders - last.placed) / dt));
-    rate.completed.push(Math.max(0, (m.orders_processed - last.completed) / dt));
-    while (rate.xs.length && rate.xs[0] < now - RATE_WINDOW_SECONDS) {
-      rate.xs.shift();
-      rate.placed.shift();
-      rate.completed.shift();
+    if (last !== null && now > last.t) {
+      // A rebuild may start the counts again: never count a negative number.
+      rate.points.push({
+        t: now,
+        dt: now - last.t,
+        placed: Math.max(0, m.total_orders - last.placed),
+        completed: Math.max(0, m.orders_processed - last.completed),
+      });
     }
-    drawRate();
+    const points = rate.points;
+    while (points.length && points[0].t - points[0].dt < now - RATE_WINDOW_SECONDS) points.shift();
+    showRateSummary(now);
+    rateChart.draw(points);
   }
 
-  function drawRate() {
-    const data = [rate.xs, rate.placed, rate.completed];
-    if (rate.plot) {
-      rate.plot.setData(data);
-      return;
-    }
-    const el = $("rate-chart");
-    rate.plot = new uPlot(
-      {
-        width: chartWidth(el),
-        height: 220,
-        scales: {
-          // The window ends now and grows from one minute to RATE_WINDOW_SECONDS.
-          x: { range: () => rateWindow() },
-          y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
-        },
-        axes: [{}, { label: "orders/s", size: 56 }],
-        series: [
-          {},
-          { label: "placed", stroke: "#2b6cb0", width: 2, value: (u, v) => rateText(v) },
-          { label: "completed", stroke: "#2f855a", width: 2, value: (u, v) => rateText(v) },
-        ],
-      },
-      data,
-      el,
-    );
-  }
-
-  const rateText = (v) => (v == null ? "–" : v.toFixed(1));
-
-  function rateWindow() {
-    const end = rate.xs[rate.xs.length - 1];
-    const span = Math.min(RATE_WINDOW_SECONDS, Math.max(60, end - rate.xs[0]));
-    return [end - span, end];
-  }
-
-  // -- the processing-time distribution, from the Prometheus histogram --------------------
-
-  const BUCKET = /^orderlog_processing_seconds_bucket\{le="([^"]+)"\} (\S+)$/gm;
-  const histogram = { text: null, labels: [], plot: null };
-
-  function bucketLabel(le) {
-    if (le === "+Inf") return "more";
-    const s = Number(le);
-    return s < 1 ? `≤${Math.round(s * 1000)}ms` : `≤${s}s`;
-  }
-
-  function showHistogram(exposition) {
-    const rows = [...exposition.matchAll(BUCKET)].map((m) => [m[1], Number(m[2])]);
-    const key = JSON.stringify(rows);
-    if (key === histogram.text) return;
-    histogram.text = key;
-    // The buckets are cumulative: each bar is a bucket's count less the one below it.
-    const bars = rows.map(([, n], i) => n - (i ? rows[i - 1][1] : 0));
-    histogram.labels = rows.map(([le]) => bucketLabel(le));
-    const data = [bars.map((_, i) => i), bars];
-    if (histogram.plot) {
-      histogram.plot.setData(data);
-      return;
-    }
-    const el = $("distribution-chart");
-    histogram.plot = new uPlot(
-      {
-        width: chartWidth(el),
-        height: 220,
-        scales: {
-          x: { time: false, range: (u) => [-0.5, histogram.labels.length - 0.5] },
-          y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] },
-        },
-        axes: [
-          {
-            splits: () => histogram.labels.map((_, i) => i),
-            values: (u, splits) => splits.map((i) => histogram.labels[i] ?? ""),
-            rotate: -45,
-            size: 56,
-          },
-          { label: "orders", size: 56 },
-        ],
-        legend: { show: false },
-        series: [
-          {},
-          {
-            label: "orders",
-            fill: "rgba(43, 108, 176, 0.6)",
-            stroke: "#2b6cb0",
-            paths: uPlot.paths.bars({ size: [0.8, 48] }),
-            points: { show: false },
-          },
-        ],
-      },
-      data,
-      el,
-    );
+  function showRateSummary(now) {
+    const points = rate.points;
+    const sum = (column) => points.reduce((n, p) => n + p[column], 0);
+    const peak = Math.max(0, ...points.map((p) => p.placed / p.dt));
+    const start = points.length ? points[0].t - points[0].dt : now;
+    const span =
+      now - start >= RATE_WINDOW_SECONDS - 1 ? "5 minutes" : `${Math.round(now - start)} s`;
+    $("rate-summary").textContent =
+      `Last ${span}: ${count(sum("placed"))} placed, ${count(sum("completed"))} completed` +
+      ` · peak ${peak.toFixed(1)} placed/s`;
   }
 
   // -- the latest events, tailing /events -------------------------------------------------
@@ -243,9 +216,18 @@
         order.type = "button";
         order.className = "link";
         order.textContent = e.stream_id;
+        order.title = e.stream_id;
         order.addEventListener("click", () => lookUp(e.stream_id));
-        for (const cell of [count(e.position), clock(e.recorded_at), e.type, order, e.version]) {
+        const cells = [
+          [count(e.position), "number"],
+          [clock(e.recorded_at), ""],
+          [e.type, ""],
+          [order, "order"],
+          [String(e.version), "number"],
+        ];
+        for (const [cell, kind] of cells) {
           const td = document.createElement("td");
+          if (kind) td.className = kind;
           td.append(cell);
           tr.append(td);
         }
@@ -389,13 +371,10 @@
     if (waitingForToken || polling) return;
     polling = true;
     try {
-      const [metrics, exposition] = await Promise.all([
-        api("metrics"),
-        api("metrics/prometheus", "text/plain"),
-      ]);
+      if (!rate.seeded) await seedRate();
+      const metrics = await api("metrics");
       showMetrics(metrics);
       recordRate(metrics);
-      showHistogram(exposition);
       await followEvents();
       if (lookup.orderId && lookup.status !== "Completed") await refreshOrder();
       setState(`live · updated ${new Date().toLocaleTimeString("en-GB")}`);
@@ -410,15 +389,6 @@
     }
     timer = setTimeout(poll, POLL_MS);
   }
-
-  window.addEventListener("resize", () => {
-    for (const [plot, id] of [
-      [rate.plot, "rate-chart"],
-      [histogram.plot, "distribution-chart"],
-    ]) {
-      if (plot) plot.setSize({ width: chartWidth($(id)), height: 220 });
-    }
-  });
 
   $("forget-token").hidden = !storedToken();
   const linked = new URLSearchParams(location.hash.slice(1)).get("order");

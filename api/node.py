@@ -42,6 +42,7 @@ from orderlog.readiness import Readiness
 from orderlog.service import OrderService
 from orderlog.storage.database import explain_failure, open_database, redact
 from orderlog.storage.node_lock import NodeLock
+from orderlog.storage.observe import StoreObserver
 from orderlog.storage.probe import DatabaseProbe
 from orderlog.storage.store import EventStore
 from orderlog.storage.tokens import TokenStore, any_token_stored
@@ -60,7 +61,7 @@ class Node:
         self.place = place or ProcessPlace()
         self.exporter = Exporter(settings.node, self.place.metrics_dir)
         self.node_lock = NodeLock(settings.database_url, settings.node)
-        self.db, self.store = _open_log(settings, self.exporter)
+        self.db, self.store = open_log(settings, self.exporter)
         self.tokens = TokenStore(self.store)
         self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
         self.service = OrderService(self.store, idempotency_ttl=settings.idempotency_ttl)
@@ -219,9 +220,11 @@ class Node:
         return self.worker.stop(work, grace=max(0.0, within - work - 0.5))
 
 
-def _open_log(settings: Settings, observer: Exporter) -> tuple[Database, EventStore]:
-    """The database's pool, every wait bounded, and the store over it (nothing is read
-    or written until the node starts)."""
+def open_log(
+    settings: Settings, observer: StoreObserver | None = None
+) -> tuple[Database, EventStore]:
+    """The database's pool, every wait bounded, and the store over it, as a node opens
+    them (nothing is read or written until the store is opened)."""
     db = open_database(
         settings.database_url,
         synchronous=settings.sqlite_synchronous,

@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api.node import open_log
 from bench.report import middle, ratio
 from bench.servers import BenchError, scratch_database
 from bench.store import METADATA, placed, raw_connection
 from orderlog.config import Settings
 from orderlog.domain.errors import OrderlogError
-from orderlog.storage.database import backend_of, open_database
+from orderlog.storage.database import backend_of
 from orderlog.storage.store import COLUMNS, EventStore, encode, format_time, utc_now
 
 # Spawning k interpreters and opening k stores on a small, busy machine.
@@ -78,19 +79,7 @@ class Job:
 
 def node_store(url: str) -> EventStore:
     """An EventStore opened as a node opens its own (api.node), on default settings."""
-    settings = Settings()
-    db = open_database(
-        url,
-        synchronous=settings.sqlite_synchronous,
-        max_connections=settings.threads + 16,
-        timeout=settings.db_timeout,
-    )
-    store = EventStore(
-        db,
-        group_commit=settings.group_commit,
-        max_batch=settings.max_batch,
-        timeout=settings.db_timeout,
-    )
+    _, store = open_log(Settings(database_url=url))
     return store.open()
 
 

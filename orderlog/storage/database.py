@@ -411,26 +411,6 @@ def unbounded(db: peewee.Database) -> Iterator[None]:
             conn._read_timeout = saved
 
 
-def is_deadlock(exc: BaseException | None) -> bool:
-    """Whether the database ended ``exc``'s transaction as a deadlock's victim: rolled back
-    whole, so trying again is safe. MariaDB picks one when transactions that looked for
-    the same missing row (holding the gap it would go in) then insert it at once."""
-    driver = exc
-    # peewee keeps the driver's exception as ``orig``.
-    while isinstance(getattr(driver, "orig", None), BaseException):
-        driver = driver.orig  # type: ignore[union-attr]
-    if driver is None:
-        return False
-    if getattr(driver, "pgcode", None) == _POSTGRES_DEADLOCK:
-        return True
-    module = type(driver).__module__
-    return module.startswith("pymysql") and bool(driver.args) and driver.args[0] == _MYSQL_DEADLOCK
-
-
-_POSTGRES_DEADLOCK = "40P01"  # deadlock_detected
-_MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK
-
-
 def explain_failure(exc: BaseException, url: str) -> StartupError:
     """A database error met while starting, as one line with a hint (never a traceback)."""
     target = parse_url(url)

@@ -37,7 +37,7 @@ from bench.servers import BenchError, scratch_database
 from bench.store import METADATA, placed, raw_connection
 from orderlog.config import Settings
 from orderlog.domain.errors import OrderlogError
-from orderlog.storage.database import backend_of
+from orderlog.storage.database_url import backend_of
 from orderlog.storage.row import COLUMNS, encode, format_time, utc_now
 from orderlog.storage.store import EventStore
 

@@ -34,7 +34,8 @@ from bench.placement import Placement
 from bench.report import latency_summary, median, ratio, target
 from bench.servers import ROOT, Client, start_orderlog
 from orderlog.domain.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import parse_url
 from orderlog.storage.row import COLUMNS, utc_now
 from orderlog.storage.store import AppendRequest, EventStore
 

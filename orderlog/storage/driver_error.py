@@ -10,6 +10,7 @@ are recognised by their errors' attributes, never imported.
 from __future__ import annotations
 
 import re
+from enum import Enum
 
 _SQLITE_FULL = 13  # the primary result code; extended codes keep it in the low byte
 _POSTGRES_DISK_FULL = "53100"
@@ -73,3 +74,51 @@ def is_deadlock(exc: BaseException | None) -> bool:
     if getattr(driver, "pgcode", None) == _POSTGRES_DEADLOCK:
         return True
     return mysql_number(driver) == _MYSQL_DEADLOCK
+
+
+class Cause(Enum):
+    """Why a database could not be used at start, as far as the driver's code tells."""
+
+    MISSING_DATABASE = "missing database"
+    REFUSED_USER = "refused user"  # no such user or role, a wrong password, not admitted
+    NO_ACCESS = "no access"  # a known user without rights on the database
+    UNREACHABLE = "unreachable"
+    READ_ONLY = "read-only"
+    NOT_A_DATABASE = "not a database"
+    CANNOT_OPEN = "cannot open"
+
+
+# SQLite's primary result codes (extended codes keep them in the low byte).
+_SQLITE_CAUSES = {
+    8: Cause.READ_ONLY,  # SQLITE_READONLY
+    14: Cause.CANNOT_OPEN,  # SQLITE_CANTOPEN
+    26: Cause.NOT_A_DATABASE,  # SQLITE_NOTADB
+}
+# PostgreSQL's SQLSTATEs.
+_POSTGRES_CAUSES = {
+    "3D000": Cause.MISSING_DATABASE,  # invalid_catalog_name
+    "28000": Cause.REFUSED_USER,  # invalid_authorization_specification: no such role
+    "28P01": Cause.REFUSED_USER,  # invalid_password
+}
+# MariaDB/MySQL's error numbers.
+_MYSQL_CAUSES = {
+    1049: Cause.MISSING_DATABASE,  # ER_BAD_DB_ERROR
+    1045: Cause.REFUSED_USER,  # ER_ACCESS_DENIED_ERROR
+    1698: Cause.REFUSED_USER,  # ER_ACCESS_DENIED_NO_PASSWORD_ERROR
+    1044: Cause.NO_ACCESS,  # ER_DBACCESS_DENIED_ERROR
+    2003: Cause.UNREACHABLE,  # CR_CONN_HOST_ERROR: PyMySQL's failed connect
+}
+
+
+def startup_cause(exc: BaseException | None) -> Cause | None:
+    """The cause of a failure to start using a database, when the driver's code tells
+    it; None otherwise (psycopg2 gives a failed connect no code at all)."""
+    driver = driver_error(exc)
+    sqlite_code = getattr(driver, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return _SQLITE_CAUSES.get(sqlite_code & 0xFF)
+    pgcode = getattr(driver, "pgcode", None)
+    if pgcode is not None:
+        return _POSTGRES_CAUSES.get(pgcode)
+    number = mysql_number(driver)
+    return None if number is None else _MYSQL_CAUSES.get(number)

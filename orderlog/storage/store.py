@@ -70,7 +70,7 @@ from orderlog.storage.observe import StoreObserver
 from orderlog.storage.reader import Reader
 from orderlog.storage.row import decode, encode, utc_now
 
-# Re-exported: projections.order_status imports them from here.
+# Re-exported: projections.order_status and its tests import them from here.
 from orderlog.storage.row import format_time as format_time
 from orderlog.storage.row import parse_time as parse_time
 

@@ -40,7 +40,8 @@ from orderlog.config import Settings
 from orderlog.domain.errors import StartupError, StoreUnavailableError
 from orderlog.readiness import Readiness
 from orderlog.service import OrderService
-from orderlog.storage.database import explain_failure, open_database, redact
+from orderlog.storage.database import explain_failure, open_database
+from orderlog.storage.database_url import redact
 from orderlog.storage.node_lock import NodeLock
 from orderlog.storage.observe import StoreObserver
 from orderlog.storage.probe import DatabaseProbe

@@ -37,8 +37,9 @@ from bench.servers import BenchError, scratch_database
 from bench.store import METADATA, placed, raw_connection
 from orderlog.config import Settings
 from orderlog.domain.errors import OrderlogError
-from orderlog.storage.database import backend_of
-from orderlog.storage.store import COLUMNS, EventStore, encode, format_time, utc_now
+from orderlog.storage.database_url import backend_of
+from orderlog.storage.row import COLUMNS, encode, format_time, utc_now
+from orderlog.storage.store import EventStore
 
 # Spawning k interpreters and opening k stores on a small, busy machine.
 START_TIMEOUT = 180.0

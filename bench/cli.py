@@ -440,7 +440,7 @@ class Bench:
 
     def rebuild(self) -> dict[str, Any]:
         from bench.rebuild import run_rebuild
-        from orderlog.storage.database import backend_of
+        from orderlog.storage.database_url import backend_of
 
         if backend_of(self.database_url) != "sqlite":
             return {"skipped": "rebuild's baseline is a raw sqlite3 scan: SQLite only"}
@@ -466,7 +466,7 @@ def _run(args: argparse.Namespace) -> int:
     everything = ["store", "rebuild", "burst", "sustained", "attack"]
     names = everything if args.command == "all" else [args.command]
     from orderlog.config import Settings
-    from orderlog.storage.database import redact
+    from orderlog.storage.database_url import redact
 
     out: dict[str, Any] = {
         "command": args.command,

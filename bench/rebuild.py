@@ -34,8 +34,10 @@ from bench.placement import Placement
 from bench.report import latency_summary, median, ratio, target
 from bench.servers import ROOT, Client, start_orderlog
 from orderlog.domain.events import OrderCompleted, OrderPlaced, OrderProcessingStarted
-from orderlog.storage.database import open_database, parse_url
-from orderlog.storage.store import COLUMNS, AppendRequest, EventStore, utc_now
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import parse_url
+from orderlog.storage.row import COLUMNS, utc_now
+from orderlog.storage.store import AppendRequest, EventStore
 
 ORDERS_PER_ROUND = 100  # orders placed per commit, as a busy worker's batches hold them
 _NODE = "bench-node"

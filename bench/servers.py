@@ -28,7 +28,8 @@ import orjson
 
 from bench.placement import Placement
 from orderlog.config import load_settings
-from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import parse_url
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES_FLAG = "--processes"

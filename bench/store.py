@@ -20,8 +20,10 @@ from typing import Any
 from bench.report import ratio, target
 from bench.servers import scratch_database
 from orderlog.domain.events import OrderPlaced
-from orderlog.storage.database import backend_of, open_database, parse_url
-from orderlog.storage.store import COLUMNS, EventStore, encode, format_time, utc_now
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import backend_of, parse_url
+from orderlog.storage.row import COLUMNS, encode, format_time, utc_now
+from orderlog.storage.store import EventStore
 
 RAW_TRANSACTION = 1000
 METADATA = {"node": "bench"}

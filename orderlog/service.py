@@ -38,7 +38,8 @@ from orderlog.domain.order import (
     place_order,
     start_processing,
 )
-from orderlog.storage.store import AppendRequest, EventStore, utc_now
+from orderlog.storage.row import utc_now
+from orderlog.storage.store import AppendRequest, EventStore
 
 
 class Placement(NamedTuple):

@@ -19,7 +19,7 @@ import falcon.testing
 import pytest
 
 from api.node import Node
-from orderlog.storage.database import parse_url
+from orderlog.storage.database_url import parse_url
 from orderlog.storage.store import EventStore
 from tests.support import (
     IDLE,

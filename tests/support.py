@@ -33,7 +33,8 @@ import orjson
 from api.node import Node
 from bench import loadgen
 from orderlog.config import Settings, load_settings
-from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import parse_url
 from orderlog.storage.store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,6 +26,7 @@ from api.cli import main
 from bench import loadgen
 from orderlog.domain.events import OrderPlaced
 from orderlog.storage.backup import backup
+from orderlog.storage.row import COLUMN_LIST
 from orderlog.storage.store import AppendRequest
 from tests.support import (
     ROOT,
@@ -44,7 +45,6 @@ from tests.support import (
 NODE = ("--node-id", "backup-node")  # the copy is served as the same node, restored
 FIRST_ORDERS = 500
 ONE_LINE_ERROR = re.compile(r"orderlog: [^\n]+ \([^\n]+\)\n")
-EVENT_FIELDS = "position, stream_id, version, type, data, metadata, recorded_at"
 # Orders with a hundred items each: a log of about 50 MB, whose copy takes long enough
 # (about a second) to be caught in the middle.
 BIG_LOG_ORDERS = 12_000
@@ -57,7 +57,7 @@ def place(number: int) -> loadgen.Request:
 
 
 def log_rows(url: str) -> list[tuple[Any, ...]]:
-    return raw_fetch(url, f"SELECT {EVENT_FIELDS} FROM events ORDER BY position")
+    return raw_fetch(url, f"SELECT {COLUMN_LIST} FROM events ORDER BY position")
 
 
 def store_with_orders(url: str, count: int) -> None:

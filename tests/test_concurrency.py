@@ -33,7 +33,7 @@ from orderlog.domain.events import (
     OrderPlaced,
     OrderProcessingStarted,
 )
-from orderlog.storage.database import backend_of
+from orderlog.storage.database_url import backend_of
 from orderlog.storage.store import AppendRequest, EventStore
 from tests.support import ROOT, dense, make_store, raw_fetch, readable, run_threads, wait_for
 

@@ -21,7 +21,8 @@ from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase, Pooled
 
 from orderlog.domain.errors import MissingDriverError, StartupError, ValidationError
 from orderlog.domain.events import OrderPlaced
-from orderlog.storage.database import backend_of, open_database, parse_url, redact
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import backend_of, parse_url, redact
 from orderlog.storage.store import EventStore
 from tests.support import ROOT, make_store, raw_connection, raw_fetch, run_threads
 

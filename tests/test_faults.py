@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from orderlog.storage.database import parse_url
-from orderlog.storage.store import parse_time
+from orderlog.storage.database_url import parse_url
+from orderlog.storage.row import parse_time
 from tests.conftest import backend_url
 from tests.fault_proxy import FaultProxy
 from tests.support import ServerProcess, raw_fetch, start_server, wait_for

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from orderlog.domain.events import RecordedEvent
-from orderlog.storage.store import parse_time
+from orderlog.storage.row import parse_time
 from projections import metrics
 from tests.support import ServerProcess, logged_positions, start_server
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from orderlog.storage.database import parse_url
+from orderlog.storage.database_url import parse_url
 from orderlog.storage.node_lock import mysql_lock_name, offline_rebuild_guard
 from tests.support import (
     ROOT,

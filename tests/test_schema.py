@@ -17,7 +17,8 @@ from orderlog.domain.errors import SchemaError
 from orderlog.domain.events import OrderPlaced
 from orderlog.domain.order import PlaceOrder
 from orderlog.storage import schema
-from orderlog.storage.database import open_database, parse_url
+from orderlog.storage.database import open_database
+from orderlog.storage.database_url import parse_url
 from orderlog.storage.store import EventStore
 from tests.support import ROOT, admin_execute, make_store, raw_fetch, settings_for
 

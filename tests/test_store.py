@@ -193,7 +193,7 @@ def test_schema_creation_is_idempotent(database_url: str) -> None:
 def test_event_ids_are_random_version_4_uuids() -> None:
     import uuid
 
-    from orderlog.storage.store import new_event_id
+    from orderlog.storage.row import new_event_id
 
     ids = [new_event_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)

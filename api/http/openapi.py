@@ -31,7 +31,7 @@ from orderlog.domain.order import (
     MAX_ITEMS,
     Status,
 )
-from orderlog.storage.store import MAX_PAGE
+from orderlog.storage.reader import MAX_PAGE
 from projections.order_status import MAX_LIST
 
 MAX_POSITION = 2**63 - 1

@@ -22,7 +22,9 @@ from orderlog.domain.events import RecordedEvent
 from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, Status, is_blank
 from orderlog.readiness import Readiness as NodeReadiness
 from orderlog.service import OrderService
-from orderlog.storage.store import MAX_PAGE, EventStore, format_time
+from orderlog.storage.reader import MAX_PAGE
+from orderlog.storage.row import format_time
+from orderlog.storage.store import EventStore
 from projections import order_status
 from projections.order_status import MAX_LIST
 from projections.projector import Projector

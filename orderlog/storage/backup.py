@@ -32,7 +32,7 @@ import peewee
 
 from orderlog.config import both_names
 from orderlog.domain.errors import BackupError, StoreUnavailableError
-from orderlog.storage.database import DatabaseURL, parse_url
+from orderlog.storage.database_url import DatabaseURL, parse_url
 from orderlog.storage.store import EventStore
 
 NO_OVERWRITE = "a backup never overwrites: choose a new path"

@@ -12,25 +12,29 @@ bound for what only they can see: a lock waited for, and a transaction left idle
 by a client that stopped (a paused process holding the append lock would
 otherwise stall every node). ``unbounded`` lifts the client's deadline for one
 thread's long operations (schema migrations).
+
+``explain_failure`` says in one line why a database cannot be used at start, and
+what to do: what went wrong is read from the driver's code, never from its message.
+It imports peewee, playhouse's pools, psycopg2 (lazily, for its wait callback and to
+ask a refusing server why), the settings' names, the domain's errors, and the URLs
+and driver codes beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import importlib.util
 import math
 import os
-import re
 import select
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlparse
 
 import peewee
 from playhouse.pool import (
@@ -40,155 +44,17 @@ from playhouse.pool import (
 )
 
 from orderlog.config import both_names
-from orderlog.domain.errors import FieldError, MissingDriverError, StartupError, ValidationError
+from orderlog.domain.errors import MissingDriverError, StartupError
+from orderlog.storage.database_url import DEFAULT_PORTS, DatabaseURL, parse_url
+
+# Re-exported: projections.rebuild imports it from here.
+from orderlog.storage.database_url import redact as redact
+from orderlog.storage.driver_error import Cause, driver_error, startup_cause
 
 DRIVERS = {
     "postgres": ("psycopg2", "postgres"),
     "mysql": ("pymysql", "mysql"),
 }
-_SCHEMES = {
-    "sqlite": "sqlite",
-    "postgres": "postgres",
-    "postgresql": "postgres",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-}
-_DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306}
-
-
-@dataclass(frozen=True)
-class DatabaseURL:
-    """A database URL taken apart once, with user and password unquoted."""
-
-    url: str
-    backend: str  # 'sqlite', 'postgres' or 'mysql'
-    database: str  # the file path for SQLite, the database name otherwise
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    password: str | None = None
-    # Every host and port named (PostgreSQL may name several: libpq tries them in turn,
-    # as a client of a primary and its standbys does); host and port are the first.
-    hosts: tuple[tuple[str, int | None], ...] = ()
-    # PostgreSQL's libpq parameters given in the query (target_session_attrs, sslmode...).
-    options: dict[str, str] = field(default_factory=dict)
-
-    def driver_params(self) -> dict[str, Any]:
-        """Connection parameters for psycopg2 or pymysql (not the database name)."""
-        default = _DEFAULT_PORTS.get(self.backend)
-        host: str | None = self.host
-        port: int | str | None = self.port or default
-        if len(self.hosts) > 1:
-            host = ",".join(h for h, _ in self.hosts)
-            port = ",".join(str(p or default) for _, p in self.hosts)
-        params: dict[str, Any] = {"host": host, "port": port, "user": self.user}
-        if self.password is not None:
-            params["password"] = self.password
-        params.update(self.options)
-        return {k: v for k, v in params.items() if v is not None}
-
-    def with_database(self, name: str) -> str:
-        """The same server and credentials, another database."""
-        return urlparse(self.url)._replace(path="/" + name).geturl()
-
-    def redacted(self) -> str:
-        """The URL without its password, for logs and health answers."""
-        parsed = urlparse(self.url)
-        netloc, query = parsed.netloc, parsed.query
-        if parsed.password is not None:
-            netloc = netloc.replace(":" + parsed.password + "@", ":***@")
-        if "password" in self.options:  # libpq takes it in the query too
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-        if (netloc, query) == (parsed.netloc, parsed.query):
-            return self.url
-        return parsed._replace(netloc=netloc, query=query).geturl()
-
-
-def backend_of(url: str) -> str:
-    """'sqlite', 'postgres' or 'mysql' for a database URL's scheme."""
-    scheme = urlparse(url).scheme.split("+")[0]
-    backend = _SCHEMES.get(scheme)
-    if backend is None:
-        raise ValidationError(
-            [
-                FieldError(
-                    "database",
-                    f"unsupported URL scheme {scheme!r}: use sqlite, postgresql or mysql",
-                )
-            ]
-        )
-    return backend
-
-
-def parse_url(url: str) -> DatabaseURL:
-    """Take a database URL apart; ValidationError names what is wrong with it."""
-    backend = backend_of(url)
-    parsed = urlparse(url)
-    options = dict(parse_qsl(parsed.query, keep_blank_values=True))
-    if options and backend != "postgres":
-        name = next(iter(options))
-        raise ValidationError(
-            [FieldError("database", f"{backend} URLs take no query parameters (got {name!r})")]
-        )
-    if backend == "sqlite":
-        path = unquote(parsed.path[1:]) if parsed.path else ""
-        if not path or path == ":memory:":
-            # Threads must share the log, and a memory database is private to a connection.
-            raise ValidationError(
-                [FieldError("database", "SQLite needs a file path, e.g. sqlite:///orderlog.db")]
-            )
-        return DatabaseURL(url, backend, path)
-    hosts = _hosts(parsed.netloc.rpartition("@")[2])
-    if len(hosts) > 1 and backend != "postgres":
-        raise ValidationError(
-            [FieldError("database", "only PostgreSQL URLs may name several hosts")]
-        )
-    host, port = hosts[0] if hosts else (None, None)
-    return DatabaseURL(
-        url,
-        backend,
-        unquote(parsed.path.lstrip("/")),
-        host,
-        port,
-        unquote(parsed.username) if parsed.username else None,
-        unquote(parsed.password) if parsed.password is not None else None,
-        hosts,
-        options,
-    )
-
-
-def _hosts(text: str) -> tuple[tuple[str, int | None], ...]:
-    """``h1:p1,h2,[::1]:p3`` as ((h1, p1), (h2, None), (::1, p3))."""
-    found: list[tuple[str, int | None]] = []
-    for part in filter(None, text.split(",")):
-        if part.startswith("["):
-            host, _, rest = part[1:].partition("]")
-            port_text = rest[1:] if rest.startswith(":") else ""
-        else:
-            host, _, port_text = part.partition(":")
-        if port_text and not (port_text.isascii() and port_text.isdigit()):
-            raise ValidationError(
-                [FieldError("database", f"port {port_text!r} of {host!r} is not a number")]
-            )
-        port = int(port_text) if port_text else None
-        if port is not None and not 0 < port <= 65535:
-            raise ValidationError([FieldError("database", f"port {port} is out of range")])
-        found.append((unquote(host), port))
-    return tuple(found)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and health answers (even a URL that
-    cannot be used: its password is hidden all the same)."""
-    try:
-        return parse_url(url).redacted()
-    except ValidationError:
-        return _PASSWORD.sub(r"\1***@", url, count=1)
-
-
-# The password in a URL's user information: after "scheme://user:" and up to the last "@".
-_PASSWORD = re.compile(r"^([^:/?#]+://[^:/?#@]*:)[^/?#]*@")
 
 
 def open_database(
@@ -214,30 +80,7 @@ def open_database(
                 f"{target.backend} needs the {module} driver: pip install 'orderlog[{extra}]'"
             )
     if target.backend == "sqlite":
-        path = Path(target.database)
-        if must_exist and not path.is_file():
-            raise StartupError(
-                f"no SQLite database at {path}", f"check the path in {both_names('database_url')}"
-            )
-        if not path.parent.is_dir():
-            raise StartupError(
-                f"the directory of the SQLite database {path} does not exist",
-                f"create it, or fix the path in {both_names('database_url')}",
-            )
-        wait = 30.0 if timeout is None else timeout
-        return _PooledSqlite(
-            target.database,
-            max_connections=max_connections,
-            timeout=wait,
-            check_same_thread=False,
-            pragmas={
-                "journal_mode": "wal",
-                "synchronous": synchronous.upper(),
-                "busy_timeout": int(wait * 1000),
-                "cache_size": -32000,
-                "temp_store": "memory",
-            },
-        )
+        return _open_sqlite(target.database, synchronous, max_connections, must_exist, timeout)
     # A pool exhausted for longer than the bound is the database being unavailable too.
     pool = {"max_connections": max_connections, "timeout": timeout or 30, "stale_timeout": 300}
     if target.backend == "postgres":
@@ -252,6 +95,35 @@ def open_database(
         field_types={"TEXT": "LONGTEXT"},
         **_mysql_bounds(timeout),
         **target.driver_params(),
+    )
+
+
+def _open_sqlite(
+    database: str, synchronous: str, max_connections: int, must_exist: bool, timeout: float | None
+) -> peewee.Database:
+    path = Path(database)
+    if must_exist and not path.is_file():
+        raise StartupError(
+            f"no SQLite database at {path}", f"check the path in {both_names('database_url')}"
+        )
+    if not path.parent.is_dir():
+        raise StartupError(
+            f"the directory of the SQLite database {path} does not exist",
+            f"create it, or fix the path in {both_names('database_url')}",
+        )
+    wait = 30.0 if timeout is None else timeout
+    return _PooledSqlite(
+        database,
+        max_connections=max_connections,
+        timeout=wait,
+        check_same_thread=False,
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": synchronous.upper(),
+            "busy_timeout": int(wait * 1000),
+            "cache_size": -32000,
+            "temp_store": "memory",
+        },
     )
 
 
@@ -376,9 +248,11 @@ def _wait(conn: Any) -> None:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             _abandon(fd)
-            raise psycopg2.OperationalError(
+            error = psycopg2.OperationalError(
                 f"the database did not answer within {bound:g} s (--db-timeout)"
             )
+            error.orderlog_unanswered = True  # for explain_failure, which reads no message
+            raise error
         with contextlib.suppress(InterruptedError):
             select.select(readers, writers, [], left)
 
@@ -411,68 +285,156 @@ def unbounded(db: peewee.Database) -> Iterator[None]:
             conn._read_timeout = saved
 
 
-def is_deadlock(exc: BaseException | None) -> bool:
-    """Whether the database ended ``exc``'s transaction as a deadlock's victim: rolled back
-    whole, so trying again is safe. MariaDB picks one when transactions that looked for
-    the same missing row (holding the gap it would go in) then insert it at once."""
-    driver = exc
-    # peewee keeps the driver's exception as ``orig``.
-    while isinstance(getattr(driver, "orig", None), BaseException):
-        driver = driver.orig  # type: ignore[union-attr]
-    if driver is None:
-        return False
-    if getattr(driver, "pgcode", None) == _POSTGRES_DEADLOCK:
-        return True
-    module = type(driver).__module__
-    return module.startswith("pymysql") and bool(driver.args) and driver.args[0] == _MYSQL_DEADLOCK
-
-
-_POSTGRES_DEADLOCK = "40P01"  # deadlock_detected
-_MYSQL_DEADLOCK = 1213  # ER_LOCK_DEADLOCK
+# -- explaining a database that cannot be used -----------------------------------------------
 
 
 def explain_failure(exc: BaseException, url: str) -> StartupError:
-    """A database error met while starting, as one line with a hint (never a traceback)."""
+    """A database error met while starting, as one line with a hint (never a traceback).
+
+    What went wrong is read from the driver's code (``driver_error.startup_cause``),
+    never from its message. A failed PostgreSQL connect carries no code, so the server
+    is asked (``_ask_postgres``).
+    """
     target = parse_url(url)
     text = " ".join(str(exc).split())  # drivers' messages may span lines
-    lowered = text.lower()
+    driver = driver_error(exc)
+    cause = startup_cause(driver)
+    if cause is None and target.backend == "postgres" and _postgres_without_code(driver):
+        cause = _ask_postgres(target)
     if target.backend == "sqlite":
-        where = f"the SQLite database {target.database}"
-        if "readonly" in lowered or "read-only" in lowered:
-            return StartupError(
-                f"{where} is read-only", "give orderlog write access to the file and its directory"
-            )
-        if "not a database" in lowered:
-            return StartupError(
-                f"{target.database} is not a SQLite database",
-                f"point {both_names('database_url')} at an orderlog database, or at a new file",
-            )
-        if "unable to open" in lowered:
-            return StartupError(
-                f"cannot open {where}", "check the path and that its directory is writable"
-            )
-        return StartupError(f"cannot use {where}", text)
-    server = f"{target.host or 'localhost'}:{target.port or _DEFAULT_PORTS[target.backend]}"
-    name = {"postgres": "PostgreSQL", "mysql": "MySQL/MariaDB"}[target.backend]
-    if "does not exist" in lowered or "unknown database" in lowered:
+        return _sqlite_failure(cause, target.database, text)
+    return _server_failure(cause, target, text)
+
+
+def _sqlite_failure(cause: Cause | None, path: str, text: str) -> StartupError:
+    where = f"the SQLite database {path}"
+    if cause is Cause.READ_ONLY:
+        return StartupError(
+            f"{where} is read-only", "give orderlog write access to the file and its directory"
+        )
+    if cause is Cause.NOT_A_DATABASE:
+        return StartupError(
+            f"{path} is not a SQLite database",
+            f"point {both_names('database_url')} at an orderlog database, or at a new file",
+        )
+    if cause is Cause.CANNOT_OPEN:
+        return StartupError(
+            f"cannot open {where}", "check the path and that its directory is writable"
+        )
+    return StartupError(f"cannot use {where}", text)
+
+
+def _server_failure(cause: Cause | None, target: DatabaseURL, text: str) -> StartupError:
+    host, database = target.host or "localhost", target.database
+    server = f"{host}:{target.port or DEFAULT_PORTS[target.backend]}"
+    postgres = target.backend == "postgres"
+    name = "PostgreSQL" if postgres else "MySQL/MariaDB"
+    # The drivers' own default when the URL names no user.
+    user = target.user or (postgres and os.environ.get("PGUSER")) or getpass.getuser()
+    if cause is Cause.MISSING_DATABASE:
         create = (
-            f"createdb -h {target.host or 'localhost'} -U {target.user or 'postgres'} "
-            f"{target.database}"
-            if target.backend == "postgres"
-            else f"mariadb -h {target.host or 'localhost'} -e 'CREATE DATABASE {target.database}'"
+            f"createdb -h {host} -U {target.user or 'postgres'} {database}"
+            if postgres
+            else f"mariadb -h {host} -e 'CREATE DATABASE {database}'"
         )
         return StartupError(
-            f"{name} database {target.database!r} does not exist on {server}",
-            f"create it: {create}",
+            f"{name} database {database!r} does not exist on {server}", f"create it: {create}"
         )
-    if "authentication" in lowered or "access denied" in lowered or "password" in lowered:
+    if cause is Cause.REFUSED_USER:
+        create = (
+            f"createuser -h {host} -U postgres {user}"
+            if postgres
+            else f"mariadb -h {host} -e \"CREATE USER '{user}'@'%' IDENTIFIED BY '...'; "
+            f"GRANT ALL ON {database}.* TO '{user}'@'%'\""
+        )
         return StartupError(
-            f"{name} at {server} refused the user {target.user!r}",
-            f"check the user and password in {both_names('database_url')}",
+            f"{name} at {server} refused the user {user!r}",
+            f"create it: {create}; or name an existing user, with its password, in "
+            f"{both_names('database_url')}",
         )
-    if "connect" in lowered or "connection refused" in lowered or "could not translate" in lowered:
+    if cause is Cause.NO_ACCESS:
+        return StartupError(
+            f"{name} at {server} gives the user {user!r} no access to the database {database!r}",
+            f"grant it: mariadb -h {host} -e \"GRANT ALL ON {database}.* TO '{user}'@'%'\" "
+            "(the same is said of a database that does not exist: create it first)",
+        )
+    if cause is Cause.UNREACHABLE:
         return StartupError(
             f"cannot reach {name} at {server}",
             f"is the server running? check {both_names('database_url')}",
         )
-    return StartupError(f"cannot use {name} database {target.database!r} on {server}", text)
+    return StartupError(f"cannot use {name} database {database!r} on {server}", text)
+
+
+def _postgres_without_code(driver: BaseException | None) -> bool:
+    """A psycopg2 error that carries no SQLSTATE (a failed connect, a dropped connection),
+    other than this module's own deadline, which needs no asking."""
+    return (
+        type(driver).__module__.partition(".")[0] == "psycopg2"
+        and getattr(driver, "pgcode", None) is None
+        and not getattr(driver, "orderlog_unanswered", False)
+    )
+
+
+# How long asking PostgreSQL why it refused a connection may take, connect included.
+_ASK_TIMEOUT = 5.0
+# libpq's ConnStatusType while connecting: past CONNECTION_STARTED (2) the socket is
+# connected, and a failure that follows is the server's refusal.
+_LIBPQ_STARTED = 2
+
+
+def _ask_postgres(target: DatabaseURL) -> Cause | None:
+    """Why PostgreSQL refused ``target``, asked of the server itself.
+
+    psycopg2 gives a failed connect no SQLSTATE (2.9.13 with libpq 17: ``pgcode`` None,
+    ``diag`` empty), only the server's message, which is never read here: the server
+    words it in its own language, and "does not exist" once took a missing role for a
+    missing database. The server checks the role before the database, so the same user
+    and password connect to a maintenance database: accepted, the database is looked
+    up in ``pg_database``; refused once the socket connected, the user is refused (no
+    such role, a wrong password, pg_hba.conf; a server starting up or out of slots
+    looks the same from here); no socket connected, the server is unreachable.
+    """
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    maintenance = "template1" if target.database == "postgres" else "postgres"
+    deadline = time.monotonic() + _ASK_TIMEOUT
+    try:
+        conn = psycopg2.connect(dbname=maintenance, async_=True, **target.driver_params())
+    except psycopg2.Error:
+        return Cause.UNREACHABLE  # its host name did not resolve
+    reached = connected = False
+    try:
+        while (state := conn.poll()) != ext.POLL_OK:
+            reached = reached or conn.info.status > _LIBPQ_STARTED
+            if not _wait_socket(conn, state, deadline):
+                return None
+        connected = True
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (target.database,))
+        while (state := conn.poll()) != ext.POLL_OK:
+            if not _wait_socket(conn, state, deadline):
+                return None
+        return None if cursor.fetchone() else Cause.MISSING_DATABASE
+    except psycopg2.Error:
+        if connected:
+            return None
+        return Cause.REFUSED_USER if reached else Cause.UNREACHABLE
+    finally:
+        conn.close()
+
+
+def _wait_socket(conn: Any, state: int, deadline: float) -> bool:
+    """Wait until an asynchronous connection's socket is ready for what ``poll`` asked
+    (reading or writing); False once the deadline has passed."""
+    import psycopg2.extensions as ext
+
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    fd = conn.fileno()
+    readers, writers = ([fd], []) if state == ext.POLL_READ else ([], [fd])
+    with contextlib.suppress(InterruptedError):
+        select.select(readers, writers, [], left)
+    return True

@@ -24,7 +24,7 @@ again and takes them back, or reports them lost. Every wait is bounded: the lock
 are tried, never waited for, and connects and statements have timeouts.
 
 It imports the standard library, peewee (for the connection, never its pool),
-``orderlog.storage.database`` and ``orderlog.domain.errors``.
+``orderlog.storage.database`` (with its URLs) and ``orderlog.domain.errors``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from typing import Any, Protocol
 import peewee
 
 from orderlog.domain.errors import StartupError
-from orderlog.storage.database import DatabaseURL, explain_failure, parse_url, postgres_wait_bound
+from orderlog.storage.database import explain_failure, postgres_wait_bound
+from orderlog.storage.database_url import DatabaseURL, parse_url
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import peewee
 
 from orderlog.domain.errors import StoreUnavailableError
 from orderlog.domain.order import Status
-from orderlog.storage.database import is_deadlock
+from orderlog.storage.driver_error import is_deadlock
 from orderlog.storage.store import EventStore
 
 NAME = "order_status"  # the live rows' checkpoint, and the table they are in at first

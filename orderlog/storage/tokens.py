@@ -26,7 +26,8 @@ import peewee
 
 from orderlog.domain.errors import FieldError, StoreUnavailableError, ValidationError
 from orderlog.domain.order import is_blank
-from orderlog.storage.database import explain_failure, open_database, parse_url
+from orderlog.storage.database import explain_failure, open_database
+from orderlog.storage.database_url import parse_url
 from orderlog.storage.store import EventStore
 
 ADMIN = "admin"

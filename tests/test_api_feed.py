@@ -48,6 +48,7 @@ def test_history_lists_every_event_of_the_order(
         "user_id": "u-1",
         "item_ids": ["sku-1", 42],
         "total_amount": "19.99",
+        "currency": "USD",
     }
     assert events[0]["metadata"]["correlation_id"] == "req-7"
     assert events[1]["data"]["attempt"] == events[2]["data"]["attempt"] == 1

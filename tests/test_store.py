@@ -42,6 +42,7 @@ def test_append_assigns_versions_and_positions_in_order(
         "user_id": "u1",
         "item_ids": ["a", "b"],
         "total_amount": "10.00",
+        "currency": "USD",
     }
     assert events == first + second
     assert store.head() == second[-1].position == store.last_position()

@@ -100,6 +100,7 @@ def _event_schemas() -> dict[str, Any]:
                 "user_id": _ref("Id"),
                 "item_ids": {"type": "array", "items": _ref("Id"), "minItems": 1},
                 "total_amount": _ref("Money"),
+                "currency": _ref("Currency"),
             }
         ),
         OrderProcessingStarted: _object(
@@ -166,6 +167,11 @@ def schemas() -> dict[str, Any]:
         },
         "Id": ID,
         "Status": {"type": "string", "enum": STATUSES},
+        "Currency": {
+            "type": "string",
+            "pattern": "^[A-Z]{3}$",
+            "description": "An ISO 4217 currency code: three letters A-Z.",
+        },
         "Money": {
             "type": "string",
             "pattern": rf"^[0-9]{{1,{_INTEGER_DIGITS}}}\.[0-9]{{2}}(?![\s\S])",

@@ -84,6 +84,17 @@ class IdempotencyKeyExpiredError(OrderlogError):
         )
 
 
+class FutureEventError(OrderlogError):
+    """An event stored at a version newer than this code knows: a newer release wrote
+    it, and this one cannot read it (every node is upgraded together)."""
+
+    def __init__(self, type_name: str, version: int, known: int) -> None:
+        super().__init__(f"the log holds {type_name} v{version}; this release reads up to v{known}")
+        self.type_name = type_name
+        self.version = version
+        self.known = known
+
+
 class InvalidTransitionError(OrderlogError):
     """A command that the order's current status does not allow."""
 

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from orderlog.domain.upcasting import current_version, upcast
+
 
 @dataclass(frozen=True)
 class OrderPlaced:
@@ -21,6 +23,9 @@ class OrderPlaced:
     user_id: str | int
     item_ids: tuple[str | int, ...]
     total_amount: str  # exact decimal as text: money never passes through float
+    # ISO 4217, three letters A-Z (v2; an OrderPlaced stored at v1 reads as USD, the
+    # currency every order was in before orders named one: orderlog.domain.upcasting).
+    currency: str = "USD"
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,14 @@ class RecordedEvent(NamedTuple):
     data_json: str
     metadata_json: str
     recorded_at_text: str = ""  # as the log holds it (UTC, microseconds, "Z")
+    # The version of its type the event was written at (absent in the log means 1);
+    # ``data`` and ``event`` always give the current version (orderlog.domain.upcasting).
+    event_version: int = 1
 
     @property
     def data(self) -> dict[str, Any]:
-        return _loads(self.data_json)  # type: ignore[no-any-return]
+        """The event's fields as the current version of its type has them."""
+        return upcast(self.type, self.event_version, _loads(self.data_json))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -112,8 +121,10 @@ class RecordedEvent(NamedTuple):
         data: dict[str, Any],
         metadata: dict[str, Any],
         recorded_at: datetime,
+        event_version: int | None = None,
     ) -> RecordedEvent:
-        """From decoded fields: for tests, and readers that rebuild events from a feed."""
+        """From decoded fields: for tests, and readers that rebuild events from a feed
+        (``data`` at ``event_version``; by default the current version of its type)."""
         return cls(
             position,
             stream_id,
@@ -123,6 +134,7 @@ class RecordedEvent(NamedTuple):
             orjson.dumps(data).decode(),
             orjson.dumps(metadata).decode(),
             recorded_at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z",
+            current_version(type) if event_version is None else event_version,
         )
 
 

@@ -63,6 +63,7 @@ class PlaceOrder:
     # False when the client named no order: the id is made here (a UUID), and an
     # Idempotency-Key then names the order instead (``orderlog.service``).
     id_given: bool = True
+    currency: str = "USD"  # ISO 4217
 
     @classmethod
     def from_payload(cls, payload: Any) -> PlaceOrder:
@@ -294,6 +295,7 @@ def place_order(state: OrderState, command: PlaceOrder) -> list[Event]:
         user_id=command.user_id,
         item_ids=command.item_ids,
         total_amount=str(command.total_amount),
+        currency=command.currency,
     )
     if state.placed is None:
         return [placed]

@@ -465,7 +465,7 @@ def test_a_first_version_log_is_checked_without_being_migrated(tmp_path: Path) -
     assert tables_and_files(path) == before  # no schema_migrations, no lock file
 
 
-def test_the_check_takes_no_lock_a_server_or_an_offline_rebuild_holds(sqlite_url: str) -> None:
+def test_the_check_runs_while_an_offline_rebuild_keeps_servers_out(sqlite_url: str) -> None:
     store = make_store(sqlite_url)
     try:
         write_orders(store, 2)

@@ -1,4 +1,4 @@
-"""The ``orderlog`` command: ``serve``, ``rebuild``, ``backup`` and ``token``.
+"""The ``orderlog`` command: ``serve``, ``rebuild``, ``backup``, ``token`` and ``log check``.
 
 It is the composition root that wires all three layers, so it lives in the
 outermost one. Failures the user can fix are one line on stderr,
@@ -123,7 +123,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = tokens.add_parser("revoke", parents=[where], help="revoke a token by name")
     revoke.add_argument("name")
+    _add_log(commands, where)
     return parser
+
+
+def _add_log(commands: Any, where: argparse.ArgumentParser) -> None:
+    log = commands.add_parser("log", help="the log itself: check that this release reads it")
+    checks = log.add_subparsers(dest="log_command", required=True)
+    check = checks.add_parser(
+        "check",
+        parents=[where],
+        help="read the whole log as this release does: exit 1 naming each event it "
+        "cannot read and each stream that breaks the order's rules",
+        description="Read the whole log as this release reads it, while servers run "
+        "(read-only, in pages): decode and upcast every event and fold every stream with "
+        "the order's rules. Exit 0 when all is readable; 1 with a line per problem "
+        "(position, type, reason) and a summary. Run it before deploying a release that "
+        "adds an event version.",
+    )
+    shown = check.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        help="a progress line on stderr every few seconds (default: when stderr is a terminal)",
+    )
+    shown.add_argument("--quiet", action="store_true", help="print only the problems")
 
 
 def _token(args: argparse.Namespace, database_url: str) -> int:
@@ -196,6 +220,26 @@ def _token_revoke(args: argparse.Namespace, tokens: TokenStore) -> int:
     return 0
 
 
+def _log_check(args: argparse.Namespace, database_url: str) -> int:
+    """Exit 0 when this release reads the whole log, 1 when it finds a problem."""
+    from projections.log_check import Problem, check_store, open_log, progress_printer
+
+    def found(problem: Problem) -> None:
+        sys.stdout.write(f"{problem}\n")
+
+    shown = args.progress or (not args.quiet and sys.stderr.isatty())
+    store = open_log(database_url)
+    try:
+        summary = check_store(
+            store, found, progress=progress_printer(sys.stderr) if shown else None
+        )
+    finally:
+        store.close()
+    if not args.quiet:
+        sys.stdout.write(f"{summary}\n")
+    return 1 if summary.problems else 0
+
+
 def _load_dotenv() -> frozenset[str]:
     """Read ``.env`` into the environment, real variables winning; the names it set."""
     try:
@@ -221,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.log_level, settings.log_format)
         if args.command == "token":
             return _token(args, settings.database_url)
+        if args.command == "log":
+            return _log_check(args, settings.database_url)
         if args.command == "backup":
             from orderlog.storage.backup import backup
 

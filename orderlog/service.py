@@ -32,7 +32,6 @@ from orderlog.domain.order import (
     PlaceOrder,
     apply_state,
     complete_order,
-    fold_state,
     idempotent_order_id,
     is_order_id,
     place_order,
@@ -134,7 +133,7 @@ class OrderService:
                 history = self.store.read_stream(command.order_id)
                 continue
             if self.on_placed:
-                self.on_placed(command.order_id, fold_state_from(_state(history), new))
+                self.on_placed(command.order_id, fold_recorded(_state(history), new, recorded))
             return history + recorded, True
         raise ConcurrencyError(command.order_id, 0, len(history))
 
@@ -164,7 +163,8 @@ class OrderService:
     ) -> tuple[list[Outcome], list[Outcome]]:
         """complete_order each of ``complete``, and start_processing each of ``start`` as
         ``worker_id`` (a claim), all in one commit; completions come first in the log, so
-        an order leaves the work before the next is claimed.
+        an order leaves the work before the next is claimed. Each event's metadata is
+        ``metadata`` with the order's causes (``_caused_by``).
 
         Each order is appended at the version its state was read at, so of two claims
         on one version only one lands. Returns, for each list in order, each order's
@@ -174,7 +174,9 @@ class OrderService:
         decided = [_decide(seen, complete_order, seen.order_id) for seen in complete]
         decided += [_decide(seen, start_processing, seen.order_id, worker_id) for seen in start]
         requests = [
-            AppendRequest(seen.order_id, events, seen.state.version, metadata)
+            AppendRequest(
+                seen.order_id, events, seen.state.version, _caused_by(seen.state, metadata)
+            )
             for seen, events in decided
             if not isinstance(events, OrderlogError)
         ]
@@ -192,7 +194,7 @@ class OrderService:
             if isinstance(result, OrderlogError):
                 outcomes.append(result)
             else:
-                outcomes.append(fold_state_from(seen.state, events))
+                outcomes.append(fold_recorded(seen.state, events, result))
         return outcomes[: len(complete)], outcomes[len(complete) :]
 
 
@@ -206,12 +208,26 @@ def _decide(
         return seen, exc
 
 
+def _caused_by(state: OrderState, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``metadata`` for an event on the order as ``state`` has it: with the request that
+    placed it (correlation_id) and the stream's last event (causation_id), where known."""
+    caused = dict(metadata)
+    if state.correlation_id is not None:
+        caused["correlation_id"] = state.correlation_id
+    if state.last_event_id is not None:
+        caused["causation_id"] = state.last_event_id
+    return caused
+
+
 def _state(history: list[RecordedEvent]) -> OrderState:
-    return fold_state(event.event for event in history)
+    return fold_recorded(OrderState(), [recorded.event for recorded in history], history)
 
 
-def fold_state_from(state: OrderState, new: Sequence[Event]) -> OrderState:
-    """The state after ``new`` events, without reading the stream again."""
-    for event in new:
-        state = apply_state(state, event)
+def fold_recorded(
+    state: OrderState, new: Sequence[Event], recorded: Sequence[RecordedEvent]
+) -> OrderState:
+    """The state after ``new`` events, as ``recorded`` in the log, without reading the
+    stream again or decoding their data: only their metadata, for their ids."""
+    for event, row in zip(new, recorded, strict=True):
+        state = apply_state(state, event, row.metadata)
     return state

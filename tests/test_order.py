@@ -18,6 +18,7 @@ from orderlog.domain.order import (
     OrderState,
     PlaceOrder,
     Status,
+    apply_state,
     complete_order,
     fold_state,
     place_order,
@@ -161,6 +162,24 @@ def test_an_unknown_event_takes_a_version_and_changes_nothing_else() -> None:
     )
     # The next claim is decided on the right version and attempt.
     assert start_processing(after, "o-1", "w2") == [OrderProcessingStarted("o-1", 2, "w2")]
+
+
+def test_the_state_knows_the_last_event_and_the_correlation_from_the_metadata() -> None:
+    # The placing request's id lives in OrderPlaced's metadata; a later event without one
+    # (written before events carried it on) keeps it.
+    pending = apply_state(OrderState(), placed(), {"event_id": "e1", "correlation_id": "req-1"})
+    assert (pending.last_event_id, pending.correlation_id) == ("e1", "req-1")
+    claimed = apply_state(pending, PROCESSING[1], {"event_id": "e2"})
+    assert (claimed.last_event_id, claimed.correlation_id) == ("e2", "req-1")
+    unknown = apply_state(claimed, None, {"event_id": "e3", "correlation_id": "req-1"})
+    assert (unknown.last_event_id, unknown.correlation_id) == ("e3", "req-1")
+
+
+def test_an_event_folded_without_its_metadata_leaves_the_last_event_unknown() -> None:
+    pending = apply_state(OrderState(), placed(), {"event_id": "e1", "correlation_id": "req-1"})
+    claimed = apply_state(pending, PROCESSING[1])
+    # Never the id of an older event: the next event would name the wrong cause.
+    assert (claimed.last_event_id, claimed.correlation_id) == (None, "req-1")
 
 
 # -- validating a new order ------------------------------------------------------------

@@ -130,3 +130,41 @@ def test_a_batch_completes_and_claims_in_one_go_each_order_on_its_own(
     assert isinstance(claimed[1], ConcurrencyError)  # another worker claimed it first
     assert [e.type for e in service.history("placed")] == ["OrderPlaced"]
     assert service.history("next")[-1].metadata["node"] == "n1"
+
+
+def test_claims_and_completions_name_their_cause_and_carry_the_correlation(
+    service: OrderService,
+) -> None:
+    told: dict[str, OrderState] = {}
+    service.on_placed = told.__setitem__
+    service.place_order(
+        PlaceOrder("o-1", 1, ("a",), Decimal("1")), metadata={"correlation_id": "r1"}
+    )
+    _, (claimed,) = service.complete_and_start(
+        [], [Seen("o-1", told["o-1"])], worker_id="w/1/0", metadata={"node": "n1"}
+    )
+    assert isinstance(claimed, OrderState)
+    (completed,), _ = service.complete_and_start(
+        [Seen("o-1", claimed)], [], worker_id="w/1/0", metadata={"node": "n1"}
+    )
+    assert isinstance(completed, OrderState)
+
+    placed, claim_event, completion = (e.metadata for e in service.history("o-1"))
+    assert "causation_id" not in placed
+    assert claim_event["causation_id"] == placed["event_id"]
+    assert completion["causation_id"] == claim_event["event_id"]
+    assert [m["correlation_id"] for m in (placed, claim_event, completion)] == ["r1"] * 3
+    assert claim_event["node"] == completion["node"] == "n1"
+    # The states handed back know the last event without reading the stream again.
+    assert completed.last_event_id == completion["event_id"]
+    assert service.state("o-1") == completed
+
+
+def test_an_order_placed_without_a_correlation_id_gets_none_later(
+    service: OrderService,
+) -> None:
+    service.place_order(PlaceOrder("o-1", 1, ("a",), Decimal("1")))
+    claim(service, "o-1")
+    placed, claim_event = (e.metadata for e in service.history("o-1"))
+    assert "correlation_id" not in claim_event
+    assert claim_event["causation_id"] == placed["event_id"]

@@ -222,7 +222,16 @@ def schemas() -> dict[str, Any]:
             "description": "Who and what caused the event; more keys may appear.",
             "properties": {
                 "event_id": {"type": "string"},
-                "correlation_id": {"type": "string", "description": "the request's id"},
+                "correlation_id": {
+                    "type": "string",
+                    "description": "the id of the request that placed the order (X-Request-ID)",
+                },
+                "causation_id": {
+                    "type": "string",
+                    "description": "the event_id of the event that caused this one "
+                    "(a claim: the order's last event when claimed; a completion: its "
+                    "claim); absent on OrderPlaced",
+                },
                 "node": {"type": "string"},
                 "worker": {"type": "string"},
                 "idempotency_key": {"type": "string"},

@@ -239,46 +239,92 @@ def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
 
 @dataclass(frozen=True)
 class OrderState:
-    """The write side's view of one order: just what the rules need to decide."""
+    """The write side's view of one order: just what the rules need to decide, and what
+    the order's next event names as its causes."""
 
     version: int = 0
     status: Status | None = None
     placed: OrderPlaced | None = None
     attempt: int = 0
     worker_id: str | None = None
+    # From the recorded events' metadata: the stream's last event (its event_id, which
+    # the next event names as its causation_id; None when folded from bare events), and
+    # the id of the request that placed the order, which every later event carries on.
+    last_event_id: str | None = None
+    correlation_id: str | None = None
 
 
-def _placed(state: OrderState, event: OrderPlaced) -> OrderState:
-    return OrderState(state.version + 1, Status.PENDING, event)
+# Each handler: (state, event, the event's id, the correlation id) -> the next state.
+def _placed(
+    state: OrderState, event: OrderPlaced, event_id: str | None, correlation: str | None
+) -> OrderState:
+    return OrderState(state.version + 1, Status.PENDING, event, 0, None, event_id, correlation)
 
 
-def _started(state: OrderState, event: OrderProcessingStarted) -> OrderState:
+def _started(
+    state: OrderState, event: OrderProcessingStarted, event_id: str | None, correlation: str | None
+) -> OrderState:
     return OrderState(
-        state.version + 1, Status.PROCESSING, state.placed, event.attempt, event.worker_id
+        state.version + 1,
+        Status.PROCESSING,
+        state.placed,
+        event.attempt,
+        event.worker_id,
+        event_id,
+        correlation,
     )
 
 
-def _completed(state: OrderState, event: OrderCompleted) -> OrderState:
+def _completed(
+    state: OrderState, event: OrderCompleted, event_id: str | None, correlation: str | None
+) -> OrderState:
     return OrderState(
-        state.version + 1, Status.COMPLETED, state.placed, state.attempt, state.worker_id
+        state.version + 1,
+        Status.COMPLETED,
+        state.placed,
+        state.attempt,
+        state.worker_id,
+        event_id,
+        correlation,
     )
 
 
-def _moved(state: OrderState, event: object) -> OrderState:
+def _moved(
+    state: OrderState, event: object, event_id: str | None, correlation: str | None
+) -> OrderState:
     # A type this version does not know still takes its place in the stream.
-    return OrderState(state.version + 1, state.status, state.placed, state.attempt, state.worker_id)
+    return OrderState(
+        state.version + 1,
+        state.status,
+        state.placed,
+        state.attempt,
+        state.worker_id,
+        event_id,
+        correlation,
+    )
 
 
-_HANDLERS: dict[type, Callable[[OrderState, Any], OrderState]] = {
+_HANDLERS: dict[type, Callable[[OrderState, Any, str | None, str | None], OrderState]] = {
     OrderPlaced: _placed,
     OrderProcessingStarted: _started,
     OrderCompleted: _completed,
 }
 
 
-def apply_state(state: OrderState, event: Event | None) -> OrderState:
-    """The state after one more event of the order's stream (None: a type unknown here)."""
-    return _HANDLERS.get(type(event), _moved)(state, event)
+def apply_state(
+    state: OrderState, event: Event | None, metadata: Mapping[str, Any] | None = None
+) -> OrderState:
+    """The state after one more event of the order's stream (None: a type unknown here).
+
+    ``metadata`` is the recorded event's: its event_id becomes the state's last_event_id
+    and its correlation_id, if it has one, the state's. Without it the last event is
+    unknown, so the next one names no cause.
+    """
+    handler = _HANDLERS.get(type(event), _moved)
+    if metadata is None:
+        return handler(state, event, None, state.correlation_id)
+    correlation = metadata.get("correlation_id", state.correlation_id)
+    return handler(state, event, metadata.get("event_id"), correlation)
 
 
 def fold_state(events: Iterable[Event | None]) -> OrderState:

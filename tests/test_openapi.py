@@ -156,8 +156,7 @@ def test_event_types_and_their_data_are_the_event_classes() -> None:
 def test_the_order_body_names_exactly_the_command_fields() -> None:
     body = SCHEMAS["PlaceOrder"]
     # id_given is not sent: it says whether the body named the order (order_id).
-    # currency: the body takes it once the API reads it; the command has it already.
-    fields = {f.name for f in dataclasses.fields(PlaceOrder)} - {"id_given", "currency"}
+    fields = {f.name for f in dataclasses.fields(PlaceOrder)} - {"id_given"}
     assert set(body["properties"]) == fields
     assert body["additionalProperties"] is False
     assert set(body["required"]) == {"user_id", "item_ids", "total_amount"}

@@ -33,7 +33,13 @@ from api.http.auth import ROUTE_SCOPES
 from api.http.problem import FALCON_ERROR_TYPES, PROBLEM_TYPES, problem_type
 from api.node import Node
 from orderlog.domain.events import EVENT_TYPES
-from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, is_order_id, parse_amount
+from orderlog.domain.order import (
+    MAX_ID_LENGTH,
+    PlaceOrder,
+    is_currency,
+    is_order_id,
+    parse_amount,
+)
 from tests.schemathesis_hooks import PRINTABLE
 from tests.support import ROOT, create_token, start_server
 
@@ -196,6 +202,20 @@ def test_the_order_id_pattern_accepts_exactly_the_ids_the_code_accepts(text: str
         and ORDER_ID_PATTERN.search(text) is not None
     )
     assert documented == (bool(text) and is_order_id(text))
+
+
+CURRENCY_PATTERN = re.compile(SCHEMAS["Currency"]["pattern"])
+
+
+@given(
+    st.one_of(
+        st.text(max_size=5),
+        st.text(alphabet="AZaz09\u00c9\uff25 \n", max_size=5),
+        st.from_regex(CURRENCY_PATTERN),
+    )
+)
+def test_the_currency_pattern_accepts_exactly_the_codes_the_code_accepts(text: str) -> None:
+    assert (CURRENCY_PATTERN.search(text) is not None) == is_currency(text)
 
 
 @given(PRINTABLE)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderlog.domain.errors import FieldError, ValidationError
+from orderlog.domain.order import CURRENCY_RULE, DEFAULT_CURRENCY, is_currency
 
 
 def _opt(default: Any, flag: str, help: str, env: str | None = None, shown: str = "") -> Any:
@@ -134,6 +135,12 @@ class Settings:
         "--idempotency-ttl",
         "seconds an Idempotency-Key is honoured; a later retry with it is refused, never "
         "a second order",
+    )
+    default_currency: str = _opt(
+        DEFAULT_CURRENCY,
+        "--default-currency",
+        "ISO 4217 code (three letters A-Z) of an order placed without a currency; it applies "
+        "to new orders only: an order stored before orders had a currency is always USD",
     )
     drain_timeout: float = _opt(
         5.0,
@@ -388,6 +395,19 @@ def _check(s: Settings) -> None:
         bad("port", "must be between 0 and 65535")
     if s.sqlite_synchronous.upper() not in {"FULL", "NORMAL"}:
         bad("sqlite_synchronous", "must be FULL or NORMAL")
+    _check_processes(s, bad)
+    if not is_currency(s.default_currency):
+        bad("default_currency", CURRENCY_RULE)
+    if s.log_format not in {"text", "json"}:
+        bad("log_format", "must be text or json")
+    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    if problems:
+        raise ValidationError(problems)
+
+
+def _check_processes(s: Settings, bad: Callable[[str, str], None]) -> None:
+    """--processes and --cpu, each and together (a CPU number pins only one process)."""
     processes = s.processes.strip().lower()
     if processes != "auto" and not (processes.isascii() and processes.isdigit()):
         bad("processes", "must be a positive whole number or auto")
@@ -401,9 +421,3 @@ def _check(s: Settings) -> None:
         )
     if s.cpu.strip().lower() not in {"auto", "none"} and not s.cpu.strip().isdigit():
         bad("cpu", "must be auto, none or a CPU number")
-    if s.log_format not in {"text", "json"}:
-        bad("log_format", "must be text or json")
-    if s.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        bad("log_level", "must be DEBUG, INFO, WARNING or ERROR")
-    if problems:
-        raise ValidationError(problems)

@@ -10,7 +10,7 @@ from the metrics' open orders as the projector holds them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from orderlog.domain.events import (
     OrderCompleted,
@@ -34,13 +34,15 @@ class Page:
 
     __slots__ = ("completed", "opened", "times")
 
-    def __init__(self, opened: Mapping[str, Sequence[int | None]]) -> None:
-        self.opened = opened  # order id -> [placed_us, claimed_us or None]
-        self.times: dict[str, Sequence[int | None]] = {}  # the same, as of this page
+    def __init__(self, opened: Mapping[str, Sequence[Any]]) -> None:
+        # order id -> [placed_us, claimed_us or None, ...] (the metrics' open orders,
+        # which hold more after the two times: only these are read here)
+        self.opened = opened
+        self.times: dict[str, Sequence[Any]] = {}  # the two times, as of this page
         self.completed: list[Completion] = []
 
 
-def _times(page: Page, order_id: str) -> Sequence[int | None] | None:
+def _times(page: Page, order_id: str) -> Sequence[Any] | None:
     return page.times.get(order_id) or page.opened.get(order_id)
 
 
@@ -58,7 +60,7 @@ def _completed(page: Page, event: RecordedEvent) -> None:
     times = _times(page, event.stream_id)
     if times is None or times[0] is None:
         return  # an order never seen placed
-    placed_us, started_us = times
+    placed_us, started_us = times[0], times[1]
     done_us = micros(event)
     metadata = event.metadata  # decoded once, for the completion only
     page.completed.append(
@@ -87,9 +89,7 @@ def apply(page: Page, event: RecordedEvent) -> Page:
     return page
 
 
-def fold(
-    events: Iterable[RecordedEvent], opened: Mapping[str, Sequence[int | None]]
-) -> list[Completion]:
+def fold(events: Iterable[RecordedEvent], opened: Mapping[str, Sequence[Any]]) -> list[Completion]:
     """The completions in ``events``, given the orders ``opened`` before them."""
     page = Page(opened)
     for event in events:

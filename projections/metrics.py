@@ -1,16 +1,21 @@
-"""The metrics read model: counts per status, orders processed, processing times.
+"""The metrics read model: counts per status, orders processed, processing times, and
+the revenue of completed orders per currency.
 
 State is a plain JSON-ready dict so the projector can store it beside its
-checkpoint. Times are summed in integer microseconds, so a state folded in one go
-and one folded in pieces (with a JSON round-trip between) are exactly equal.
-For speed ``apply`` updates the state it is given and returns it: a state handed
-to ``apply`` belongs to the fold from then on.
+checkpoint. Times are summed in integer microseconds and money as exact decimal
+text (Decimal arithmetic, never a float), so a state folded in one go and one
+folded in pieces (with a JSON round-trip between) are exactly equal. The state
+names its layout (``FORMAT``): one stored by an earlier release is folded again
+from the log's start (``outdated``; the projector does it). For speed ``apply``
+updates the state it is given and returns it: a state handed to ``apply`` belongs
+to the fold from then on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 from orderlog.domain.events import (
@@ -30,10 +35,17 @@ _PENDING, _PROCESSING, _COMPLETED = (
     Status.COMPLETED.value,
 )
 State = dict[str, Any]
+# The state's layout. 2: ``revenue``, and each open order's amount and currency (the
+# revenue cannot be had from a state without them: such a state is folded again).
+FORMAT = 2
+# Sums of money are exact at any size: an inexact or invalid sum raises, never rounds.
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
+_ZERO = "0.00"  # a currency's first sum: every sum then shows at least two decimals
 
 
 def initial() -> State:
     return {
+        "format": FORMAT,
         "total_orders": 0,
         "status_counts": dict.fromkeys(STATUSES, 0),
         "orders_processed": 0,
@@ -41,9 +53,18 @@ def initial() -> State:
         "end_to_end_us_total": 0,
         "processing_us_buckets": {},
         "processing_us_accuracy": quantile.RELATIVE_ACCURACY,
-        # Only orders not yet Completed: [placed_at_us, processing_started_at_us or None].
+        # Completed orders' total_amount summed per currency: ISO 4217 -> decimal text.
+        "revenue": {},
+        # Only orders not yet Completed, each as placed and claimed:
+        # [placed_at_us, processing_started_at_us or None, total_amount, currency].
         "open": {},
     }
+
+
+def outdated(state: State) -> bool:
+    """Whether a stored state is of another layout than ``FORMAT`` (an earlier release's
+    has no ``format`` and no revenue): it cannot be folded on, only folded again."""
+    return state.get("format", 1) != FORMAT
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -58,7 +79,8 @@ def micros(event: RecordedEvent) -> int:
 def _placed(state: State, event: RecordedEvent) -> None:
     if event.stream_id in state["open"]:
         return
-    state["open"][event.stream_id] = [micros(event), None]
+    data = event.data  # as the current version: an order stored before currencies is USD
+    state["open"][event.stream_id] = [micros(event), None, data["total_amount"], data["currency"]]
     state["total_orders"] += 1
     state["status_counts"][_PENDING] += 1
 
@@ -86,6 +108,10 @@ def _completed(state: State, event: RecordedEvent) -> None:
     state["processing_us_total"] += processing
     state["end_to_end_us_total"] += now - times[0]
     quantile.add(state["processing_us_buckets"], processing)
+    revenue, amount, currency = state["revenue"], times[2], times[3]
+    revenue[currency] = format(
+        _EXACT.add(Decimal(revenue.get(currency, _ZERO)), Decimal(amount)), "f"
+    )
 
 
 _HANDLERS: dict[str, Callable[[State, RecordedEvent], None]] = {
@@ -153,5 +179,6 @@ def report(state: State, position: int) -> dict[str, Any]:
             for low, high, count in quantile.histogram(buckets)
         ],
         "status_counts": dict(state["status_counts"]),
+        "revenue": dict(sorted(state["revenue"].items())),
         "position": position,
     }

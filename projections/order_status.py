@@ -51,6 +51,7 @@ def _placed(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
         str(placed.user_id),
         Status.PENDING.value,
         event.data_json,
+        placed.currency,
         0,
         event.metadata.get("node"),  # the accepting node is context, in the metadata
         None,
@@ -131,6 +132,7 @@ def view(row: OrderRow) -> dict[str, Any]:
         "user_id": placed["user_id"],
         "item_ids": placed["item_ids"],
         "total_amount": placed["total_amount"],
+        "currency": row.currency,
         "status": row.status,
         "version": row.version,
         "attempts": row.attempts,

@@ -13,6 +13,11 @@ no GET ever writes.
 A rebuild (``projections.rebuild``) stores a new metrics state under a new
 generation; the projector notices at its next round, drops what it holds and
 loads the rebuilt state, and never saves an older generation over a newer one.
+
+A stored metrics state of another layout than this code folds (an earlier
+release's, without revenue: ``metrics.outdated``) is dropped as it is loaded: the
+metrics are folded again from the log's start, and the first save replaces that
+state whatever its checkpoint, as a rebuild would. Upgrading needs no step.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Projector:
         self._status_position = 0  # of the order-status rows, as last seen
         self._saved_position = 0
         self._saved_at = 0.0
+        self._replace_stored = False  # the stored state is outdated: replace, not update
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -211,8 +217,16 @@ class Projector:
 
     def _load(self) -> metrics.State:
         self._position, self._generation, stored = self.store.load_projection(NAME)
-        self._saved_position = self._position
         self._state = orjson.loads(stored) if stored else metrics.initial()
+        self._replace_stored = metrics.outdated(self._state)
+        if self._replace_stored:
+            log.info(
+                "the stored metrics (at position %d) are of an earlier format, without "
+                "revenue: folding them again from the start of the log",
+                self._position,
+            )
+            self._state, self._position = metrics.initial(), 0
+        self._saved_position = self._position
         return self._state
 
     def _reload_if_rebuilt(self) -> None:
@@ -225,9 +239,16 @@ class Projector:
     def _save(self) -> None:
         if self._state is None:
             return
-        stored = self.store.save_projection(
-            NAME, self._position, orjson.dumps(self._state), generation=self._generation
-        )
+        state = orjson.dumps(self._state)
+        if self._replace_stored:
+            # Over the outdated state, whose checkpoint this one may not have passed: as a
+            # rebuild does, under a new generation (other nodes then load this one).
+            self._generation = self.store.replace_projection(NAME, self._position, state)
+            self._replace_stored, stored = False, True
+        else:
+            stored = self.store.save_projection(
+                NAME, self._position, state, generation=self._generation
+            )
         if stored:
             self._saved_position = self._position
             self._saved_at = time.monotonic()

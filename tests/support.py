@@ -482,6 +482,7 @@ ORDER_KEYS = {
     "user_id",
     "item_ids",
     "total_amount",
+    "currency",
     "status",
     "version",
     "placed_at",

@@ -45,6 +45,35 @@ def test_the_same_key_with_another_body_is_a_conflict(
     assert node.store.head() == head  # the refused order wrote nothing
 
 
+def test_a_retry_in_the_same_currency_is_the_same_order_and_in_another_a_conflict(
+    client: falcon.testing.TestClient, node: Node
+) -> None:
+    in_euros = {**UNNAMED, "currency": "EUR"}
+    first = post(client, in_euros, headers={"Idempotency-Key": "k-eur"})
+    assert (first.status_code, first.json["currency"]) == (201, "EUR")
+    retry = post(client, in_euros, headers={"Idempotency-Key": "k-eur"})
+    assert retry.status_code == 201 and retry.headers["idempotent-replayed"] == "true"
+    assert retry.json == first.json
+    assert node.worker.wait_idle(IDLE)
+    head = node.store.head()
+    for currency in ("USD", None):  # named, or the default (USD here)
+        other = {**UNNAMED, "currency": currency} if currency else UNNAMED
+        problem = assert_problem(post(client, other, headers={"Idempotency-Key": "k-eur"}), 409)
+        assert problem["type"] == "urn:orderlog:problem:idempotency-key-reused"
+    # With its own id, the same: the same currency is a retry, another a conflict.
+    named = {**in_euros, "order_id": "o-eur"}
+    assert post(client, named).status_code == 201
+    assert post(client, named).status_code == 200
+    problem = assert_problem(post(client, {**named, "currency": "GBP"}), 409)
+    assert problem["type"] == "urn:orderlog:problem:order-conflict"
+    assert node.worker.wait_idle(IDLE)
+    assert [e.type for e in node.store.read_all(head, 100)] == [
+        "OrderPlaced",
+        "OrderProcessingStarted",
+        "OrderCompleted",
+    ]  # o-eur's own life: the refused orders wrote nothing
+
+
 @pytest.mark.parametrize(("first", "second"), [("a", "b"), ("Key-1", "key-1")])
 def test_different_keys_make_different_orders(
     client: falcon.testing.TestClient, first: str, second: str

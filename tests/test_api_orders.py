@@ -24,6 +24,7 @@ from tests.support import (
     order,
     place_and_finish,
     post,
+    settings_for,
     without,
 )
 
@@ -43,12 +44,39 @@ def test_new_order_is_created_with_location_etag_and_view(
     assert body["user_id"] == "u-1"
     assert body["item_ids"] == ["sku-1", 42]
     assert body["total_amount"] == "19.99"
+    assert body["currency"] == "USD"  # none named: the default's default
     assert body["status"] == "Pending"
     assert body["version"] == 1
     assert body["placed_at"].endswith("Z")
     assert body["processing_started_at"] is None
     assert body["completed_at"] is None
     assert body["processing_time_seconds"] is None
+
+
+def test_an_order_is_in_the_currency_it_names_or_else_the_nodes_default(
+    database_url: str,
+) -> None:
+    node = Node(settings_for(database_url, default_currency="EUR")).start(bind=False)
+    try:
+        client = falcon.testing.TestClient(node.app)
+        named = post(client, order(order_id="in-yen", currency="JPY"))
+        unnamed = post(client, order(order_id="in-default"))
+        assert (named.status_code, named.json["currency"]) == (201, "JPY")
+        assert (unnamed.status_code, unnamed.json["currency"]) == (201, "EUR")
+        assert node.worker.wait_idle(IDLE)
+        for order_id, currency in (("in-yen", "JPY"), ("in-default", "EUR")):
+            assert client.simulate_get(f"/orders/{order_id}").json["currency"] == currency
+            placed = client.simulate_get(f"/orders/{order_id}/events").json["events"][0]
+            assert placed["data"]["currency"] == currency
+        listed = client.simulate_get("/orders").json["orders"]
+        assert [(o["order_id"], o["currency"]) for o in listed] == [
+            ("in-yen", "JPY"),
+            ("in-default", "EUR"),
+        ]
+        revenue = client.simulate_get("/metrics").json["revenue"]
+        assert revenue == {"EUR": "19.99", "JPY": "19.99"}
+    finally:
+        node.stop()
 
 
 @pytest.mark.parametrize(

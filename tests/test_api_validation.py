@@ -153,6 +153,11 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str]] = [
     ("amount-too-large", order(total_amount="10000000000000.00"), "total_amount"),
     ("amount-too-large-number", order(total_amount=1e15), "total_amount"),
     ("amount-underscores", order(total_amount="1_000"), "total_amount"),
+    ("currency-lower-case", order(currency="usd"), "currency"),
+    ("currency-four-letters", order(currency="EURO"), "currency"),
+    ("currency-number", order(currency=12), "currency"),
+    ("currency-empty", order(currency=""), "currency"),
+    ("currency-null", order(currency=None), "currency"),
 ]
 
 

@@ -113,12 +113,15 @@ def base(server: ServerProcess) -> str:
     return f"http://{server.host}:{server.port}"
 
 
-def place_orders(server: ServerProcess, headers: dict[str, str] | None = None) -> list[str]:
+def place_orders(
+    server: ServerProcess, headers: dict[str, str] | None = None, **fields: str
+) -> list[str]:
+    """ORDERS orders of 9.90 in the server's default currency, or as ``fields`` say."""
     ids = []
     for n in range(ORDERS):
         order_id = f"o-{uuid.uuid4().hex[:10]}"
         order = {"order_id": order_id, "user_id": n, "item_ids": ["sku-1"], "total_amount": "9.90"}
-        status, _, body = server.request("POST", "/orders", order, headers=headers)
+        status, _, body = server.request("POST", "/orders", order | fields, headers=headers)
         assert status == 201, body
         ids.append(order_id)
     return ids
@@ -185,12 +188,17 @@ def test_the_dashboard_follows_the_log_and_shows_an_orders_timeline(
     expect(page.locator("#count-total")).to_have_text("0")
     expect(page.locator("#token-form")).to_be_hidden()
 
-    # Two batches while the page is open: it follows each without a reload.
+    # Two batches while the page is open: it follows each without a reload. The second
+    # is in another currency: the revenue of completed orders is shown per currency.
+    expect(page.locator("#revenue dd")).to_have_text(["\u2013"])  # an en dash: none yet
     ids = place_orders(server)
     expect_counts(page, settled_metrics(server, ORDERS))
-    ids += place_orders(server)
+    ids += place_orders(server, currency="EUR", total_amount="1234.56")
     metrics = settled_metrics(server, 2 * ORDERS)
     expect_counts(page, metrics)
+    assert metrics["revenue"] == {"EUR": "14814.72", "USD": "118.80"}
+    expect(page.locator("#revenue dt")).to_have_text(["EUR", "USD"])
+    expect(page.locator("#revenue dd")).to_have_text(["14,814.72", "118.80"])
     for percentile in ("#p50", "#p95", "#p99", "#mean"):
         expect(page.locator(percentile)).to_have_text(re.compile(r"^\d+\.\d+ (ms|s)$"))
     newest = page.locator("#events tbody tr").first

@@ -239,6 +239,10 @@ def test_every_bad_value_is_reported_at_once() -> None:
         ("ORDERLOG_PROCESSES", "--processes", "processes", "-2"),
         ("ORDERLOG_PROCESSES", "--processes", "processes", "two"),
         ("ORDERLOG_PROCESSES", "--processes", "processes", "1.5"),
+        ("ORDERLOG_DEFAULT_CURRENCY", "--default-currency", "default_currency", "usd"),
+        ("ORDERLOG_DEFAULT_CURRENCY", "--default-currency", "default_currency", "EURO"),
+        ("ORDERLOG_DEFAULT_CURRENCY", "--default-currency", "default_currency", "12"),
+        ("ORDERLOG_DEFAULT_CURRENCY", "--default-currency", "default_currency", ""),
     ],
 )
 def test_out_of_range_value_names_where_it_came_from(
@@ -246,6 +250,13 @@ def test_out_of_range_value_names_where_it_came_from(
 ) -> None:
     assert list(problems(env={variable: text})) == [variable]
     assert list(problems(**{name: text})) == [flag]
+
+
+def test_the_default_currency_is_usd_unless_set_to_an_iso_4217_code() -> None:
+    assert load_settings(env={}).default_currency == "USD"
+    assert load_settings(env={"ORDERLOG_DEFAULT_CURRENCY": "EUR"}).default_currency == "EUR"
+    assert load_settings(env={}, overrides={"default_currency": "JPY"}).default_currency == "JPY"
+    assert "ISO 4217" in problems(default_currency="eur")["--default-currency"]
 
 
 def test_a_cpu_number_with_several_processes_is_refused_naming_both() -> None:

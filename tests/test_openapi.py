@@ -33,7 +33,13 @@ from api.http.auth import ROUTE_SCOPES
 from api.http.problem import FALCON_ERROR_TYPES, PROBLEM_TYPES, problem_type
 from api.node import Node
 from orderlog.domain.events import EVENT_TYPES
-from orderlog.domain.order import MAX_ID_LENGTH, PlaceOrder, is_order_id, parse_amount
+from orderlog.domain.order import (
+    MAX_ID_LENGTH,
+    PlaceOrder,
+    is_currency,
+    is_order_id,
+    parse_amount,
+)
 from tests.schemathesis_hooks import PRINTABLE
 from tests.support import ROOT, create_token, start_server
 
@@ -156,8 +162,7 @@ def test_event_types_and_their_data_are_the_event_classes() -> None:
 def test_the_order_body_names_exactly_the_command_fields() -> None:
     body = SCHEMAS["PlaceOrder"]
     # id_given is not sent: it says whether the body named the order (order_id).
-    # currency: the body takes it once the API reads it; the command has it already.
-    fields = {f.name for f in dataclasses.fields(PlaceOrder)} - {"id_given", "currency"}
+    fields = {f.name for f in dataclasses.fields(PlaceOrder)} - {"id_given"}
     assert set(body["properties"]) == fields
     assert body["additionalProperties"] is False
     assert set(body["required"]) == {"user_id", "item_ids", "total_amount"}
@@ -197,6 +202,20 @@ def test_the_order_id_pattern_accepts_exactly_the_ids_the_code_accepts(text: str
         and ORDER_ID_PATTERN.search(text) is not None
     )
     assert documented == (bool(text) and is_order_id(text))
+
+
+CURRENCY_PATTERN = re.compile(SCHEMAS["Currency"]["pattern"])
+
+
+@given(
+    st.one_of(
+        st.text(max_size=5),
+        st.text(alphabet="AZaz09\u00c9\uff25 \n", max_size=5),
+        st.from_regex(CURRENCY_PATTERN),
+    )
+)
+def test_the_currency_pattern_accepts_exactly_the_codes_the_code_accepts(text: str) -> None:
+    assert (CURRENCY_PATTERN.search(text) is not None) == is_currency(text)
 
 
 @given(PRINTABLE)

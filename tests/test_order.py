@@ -85,13 +85,23 @@ def test_same_amount_written_another_way_is_an_identical_retry() -> None:
         {"item_ids": ["sku-1"]},
         {"item_ids": [42, "sku-1"]},
         {"total_amount": 20},
+        {"currency": "EUR"},
     ],
-    ids=["user", "items", "item-order", "amount"],
+    ids=["user", "items", "item-order", "amount", "currency"],
 )
 def test_same_id_with_different_content_raises_conflict(changes: dict[str, Any]) -> None:
     with pytest.raises(OrderConflictError) as caught:
         place_order(state_of(*PENDING), command(**changes))
     assert caught.value.order_id == "o-1"
+
+
+def test_a_retry_in_the_same_currency_is_the_same_order_whatever_the_default() -> None:
+    in_euros = PlaceOrder.from_payload(payload(currency="EUR"))
+    euros_by_default = PlaceOrder.from_payload(payload(), default_currency="EUR")
+    placed_in_euros = place_order(state_of(), in_euros)
+    assert place_order(state_of(*placed_in_euros), euros_by_default) == []
+    with pytest.raises(OrderConflictError):  # the same body, where the default is USD
+        place_order(state_of(*placed_in_euros), command())
 
 
 def test_integer_and_string_ids_are_different_content() -> None:
@@ -187,6 +197,16 @@ def test_an_event_folded_without_its_metadata_leaves_the_last_event_unknown() ->
 
 def test_a_valid_payload_becomes_a_command_with_an_exact_amount() -> None:
     assert command() == PlaceOrder("o-1", "u-1", ("sku-1", 42), Decimal("19.99"))
+
+
+def test_a_currency_is_kept_and_an_omitted_one_is_the_callers_default() -> None:
+    assert command(currency="EUR").currency == "EUR"
+    assert command().currency == "USD"
+    assert PlaceOrder.from_payload(payload(), default_currency="JPY").currency == "JPY"
+    assert PlaceOrder.from_payload(payload(currency="CHF"), default_currency="JPY").currency == (
+        "CHF"
+    )
+    assert place_order(state_of(), command(currency="GBP"))[0].currency == "GBP"
 
 
 def test_an_omitted_order_id_is_generated() -> None:
@@ -340,6 +360,19 @@ INVALID: list[tuple[str, Any, str]] = [
     ("amount-underscores", payload(total_amount="1_000"), "total_amount"),
     ("amount-non-ascii-digits", payload(total_amount="١٢"), "total_amount"),
     ("amount-hex", payload(total_amount="0x10"), "total_amount"),
+    ("currency-lower-case", payload(currency="usd"), "currency"),
+    ("currency-mixed-case", payload(currency="Usd"), "currency"),
+    ("currency-four-letters", payload(currency="EURO"), "currency"),
+    ("currency-two-letters", payload(currency="EU"), "currency"),
+    ("currency-empty", payload(currency=""), "currency"),
+    ("currency-number", payload(currency=12), "currency"),
+    ("currency-null", payload(currency=None), "currency"),
+    ("currency-list", payload(currency=["EUR"]), "currency"),
+    ("currency-digits", payload(currency="978"), "currency"),
+    ("currency-space", payload(currency="EUR "), "currency"),
+    ("currency-newline", payload(currency="EUR\n"), "currency"),
+    ("currency-fullwidth", payload(currency="\uff25\uff35\uff32"), "currency"),
+    ("currency-accented", payload(currency="\u00c9UR"), "currency"),
 ]
 
 

@@ -105,6 +105,7 @@ def test_the_view_of_a_placed_order_is_pending_with_every_field() -> None:
         "user_id": "u-1",
         "item_ids": ["sku-1", 7],
         "total_amount": "19.99",
+        "currency": "USD",
         "status": "Pending",
         "version": 1,
         "attempts": 0,

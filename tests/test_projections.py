@@ -102,6 +102,7 @@ def test_metrics_of_an_empty_log() -> None:
         "processing_time_percentiles_seconds": {"p50": None, "p95": None, "p99": None},
         "processing_time_histogram_seconds": [],
         "status_counts": {"Pending": 0, "Processing": 0, "Completed": 0},
+        "revenue": {},
         "position": 0,
     }
 

@@ -153,10 +153,10 @@ def create_app(
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json
     problem.install(app)
-    app.add_route(
-        "/orders",
-        OrderCollection(service, projector, settings.node, settings.max_body_bytes),
+    orders = OrderCollection(
+        service, projector, settings.node, settings.max_body_bytes, settings.default_currency
     )
+    app.add_route("/orders", orders)
     app.add_route("/orders/{order_id}", OrderResource(service))
     app.add_route("/orders/{order_id}/events", OrderHistory(service))
     app.add_route("/events", EventFeed(store))

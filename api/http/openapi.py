@@ -48,6 +48,9 @@ AMOUNT_TEXT = (
 _LATIN1 = r"[\x20-\x7e\xa1-\xac\xae-\xff]"
 LATIN1_PRINTABLE = rf"^{_LATIN1}*[\x21-\x7e\xa1-\xac\xae-\xff]{_LATIN1}*(?![\s\S])"
 ORDER_ID_TEXT = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(?![\s\S])"
+CURRENCY_TEXT = r"^[A-Z]{3}(?![\s\S])"
+# A sum of amounts: exact, so at least the two decimals of its amounts, however large.
+REVENUE_TEXT = r"^[0-9]+\.[0-9]{2,}(?![\s\S])"
 STATUSES = [status.value for status in Status]
 PROMETHEUS_TEXT = "text/plain"
 # Paths whose answers read the database (and so may answer 503 store-unavailable).
@@ -147,6 +150,7 @@ def schemas() -> dict[str, Any]:
             "user_id": _ref("Id"),
             "item_ids": {"type": "array", "items": _ref("Id"), "minItems": 1},
             "total_amount": _ref("Money"),
+            "currency": _ref("Currency"),
             "status": _ref("Status"),
             "version": {"type": "integer", "minimum": 1},
             "attempts": {"type": "integer", "minimum": 0},
@@ -169,8 +173,8 @@ def schemas() -> dict[str, Any]:
         "Status": {"type": "string", "enum": STATUSES},
         "Currency": {
             "type": "string",
-            "pattern": "^[A-Z]{3}$",
-            "description": "An ISO 4217 currency code: three letters A-Z.",
+            "pattern": CURRENCY_TEXT,
+            "description": "An ISO 4217 currency code: three upper-case letters A-Z.",
         },
         "Money": {
             "type": "string",
@@ -207,6 +211,11 @@ def schemas() -> dict[str, Any]:
                     "maxItems": MAX_ITEMS,
                 },
                 "total_amount": _ref("Amount"),
+                "currency": {
+                    **_ref("Currency"),
+                    "description": "Optional: the server's --default-currency (USD unless "
+                    "set) when absent.",
+                },
             },
             required=["user_id", "item_ids", "total_amount"],
         ),
@@ -287,6 +296,13 @@ def schemas() -> dict[str, Any]:
                 "status_counts": _object(
                     {status: {"type": "integer", "minimum": 0} for status in STATUSES}
                 ),
+                "revenue": {
+                    "type": "object",
+                    "description": "the total_amount of every Completed order summed per "
+                    "currency, exact, as text; a currency appears once an order in it completes",
+                    "propertyNames": _ref("Currency"),
+                    "additionalProperties": {"type": "string", "pattern": REVENUE_TEXT},
+                },
                 "position": {"type": "integer", "minimum": 0, "description": "log position"},
             }
         ),

@@ -51,11 +51,13 @@ class OrderCollection:
         projector: Projector,
         node: str,
         max_body_bytes: int,
+        default_currency: str,
     ) -> None:
         self._service = service
         self._projector = projector
         self._node = node
         self._limit = max_body_bytes
+        self._currency = default_currency  # of an order placed without one
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Orders oldest first, filtered by status and user, from the order-status rows."""
@@ -96,7 +98,7 @@ class OrderCollection:
         payload = read_json(req, self._limit)
         key = idempotency_key(req)
         placed = self._service.place_order(
-            PlaceOrder.from_payload(payload),
+            PlaceOrder.from_payload(payload, default_currency=self._currency),
             idempotency_key=key,
             client=req.context.get("token") or "",
             metadata={"correlation_id": req.context.request_id, "node": self._node},

@@ -42,7 +42,15 @@ ORDER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z")
 # "1_000", "1e2" and digits of other scripts; without an exponent, what is accepted
 # is a regular language that the OpenAPI document can state exactly.
 DECIMAL_TEXT = re.compile(r"-?(?:\d+\.?\d*|\.\d+)", re.ASCII)
-PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount")
+PLACE_ORDER_FIELDS = ("order_id", "user_id", "item_ids", "total_amount", "currency")
+OPTIONAL_FIELDS = ("order_id", "currency")
+# ISO 4217's shape: three upper-case ASCII letters. Whether the code is assigned is the
+# client's business (the list changes); "usd", "EURO" and "" are refused.
+CURRENCY_CODE = re.compile(r"[A-Z]{3}", re.ASCII)
+CURRENCY_RULE = "must be an ISO 4217 currency code: three upper-case letters A-Z, such as EUR"
+# The currency of an order placed without one, unless the caller passes its own (the
+# --default-currency setting). Orders stored before orders had one read as USD always.
+DEFAULT_CURRENCY = "USD"
 # Letters and symbols drawn as nothing: the four Hangul fillers (the only letters
 # among Unicode's default-ignorable code points) and the blank Braille pattern.
 INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -63,11 +71,14 @@ class PlaceOrder:
     # False when the client named no order: the id is made here (a UUID), and an
     # Idempotency-Key then names the order instead (``orderlog.service``).
     id_given: bool = True
-    currency: str = "USD"  # ISO 4217
+    currency: str = DEFAULT_CURRENCY  # ISO 4217
 
     @classmethod
-    def from_payload(cls, payload: Any) -> PlaceOrder:
-        """Validate a decoded request body; raises ValidationError listing every bad field."""
+    def from_payload(cls, payload: Any, *, default_currency: str = DEFAULT_CURRENCY) -> PlaceOrder:
+        """Validate a decoded request body; raises ValidationError listing every bad field.
+
+        ``currency`` is optional: an order without one is in ``default_currency``.
+        """
         if not isinstance(payload, Mapping):
             raise ValidationError([FieldError("body", "must be a JSON object")])
         errors: list[FieldError] = [
@@ -75,8 +86,8 @@ class PlaceOrder:
             for name in payload
             if name not in PLACE_ORDER_FIELDS
         ]
-        for name in PLACE_ORDER_FIELDS[1:]:
-            if name not in payload:
+        for name in PLACE_ORDER_FIELDS:
+            if name not in payload and name not in OPTIONAL_FIELDS:
                 errors.append(FieldError(name, "is required"))
 
         order_id = payload.get("order_id")
@@ -96,9 +107,18 @@ class PlaceOrder:
         amount = None
         if "total_amount" in payload:
             amount = parse_amount(payload["total_amount"], errors)
+        currency = payload.get("currency", default_currency)
+        if not is_currency(currency):
+            errors.append(FieldError("currency", CURRENCY_RULE))
         if errors:
             raise ValidationError(errors)
-        return cls(order_id, user_id, tuple(item_ids), amount, id_given)  # type: ignore[arg-type]
+        items = tuple(item_ids)  # type: ignore[arg-type]
+        return cls(order_id, user_id, items, amount, id_given, currency)  # type: ignore[arg-type]
+
+
+def is_currency(value: Any) -> bool:
+    """Whether ``value`` is a currency code as orders take it (``CURRENCY_CODE``)."""
+    return isinstance(value, str) and CURRENCY_CODE.fullmatch(value) is not None
 
 
 MAX_IDEMPOTENCY_KEY = 255

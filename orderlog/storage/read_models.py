@@ -39,6 +39,9 @@ class OrderRow(NamedTuple):
     user_key: str  # the user id's text form, so 42 and "42" find the same orders
     status: str
     placed: str  # the OrderPlaced fields as the log holds them (JSON)
+    # ISO 4217, as the current OrderPlaced has it: the JSON above is the version the log
+    # holds, which for an order placed before orders had a currency names none (USD).
+    currency: str
     attempts: int
     node: str | None  # the node that accepted it (Pending) or claimed it (Processing)
     worker_id: str | None

@@ -97,6 +97,8 @@ class OrderStatusRow(_Base):
     user_key = peewee.CharField(max_length=64)  # the user id's text form: 42 and "42" alike
     status = peewee.CharField(max_length=16)
     placed = peewee.TextField()  # the OrderPlaced fields as JSON, for the order view
+    # And ``currency`` (ISO 4217), from version 9: added to the tables as they stand,
+    # old rows and new tables alike, by ``_order_currency``.
     attempts = peewee.IntegerField()
     node = peewee.CharField(max_length=255, null=True)  # accepting (Pending) or claiming node
     worker_id = peewee.CharField(max_length=255, null=True)
@@ -295,6 +297,26 @@ def _positions_from_transactions(db: peewee.Database, backend: str) -> None:
     db.execute_sql("DROP TABLE append_lock")
 
 
+# The currency of every order placed before orders had one (every OrderPlaced of v1):
+# the rows already there are those orders. orderlog.domain.upcasting says the same of
+# their events.
+_ROWS_BEFORE_CURRENCY = "USD"
+
+
+def _order_currency(db: peewee.Database, backend: str) -> None:
+    # Added in place, not refilled: the order-status rows resume from their checkpoint,
+    # and every row there is of an order placed before currencies. The DEFAULT fills
+    # them; new rows always name theirs. On MySQL/MariaDB the column takes the table's
+    # binary collation (version 6).
+    for model in (OrderStatusRow, OrderStatusRowB):
+        table = model._meta.table_name
+        if "currency" not in {c.name for c in db.get_columns(table)}:
+            db.execute_sql(
+                f"ALTER TABLE {table} ADD COLUMN currency VARCHAR(3) NOT NULL "
+                f"DEFAULT '{_ROWS_BEFORE_CURRENCY}'"
+            )
+
+
 MIGRATIONS = (
     Migration(1, "the log: events, append_lock, projections", _the_log),
     Migration(2, "API tokens", _tokens),
@@ -307,6 +329,7 @@ MIGRATIONS = (
     Migration(
         7, "PostgreSQL: positions from transaction ids, no lock", _positions_from_transactions
     ),
+    Migration(9, "order-status rows name their currency (USD before)", _order_currency),
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -329,7 +352,7 @@ def migrate(db: peewee.Database, backend: str) -> int:
                             f"orderlog knows ({LATEST})",
                             "upgrade orderlog, or point it at another database",
                         )
-                    for migration in MIGRATIONS[found:]:
+                    for migration in (m for m in MIGRATIONS if m.version > found):
                         with db.atomic():
                             migration.apply(db, backend)
                             SchemaMigration.insert(

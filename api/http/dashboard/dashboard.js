@@ -71,6 +71,14 @@
     return `${s.toFixed(2)} s`;
   }
 
+  // "1234567.50" -> "1,234,567.50": the server's exact decimal text, grouped as text
+  // (through a float, large sums would lose cents).
+  function money(text) {
+    const [whole, fraction] = String(text).split(".");
+    const grouped = whole.replace(/\B(?=(\d{3})+$)/g, ",");
+    return fraction === undefined ? grouped : `${grouped}.${fraction}`;
+  }
+
   // "2026-11-26T23:03:12.346167Z" -> "23:03:12.346" (UTC, as the log records it)
   const clock = (recordedAt) => recordedAt.slice(11, 23);
 
@@ -86,12 +94,35 @@
     for (const status of STATUSES) $(`count-${status}`).textContent = count(m.status_counts[status]);
     $("count-total").textContent = count(m.total_orders);
     $("position").textContent = count(m.position);
+    showRevenue(m.revenue || {});
     const p = m.processing_time_percentiles_seconds || {};
     $("p50").textContent = seconds(p.p50);
     $("p95").textContent = seconds(p.p95);
     $("p99").textContent = seconds(p.p99);
     $("mean").textContent = seconds(m.average_processing_time_seconds);
     histogramChart.draw(m.processing_time_histogram_seconds || []);
+  }
+
+  // The revenue of completed orders, one entry per currency (ISO 4217 code, amount).
+  let shownRevenue = null;
+
+  function showRevenue(revenue) {
+    const entries = Object.entries(revenue);
+    const key = JSON.stringify(entries);
+    if (key === shownRevenue) return;
+    shownRevenue = key;
+    const shown = entries.length ? entries.map(([c, a]) => [c, money(a)]) : [["none yet", "–"]];
+    $("revenue").replaceChildren(
+      ...shown.map(([currency, amount]) => {
+        const div = document.createElement("div");
+        const dt = document.createElement("dt");
+        const dd = document.createElement("dd");
+        dt.textContent = currency;
+        dd.textContent = amount;
+        div.append(dt, dd);
+        return div;
+      }),
+    );
   }
 
   // -- orders per second: the log's recent events first, then successive /metrics answers --
@@ -280,7 +311,7 @@
       ["status", view.status],
       ["user", String(view.user_id)],
       ["items", view.item_ids.join(", ")],
-      ["total", view.total_amount],
+      ["total", `${view.total_amount} ${view.currency}`],
       ["attempts", String(view.attempts)],
       ["processing time", seconds(view.processing_time_seconds)],
     ];

@@ -2,11 +2,12 @@
 
 The log itself (``events``, append-only by triggers), the lock row appends take
 (on PostgreSQL, since version 7, the origin of positions drawn from transaction ids),
-the projections' checkpoints, and what later versions added: API tokens and the
-order-status read model. A database records the migrations applied to it in
-``schema_migrations``; a database from before versions existed holds the first
-version's tables and is recorded as version 1. A server meeting a schema newer
-than it knows refuses to start rather than guess.
+the projections' checkpoints, and what later versions added: API tokens, the
+order-status read model, and (version 8) each event's version with the versions
+written to the log (``orderlog.storage.event_versions``). A database records the
+migrations applied to it in ``schema_migrations``; a database from before versions
+existed holds the first version's tables and is recorded as version 1. A server
+meeting a schema newer than it knows refuses to start rather than guess.
 
 Ids compare byte for byte on every backend. SQLite and PostgreSQL do so by
 default; MySQL/MariaDB tables take the server's default collation, usually
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 import peewee
 
 from orderlog.domain.errors import SchemaError, StoreUnavailableError
+from orderlog.storage import event_versions
 
 
 class _Base(peewee.Model):
@@ -126,6 +128,17 @@ class OrderStatusRowB(OrderStatusRow):
         )
 
 
+class EventVersionRow(_Base):
+    """A version of an event type written to this log (``orderlog.storage.event_versions``)."""
+
+    type = peewee.CharField(max_length=64)
+    version = peewee.IntegerField()
+
+    class Meta:
+        table_name = event_versions.TABLE
+        primary_key = peewee.CompositeKey("type", "version")
+
+
 class SchemaMigration(_Base):
     version = peewee.IntegerField(primary_key=True)
     description = peewee.CharField(max_length=255)
@@ -189,6 +202,7 @@ _ALL_MODELS = (
     TokenRow,
     OrderStatusRow,
     OrderStatusRowB,
+    EventVersionRow,
     SchemaMigration,
 )
 # Binding models to a database is process-wide, so schema work is done one at a time.
@@ -255,6 +269,10 @@ def _exact_collation(db: peewee.Database) -> str:
     return next(name for name in _EXACT_COLLATIONS if name in found)
 
 
+def _convert_to_exact(db: peewee.Database, table: str, collation: str) -> None:
+    db.execute_sql(f"ALTER TABLE {table} CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}")
+
+
 def _exact_ids(db: peewee.Database, backend: str) -> None:
     # Every text column of every table, not only the ids: a projection's state is
     # compared too (on save), and a column added later takes the table's default.
@@ -264,10 +282,7 @@ def _exact_ids(db: peewee.Database, backend: str) -> None:
     collation = _exact_collation(db)
     for model in _ALL_MODELS:  # orderlog's tables only: the database may hold others
         if model.table_exists():
-            db.execute_sql(
-                f"ALTER TABLE {model._meta.table_name} "
-                f"CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}"
-            )
+            _convert_to_exact(db, model._meta.table_name, collation)
 
 
 # PostgreSQL: positions one transaction may use (its events, at most), and so the step
@@ -295,6 +310,25 @@ def _positions_from_transactions(db: peewee.Database, backend: str) -> None:
     db.execute_sql("DROP TABLE append_lock")
 
 
+def _event_versions(db: peewee.Database, backend: str) -> None:
+    # A nullable column without a default: no stored row is rewritten (NULL reads as
+    # version 1), on PostgreSQL and MariaDB it is a change of the catalogue alone, and
+    # the triggers against UPDATE and DELETE stay as they are.
+    if "event_version" not in {c.name for c in db.get_columns("events")}:
+        db.execute_sql("ALTER TABLE events ADD COLUMN event_version INTEGER")
+    if not EventVersionRow.table_exists():
+        db.create_tables((EventVersionRow,))
+        if backend == "mysql":  # created after version 6: compare its types exactly too
+            _convert_to_exact(db, event_versions.TABLE, _exact_collation(db))
+    # Every event stored so far was written at version 1. The one scan of the log
+    # versions need: start-up reads only this table.
+    db.execute_sql(
+        f"INSERT INTO {event_versions.TABLE} (type, version) "
+        f"SELECT DISTINCT type, 1 FROM events WHERE type NOT IN "
+        f"(SELECT type FROM {event_versions.TABLE} WHERE version = 1)"
+    )
+
+
 MIGRATIONS = (
     Migration(1, "the log: events, append_lock, projections", _the_log),
     Migration(2, "API tokens", _tokens),
@@ -307,16 +341,19 @@ MIGRATIONS = (
     Migration(
         7, "PostgreSQL: positions from transaction ids, no lock", _positions_from_transactions
     ),
+    Migration(8, "event versions: of each stored event, and those written", _event_versions),
 )
 LATEST = MIGRATIONS[-1].version
 
 
 def migrate(db: peewee.Database, backend: str) -> int:
-    """Bring the database to the latest schema; returns the version it was at.
+    """Bring the database to the latest schema, and record the event versions this
+    release writes; returns the schema version it was at.
 
     Idempotent and safe for every node to run at once: they take turns under a
     lock held on the database server (SQLite's write lock serialises DDL already).
-    Raises SchemaError for a schema newer than this code knows.
+    Raises SchemaError for a schema newer than this code knows, and StartupError for
+    a log holding an event version newer than it reads; either before writing anything.
     """
     for attempt in range(3):
         with _PROCESS_LOCK, _connection(db), db.bind_ctx(_ALL_MODELS):
@@ -329,6 +366,7 @@ def migrate(db: peewee.Database, backend: str) -> int:
                             f"orderlog knows ({LATEST})",
                             "upgrade orderlog, or point it at another database",
                         )
+                    event_versions.refuse_newer(event_versions.held(db))
                     for migration in MIGRATIONS[found:]:
                         with db.atomic():
                             migration.apply(db, backend)
@@ -337,6 +375,8 @@ def migrate(db: peewee.Database, backend: str) -> int:
                                 description=migration.description,
                                 applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
                             ).on_conflict_ignore().execute()
+                    with db.atomic():
+                        event_versions.record(db, event_versions.held(db))
                     return found
             except peewee.IntegrityError:
                 # Another node created the same object at the same moment: look again.

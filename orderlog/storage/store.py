@@ -1,6 +1,8 @@
 """The event store: the only code in the packages that reads or writes the events table.
 
-A stored event is (position, stream_id, version, type, data, metadata, recorded_at).
+A stored event is (position, stream_id, version, type, data, metadata, recorded_at,
+event_version): the last the version of its type it was written at
+(``orderlog.storage.event_versions``).
 Unique (stream_id, version) makes a lost race a ConcurrencyError; database triggers
 make the table append-only. Positions are unique and increase along the log, in one
 total order every reader follows and can resume from (``after``), never skipping an

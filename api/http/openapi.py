@@ -31,6 +31,7 @@ from orderlog.domain.order import (
     MAX_ITEMS,
     Status,
 )
+from orderlog.domain.upcasting import current_version
 from orderlog.storage.reader import MAX_PAGE
 from projections.order_status import MAX_LIST
 
@@ -129,6 +130,13 @@ def _event(with_stream: bool) -> dict[str, Any]:
             },
             "version": {"type": "integer", "minimum": 1, "description": "in the order's stream"},
             "type": {"const": name},
+            "event_version": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": current_version(name),
+                "description": "the version of its type the event was stored at; data is "
+                "always shown as the current version's",
+            },
             "data": _ref(f"{name}Data"),
             "metadata": _ref("EventMetadata"),
             "recorded_at": TIME,

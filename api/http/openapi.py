@@ -302,6 +302,13 @@ def schemas() -> dict[str, Any]:
                     "description": "false while appends fail because the database's disk is full",
                 },
                 "node_lock": {"type": "boolean"},
+                "log": _nullable(
+                    {
+                        "type": "string",
+                        "description": "why this process stopped following the log: it holds "
+                        "an event newer than this release reads (upgrade every node together)",
+                    }
+                ),
                 "process": _object(
                     {
                         "index": {"type": "integer", "minimum": 1},
@@ -410,7 +417,7 @@ def _common(scope: str | None, reads_log: bool, with_query: bool) -> dict[str, A
     bad = ["bad-request", "missing-host", "ambiguous-framing"]
     if with_query:
         bad += ["invalid-parameter", "repeated-parameter"]
-    unavailable = ["shutting-down"] + (["store-unavailable"] if reads_log else [])
+    unavailable = ["shutting-down"] + (["store-unavailable", "log-unreadable"] if reads_log else [])
     answers: dict[str, Any] = {
         "400": _problem(400, bad),
         "405": _problem(405, ["method-not-allowed"]),

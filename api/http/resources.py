@@ -262,6 +262,7 @@ class Readiness:
             "worker": state.worker,
             "writable": state.writable,
             "node_lock": state.node_lock,
+            "log": state.log,
             **self._processes(),
         }
 

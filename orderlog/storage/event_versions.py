@@ -64,6 +64,28 @@ def require_upcasters(
         )
 
 
+def create(db: peewee.Database, collation: str | None) -> None:
+    """Schema version 8: each event's version, and the table of those written (its text
+    in ``collation``, on MySQL/MariaDB). Every step may be run again."""
+    # A nullable column without a default: no stored row is rewritten (NULL reads as
+    # version 1), on PostgreSQL and MariaDB it is a change of the catalogue alone, and
+    # the triggers against UPDATE and DELETE stay as they are.
+    if "event_version" not in {c.name for c in db.get_columns("events")}:
+        db.execute_sql("ALTER TABLE events ADD COLUMN event_version INTEGER")
+    if not db.table_exists(TABLE):
+        exact = f" CHARACTER SET utf8mb4 COLLATE {collation}" if collation else ""
+        db.execute_sql(
+            f"CREATE TABLE {TABLE} (type VARCHAR(64) NOT NULL, version INTEGER NOT NULL, "
+            f"PRIMARY KEY (type, version)){exact}"
+        )
+    # Every event stored so far was written at version 1. The one scan of the log that
+    # versions need: starts read only this table.
+    db.execute_sql(
+        f"INSERT INTO {TABLE} (type, version) SELECT DISTINCT type, 1 FROM events "
+        f"WHERE type NOT IN (SELECT type FROM {TABLE} WHERE version = 1)"
+    )
+
+
 def held(db: peewee.Database) -> Held:
     """Every (type, version) recorded in the table; none before schema version 8."""
     if not db.table_exists(TABLE):

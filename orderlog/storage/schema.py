@@ -128,17 +128,6 @@ class OrderStatusRowB(OrderStatusRow):
         )
 
 
-class EventVersionRow(_Base):
-    """A version of an event type written to this log (``orderlog.storage.event_versions``)."""
-
-    type = peewee.CharField(max_length=64)
-    version = peewee.IntegerField()
-
-    class Meta:
-        table_name = event_versions.TABLE
-        primary_key = peewee.CompositeKey("type", "version")
-
-
 class SchemaMigration(_Base):
     version = peewee.IntegerField(primary_key=True)
     description = peewee.CharField(max_length=255)
@@ -202,7 +191,6 @@ _ALL_MODELS = (
     TokenRow,
     OrderStatusRow,
     OrderStatusRowB,
-    EventVersionRow,
     SchemaMigration,
 )
 # Binding models to a database is process-wide, so schema work is done one at a time.
@@ -269,10 +257,6 @@ def _exact_collation(db: peewee.Database) -> str:
     return next(name for name in _EXACT_COLLATIONS if name in found)
 
 
-def _convert_to_exact(db: peewee.Database, table: str, collation: str) -> None:
-    db.execute_sql(f"ALTER TABLE {table} CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}")
-
-
 def _exact_ids(db: peewee.Database, backend: str) -> None:
     # Every text column of every table, not only the ids: a projection's state is
     # compared too (on save), and a column added later takes the table's default.
@@ -282,7 +266,10 @@ def _exact_ids(db: peewee.Database, backend: str) -> None:
     collation = _exact_collation(db)
     for model in _ALL_MODELS:  # orderlog's tables only: the database may hold others
         if model.table_exists():
-            _convert_to_exact(db, model._meta.table_name, collation)
+            db.execute_sql(
+                f"ALTER TABLE {model._meta.table_name} "
+                f"CONVERT TO CHARACTER SET utf8mb4 COLLATE {collation}"
+            )
 
 
 # PostgreSQL: positions one transaction may use (its events, at most), and so the step
@@ -311,22 +298,8 @@ def _positions_from_transactions(db: peewee.Database, backend: str) -> None:
 
 
 def _event_versions(db: peewee.Database, backend: str) -> None:
-    # A nullable column without a default: no stored row is rewritten (NULL reads as
-    # version 1), on PostgreSQL and MariaDB it is a change of the catalogue alone, and
-    # the triggers against UPDATE and DELETE stay as they are.
-    if "event_version" not in {c.name for c in db.get_columns("events")}:
-        db.execute_sql("ALTER TABLE events ADD COLUMN event_version INTEGER")
-    if not EventVersionRow.table_exists():
-        db.create_tables((EventVersionRow,))
-        if backend == "mysql":  # created after version 6: compare its types exactly too
-            _convert_to_exact(db, event_versions.TABLE, _exact_collation(db))
-    # Every event stored so far was written at version 1. The one scan of the log
-    # versions need: start-up reads only this table.
-    db.execute_sql(
-        f"INSERT INTO {event_versions.TABLE} (type, version) "
-        f"SELECT DISTINCT type, 1 FROM events WHERE type NOT IN "
-        f"(SELECT type FROM {event_versions.TABLE} WHERE version = 1)"
-    )
+    # Created after version 6: on MySQL/MariaDB its types compare exactly too.
+    event_versions.create(db, _exact_collation(db) if backend == "mysql" else None)
 
 
 MIGRATIONS = (
@@ -352,8 +325,9 @@ def migrate(db: peewee.Database, backend: str) -> int:
 
     Idempotent and safe for every node to run at once: they take turns under a
     lock held on the database server (SQLite's write lock serialises DDL already).
-    Raises SchemaError for a schema newer than this code knows, and StartupError for
-    a log holding an event version newer than it reads; either before writing anything.
+    Each migration not recorded yet is applied, in order. Raises SchemaError for a
+    schema newer than this code knows, and StartupError for a log holding an event
+    version newer than it reads; either before writing anything.
     """
     for attempt in range(3):
         with _PROCESS_LOCK, _connection(db), db.bind_ctx(_ALL_MODELS):
@@ -367,7 +341,12 @@ def migrate(db: peewee.Database, backend: str) -> int:
                             "upgrade orderlog, or point it at another database",
                         )
                     event_versions.refuse_newer(event_versions.held(db))
-                    for migration in MIGRATIONS[found:]:
+                    applied = {
+                        v for (v,) in SchemaMigration.select(SchemaMigration.version).tuples()
+                    }
+                    for migration in MIGRATIONS:
+                        if migration.version in applied:
+                            continue
                         with db.atomic():
                             migration.apply(db, backend)
                             SchemaMigration.insert(

@@ -9,7 +9,9 @@ the app, and, at start, the HTTP server. Nothing connects while building.
 Start: bind the listening socket first (a port in use fails before anything
 touches the log); then, off loopback without ``--allow-anonymous``, look for an
 API token without writing anything (a start that could let nobody in fails and
-leaves the database as it was, or uncreated); then take the node id on the
+leaves the database as it was, or uncreated); then, as untouched, refuse a log
+holding an event version newer than this release reads (or a release whose
+upcasters have a gap); then take the node id on the
 database (a second process with it fails before it reads the log), then open the
 store (the schema brought up to date), then recover and start the worker, then
 answer. Stop: stop accepting connections and answer the requests already received
@@ -38,10 +40,11 @@ from api.processes import ProcessPlace
 from api.server.http_server import HttpServer, make_server
 from orderlog.config import Settings
 from orderlog.domain.errors import StartupError, StoreUnavailableError
-from orderlog.readiness import Readiness
+from orderlog.readiness import Readiness, UnreadableLog
 from orderlog.service import OrderService
 from orderlog.storage.database import explain_failure, open_database
 from orderlog.storage.database_url import redact
+from orderlog.storage.event_versions import refuse_before_start, require_upcasters
 from orderlog.storage.node_lock import NodeLock
 from orderlog.storage.observe import StoreObserver
 from orderlog.storage.probe import DatabaseProbe
@@ -66,10 +69,16 @@ class Node:
         self.tokens = TokenStore(self.store)
         self.probe = DatabaseProbe(self.store.ping, self.store.writable, self.node_lock.check)
         self.service = OrderService(self.store, idempotency_ttl=settings.idempotency_ttl)
+        # Whether the log holds an event newer than this release reads: whichever part
+        # meets one first says so, both stop following, and readiness reports it.
+        self.unreadable = UnreadableLog()
         # The one order-status model: the projector keeps it current (reading each page
         # of the log once for every model) and the worker's sweep reads it.
         self.projector = Projector(
-            self.store, OrderStatusModel(self.store), completed=self.exporter.completed
+            self.store,
+            OrderStatusModel(self.store),
+            completed=self.exporter.completed,
+            unreadable=self.unreadable,
         )
         self.worker = Worker(
             self.service,
@@ -80,6 +89,7 @@ class Node:
             claim_timeout=settings.claim_timeout,
             pending_grace=settings.pending_grace,
             sweep_interval=settings.sweep_interval,
+            unreadable=self.unreadable,
         )
         # Each order placed here goes to this worker at once, not at its next sweep.
         self.service.on_placed = self.worker.notify
@@ -112,6 +122,7 @@ class Node:
             self.http = make_server(self.app, self.settings, sockets)
         try:
             self._refuse_an_open_api_off_loopback()
+            self._refuse_a_log_it_cannot_read()
             self._open_log()
             self.probe.start()  # readiness answers at once, whatever the database does
             self.worker.start()  # recovers unfinished orders from the log, then runs
@@ -143,6 +154,13 @@ class Node:
                 "create one first: orderlog token create --name NAME --scopes admin; "
                 "or pass --allow-anonymous to open it to anyone who can reach it",
             )
+
+    def _refuse_a_log_it_cannot_read(self) -> None:
+        # Before the node id and the schema, as above: a start refused here has written
+        # nothing. The migration looks again under its lock, before this node records
+        # the versions it writes (a newer node may have recorded its own meanwhile).
+        require_upcasters()
+        refuse_before_start(self.settings.database_url, self.settings.db_timeout)
 
     def _open_log(self) -> None:
         """Take the node id on the database, then bring the schema up to date and start
@@ -176,6 +194,7 @@ class Node:
             self.worker.alive,
             writable=self.probe.writable,
             node_lock=self.probe.node_lock,
+            log=self.unreadable.reason,
         )
 
     def serve(self) -> None:

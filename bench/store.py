@@ -85,7 +85,7 @@ def _raw_rows(count: int, run: str, first_position: int) -> list[tuple[Any, ...]
         (event,) = encode([placed(order_id)], {"correlation_id": str(uuid.uuid4()), **METADATA})
         rows.append(
             (first_position + n, order_id, 1, event.type, event.data_json, event.metadata_json,
-             recorded_at)
+             recorded_at, event.event_version)
         )  # fmt: skip
     return rows
 

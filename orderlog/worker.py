@@ -11,7 +11,9 @@ and enqueues what no queue holds: orders left Pending by a crash, orders a dead
 node had claimed once their lease ran out. The decisions themselves are pure functions in
 ``orderlog.domain.policy``. On stop, orders whose work is done by the deadline are
 completed; the rest stay Processing in the log and are claimed again at the next
-start; orders only queued stay Pending.
+start; orders only queued stay Pending. An event newer than this release reads (a
+node of a newer release wrote it) stops the sweep for good, and leaves its order
+alone (``orderlog.readiness.UnreadableLog``): the node is not ready until upgraded.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from orderlog.domain.errors import ConcurrencyError, OrderlogError, StoreFullError
+from orderlog.domain.errors import (
+    ConcurrencyError,
+    FutureEventError,
+    OrderlogError,
+    StoreFullError,
+)
 from orderlog.domain.order import OrderState, Status
 from orderlog.domain.policy import (
     ClaimPolicy,
@@ -38,6 +45,7 @@ from orderlog.domain.policy import (
     work_done_at,
     worker_id_for,
 )
+from orderlog.readiness import UnreadableLog
 from orderlog.service import OrderService, Seen
 
 log = logging.getLogger(__name__)
@@ -95,8 +103,10 @@ class Worker:
         pending_grace: float = 5.0,
         sweep_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        unreadable: UnreadableLog | None = None,
     ) -> None:
         self.service = service
+        self.unreadable = unreadable or UnreadableLog()
         self.node = node
         self.incarnation = uuid.uuid4().hex[:8]
         self.worker_id = worker_id_for(node, self.incarnation)
@@ -322,7 +332,10 @@ class Worker:
         claims: list[Seen] = []
         skipped: list[str] = []
         for job in jobs:
-            state = job.state if job.state is not None else self.service.state(job.order_id)
+            state = job.state if job.state is not None else self._read(job.order_id)
+            if state is None:  # a stream this release cannot read: left alone
+                skipped.append(job.order_id)
+                continue
             if state.status is Status.PROCESSING and state.worker_id == self.worker_id:
                 # Claimed here by a commit whose answer was lost: the log says it is ours,
                 # so it is in hand again (never claimed a second time).
@@ -342,12 +355,25 @@ class Worker:
         gone: list[str] = []
         for _, _, order_id, in_hand in due:
             if in_hand is None:  # a completion that failed: the log says where it stands
-                in_hand = self.service.state(order_id)
-                if in_hand.status is not Status.PROCESSING or in_hand.worker_id != self.worker_id:
+                in_hand = self._read(order_id)
+                if (
+                    in_hand is None
+                    or in_hand.status is not Status.PROCESSING
+                    or in_hand.worker_id != self.worker_id
+                ):
                     gone.append(order_id)  # completed after all, or no longer ours
                     continue
             completions.append(Seen(order_id, in_hand))
         return completions, gone
+
+    def _read(self, order_id: str) -> OrderState | None:
+        """The order as its stream has it; None for a stream holding an event newer than
+        this release reads."""
+        try:
+            return self.service.state(order_id)
+        except FutureEventError as exc:
+            self.unreadable.met(exc)
+            return None
 
     def _failed(self, doing: str, order_id: str, error: OrderlogError) -> None:
         """Count a claim or completion the store did not take, and say why."""
@@ -372,12 +398,20 @@ class Worker:
     def sweep(self, starting: bool = False) -> int:
         """Enqueue what the log says needs work and no queue here holds; returns how many.
 
-        ``starting`` picks up every Pending order at once, not only this node's.
+        ``starting`` picks up every Pending order at once, not only this node's. Nothing
+        once the log holds an event newer than this release reads: the read model
+        stopped before it, and what it shows would only grow stale.
         """
         with self._sweep_lock:
+            if self.unreadable.reason is not None:
+                return 0
             # The persisted read model: catching up reads only what came since its
             # checkpoint, so a restart costs the same at a million events as at a thousand.
-            self._read_model.catch_up()
+            try:
+                self._read_model.catch_up()
+            except FutureEventError as exc:
+                self.unreadable.met(exc)
+                return 0
             now = self._clock()
             found = [
                 order

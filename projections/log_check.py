@@ -49,6 +49,7 @@ from orderlog.domain.order import (
 from orderlog.domain.upcasting import upcast
 from orderlog.storage import schema
 from orderlog.storage.database import explain_failure, open_database, redact
+from orderlog.storage.event_versions import SCHEMA_VERSION as EVENT_VERSIONS_SCHEMA
 from orderlog.storage.row import COLUMNS, decode
 from orderlog.storage.store import EventStore
 
@@ -307,4 +308,7 @@ def open_log(database_url: str) -> EventStore:
     except BaseException:
         db.close_all()
         raise
-    return EventStore(db, group_commit=False)  # not opened: open() migrates
+    store = EventStore(db, group_commit=False)  # not opened: open() migrates
+    if found < EVENT_VERSIONS_SCHEMA:
+        store.read_before_event_versions()
+    return store

@@ -29,6 +29,7 @@ from orderlog.domain.events import (
 )
 from orderlog.domain.order import Status
 from orderlog.domain.policy import OpenOrder, node_of
+from orderlog.domain.upcasting import current_version
 from orderlog.storage.read_models import CheckpointMovedError, OrderRow, OrderStatusTables
 from orderlog.storage.store import EventStore, format_time, parse_time
 
@@ -45,12 +46,17 @@ def _at(event: RecordedEvent) -> str:
 def _placed(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
     if row is not None:
         return _moved(row, event)
-    placed = OrderPlaced(**event.data)  # fields by name: a renamed field fails here
+    data = event.data  # as the current version of OrderPlaced has it
+    placed = OrderPlaced(**data)  # fields by name: a renamed field fails here
     return OrderRow(
         event.stream_id,
         str(placed.user_id),
         Status.PENDING.value,
-        event.data_json,
+        # The fields as stored when they are the current version's (no work per event
+        # on replay), else upcast: the row always holds the current version.
+        event.data_json
+        if event.event_version == current_version(event.type)
+        else orjson.dumps(data).decode(),
         placed.currency,
         0,
         event.metadata.get("node"),  # the accepting node is context, in the metadata

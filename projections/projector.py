@@ -18,6 +18,11 @@ A stored metrics state of another layout than this code folds (an earlier
 release's, without revenue: ``metrics.outdated``) is dropped as it is loaded: the
 metrics are folded again from the log's start, and the first save replaces that
 state whatever its checkpoint, as a rebuild would. Upgrading needs no step.
+
+An event stored at a version newer than this release reads (a node of a newer
+release wrote it) is never folded: the read models stop just before it, the
+projector stops following, and the node reports itself not ready
+(``orderlog.readiness.UnreadableLog``) until it is upgraded.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from typing import Any
 
 import orjson
 
-from orderlog.domain.errors import OrderlogError, StoreFullError
+from orderlog.domain.errors import FutureEventError, OrderlogError, StoreFullError
+from orderlog.domain.events import RecordedEvent
 from orderlog.domain.policy import OpenOrder
+from orderlog.domain.upcasting import CURRENT_VERSIONS
+from orderlog.readiness import UnreadableLog
 from orderlog.storage.store import EventStore
 from projections import completions, metrics
 from projections.order_status import OrderStatusModel
@@ -54,8 +62,11 @@ class Projector:
         page: int = 5000,
         idle: float = 0.5,
         completed: CompletionListener | None = None,
+        unreadable: UnreadableLog | None = None,
     ) -> None:
         self.store = store
+        self.unreadable = unreadable or UnreadableLog()
+        self._stopped_at: FutureEventError | None = None  # the event it stopped before
         self.status = status
         self._save_every = save_every
         self._page = page
@@ -121,14 +132,20 @@ class Projector:
     # -- reading ---------------------------------------------------------------------
 
     def wait_for(self, position: int, timeout: float) -> bool:
-        """Block until both read models reflect ``position``; False on timeout."""
+        """Block until both read models reflect ``position``; False on timeout, or at once
+        once it has stopped following (at an event it cannot read)."""
         if self.position >= position:
             return True
+        if self._stopped_at is not None:
+            return False
         if not self.alive:  # no thread (a test, a script): do the round here
-            self.catch_up()
-            if self.position >= position or not self.store.wait_readable(position, timeout):
-                return self.position >= position
-            self.catch_up()
+            try:
+                self.catch_up()
+                if self.position >= position or not self.store.wait_readable(position, timeout):
+                    return self.position >= position
+                self.catch_up()
+            except FutureEventError:
+                return False  # said once; the models stay just before it
             return self.position >= position
         # Kick a round, and another after each round that fell short: on PostgreSQL an
         # event may be committed and still not readable until older transactions end.
@@ -136,7 +153,7 @@ class Projector:
         with self._advanced:
             while self.position < position:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._stopped_at is not None:
                     return False
                 self._kick.set()
                 self._advanced.wait(left)
@@ -167,36 +184,54 @@ class Projector:
         Other followers (other nodes, a rebuild) move the order-status checkpoint too;
         the rows continue from wherever it is found (``OrderStatusModel.apply_page``),
         and a checkpoint moved back behind the page read makes this round read again
-        from there."""
+        from there.
+
+        FutureEventError once it meets an event it cannot read (and at every call after):
+        the models then reflect the log up to just before it."""
+        stopped = self._stopped_at
+        if stopped is not None:
+            raise FutureEventError(stopped.type_name, stopped.version, stopped.known)
         with self._round_lock:
             state = self._load() if self._state is None else self._state
             self._reload_if_rebuilt()
             state = self._state or state
             status_at = self.status.checkpoint()
             after = min(self._position, status_at)
-            while events := self.store.read_all(after, self._page):
-                fresh = [e for e in events if e.position > self._position]
-                if fresh:
-                    if self._completed is not None:  # before the fold: it closes the orders
-                        self._completed(completions.fold(fresh, state["open"]))
-                    metrics.fold(fresh, state)
-                    self._position = fresh[-1].position
-                status_at = self.status.apply_page(after, events)
+            while page := self.store.read_all(after, self._page):
+                events, stopped = readable(page)
+                if events:
+                    self._fold(events, state)
+                    status_at = self.status.apply_page(after, events)
+                if stopped is not None:
+                    break
                 if status_at < after:  # a rebuild swapped in behind this page
                     after = status_at
-                elif len(events) < self._page:
+                elif len(page) < self._page:
                     break
                 else:
-                    after = events[-1].position
+                    after = page[-1].position
             # As stored, not as written here: rows swapped in since may be behind it.
             self._status_position = self.status.checkpoint()
             if self._position > self._saved_position and (
                 time.monotonic() - self._saved_at >= self._save_every
             ):
                 self._save()
+            self._stopped_at = stopped
         with self._advanced:
             self._advanced.notify_all()
+        if stopped is not None:
+            self.unreadable.met(stopped)
+            raise stopped
         return self.position
+
+    def _fold(self, events: Sequence[RecordedEvent], state: metrics.State) -> None:
+        """Fold into the metrics what they have not seen of ``events``."""
+        fresh = [e for e in events if e.position > self._position]
+        if fresh:
+            if self._completed is not None:  # before the fold: it closes the orders
+                self._completed(completions.fold(fresh, state["open"]))
+            metrics.fold(fresh, state)
+            self._position = fresh[-1].position
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -206,6 +241,8 @@ class Projector:
                 return
             try:
                 self.catch_up()
+            except FutureEventError:
+                return  # said once (UnreadableLog); following on would only fail again
             except StoreFullError:
                 pass  # the store said so once; the next round tries again
             except OrderlogError as exc:
@@ -252,3 +289,17 @@ class Projector:
         if stored:
             self._saved_position = self._position
             self._saved_at = time.monotonic()
+
+
+def readable(
+    events: Sequence[RecordedEvent],
+) -> tuple[Sequence[RecordedEvent], FutureEventError | None]:
+    """The events up to the first one stored at a version newer than this release reads,
+    and the error for that one (None when every event is readable). A type unknown
+    here passes: every read model skips it."""
+    known = CURRENT_VERSIONS
+    for index, event in enumerate(events):
+        current = known.get(event.type)
+        if current is not None and event.event_version > current:
+            return events[:index], FutureEventError(event.type, event.event_version, current)
+    return events, None

@@ -26,7 +26,7 @@ from orderlog.storage.node_lock import offline_rebuild_guard
 from orderlog.storage.store import EventStore
 from projections import metrics
 from projections.order_status import OrderStatusModel
-from projections.projector import NAME
+from projections.projector import NAME, readable
 
 Progress = Callable[[int, int, float], None]
 
@@ -61,6 +61,9 @@ def _rebuild(store: EventStore, page: int, progress: Progress | None) -> dict[st
     last_shown = 0.0
     shown_done = -1  # the count last shown, so the closing line is not printed twice
     for events in store.iter_pages(0, page):
+        _, unreadable = readable(events)
+        if unreadable is not None:  # a newer release wrote it: never fold what is not read
+            raise unreadable
         metrics.fold(events, state)
         position = events[-1].position
         done += len(events)

@@ -43,6 +43,7 @@ _TABLES = (
     "tokens",
     "order_status",
     "order_status_b",
+    "event_versions",
     "schema_migrations",
 )
 

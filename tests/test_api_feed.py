@@ -38,6 +38,7 @@ def test_history_lists_every_event_of_the_order(
         "OrderCompleted",
     ]
     assert [e["version"] for e in events] == [1, 2, 3]
+    assert [e["event_version"] for e in events] == [2, 1, 1]  # each type's current version
     for event in events:
         assert {"position", "version", "type", "data", "metadata", "recorded_at"} <= event.keys()
         assert event["metadata"]["event_id"]

@@ -179,10 +179,10 @@ def test_a_backup_taken_under_load_serves_every_order_acknowledged_before_it(
     acknowledged_before = [o for o in acknowledged if placed_at[o] <= before_backup]
     assert len(acknowledged_before) > FIRST_ORDERS  # the load's orders too, not only the first
     history_at_backup: dict[str, list[dict[str, Any]]] = {}
-    for position, stream_id, version, kind, data, metadata, _ in copied:
+    for position, stream_id, version, kind, data, metadata, _, event_version in copied:
         history_at_backup.setdefault(stream_id, []).append(
             {"position": position, "version": version, "type": kind, "data": orjson.loads(data)}
-            | {"event_id": orjson.loads(metadata)["event_id"]}
+            | {"event_id": orjson.loads(metadata)["event_id"], "event_version": event_version}
         )
 
     restored = start_server(copy_url, tmp_path / "restored", *NODE, "--processing-delay", "0")
@@ -192,7 +192,7 @@ def test_a_backup_taken_under_load_serves_every_order_acknowledged_before_it(
             status, _, body = restored.request("GET", f"/orders/{order_id}/events")
             assert status == 200, (order_id, body)
             served = [
-                {k: e[k] for k in ("position", "version", "type", "data")}
+                {k: e[k] for k in ("position", "version", "type", "data", "event_version")}
                 | {"event_id": e["metadata"]["event_id"]}
                 for e in body["events"]
             ]

@@ -25,6 +25,15 @@ from tests.support import ROOT, admin_execute, make_store, raw_fetch, settings_f
 V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"
 V5_MYSQL = ROOT / "tests" / "data" / "schema-v5.mysql.sql"
 V6_POSTGRES = ROOT / "tests" / "data" / "schema-v6.postgres.sql"
+V7_SQLITE = ROOT / "tests" / "data" / "schema-v7.sqlite.sql"
+# What migration 8 finds in a log written before it (every type at version 1), and
+# what the first start of this release adds (the versions it writes).
+VERSIONS_AFTER_UPGRADE = [
+    ("OrderCompleted", 1),
+    ("OrderPlaced", 1),
+    ("OrderPlaced", 2),
+    ("OrderProcessingStarted", 1),
+]
 
 
 def tables(url: str) -> set[str]:
@@ -78,15 +87,60 @@ def test_a_database_of_the_previous_release_is_upgraded_and_its_orders_served(
     node = Node(settings_for(url)).start(bind=False)
     try:
         assert node.worker.wait_idle(30)  # the old Pending order is picked up
-        assert node.service.state("old-1").placed.total_amount == "3.50"
+        placed = node.service.state("old-1").placed
+        assert (placed.total_amount, placed.currency) == ("3.50", "USD")
         node.service.place_order(PlaceOrder("new-1", 1, ("b",), Decimal("1")))
         assert node.worker.wait_idle(30)
     finally:
         node.stop()
     versions = [v for (v,) in raw_fetch(url, "SELECT version FROM schema_migrations")]
     assert sorted(versions) == [m.version for m in schema.MIGRATIONS]
-    types = [t for (t,) in raw_fetch(url, "SELECT type FROM events WHERE stream_id = 'old-1'")]
-    assert types == ["OrderPlaced", "OrderProcessingStarted", "OrderCompleted"]
+    rows = raw_fetch(url, "SELECT type, event_version FROM events WHERE stream_id = 'old-1'")
+    assert rows == [("OrderPlaced", None), ("OrderProcessingStarted", 1), ("OrderCompleted", 1)]
+    assert sorted(raw_fetch(url, "SELECT type, version FROM event_versions")) == (
+        VERSIONS_AFTER_UPGRADE
+    )
+    assert_append_only(url)
+
+
+def assert_append_only(url: str) -> None:
+    """The log's triggers still refuse to change or remove a row."""
+    for statement in ("UPDATE events SET event_version = 7", "DELETE FROM events"):
+        with pytest.raises(Exception, match="append-only"):
+            admin_execute(url, [statement])
+
+
+def test_a_log_of_schema_version_7_gets_event_versions_and_keeps_every_row(
+    tmp_path: Path,
+) -> None:
+    """Migration 8 on a log written before it: a column and a table added, no row
+    rewritten, and its OrderPlaced v1 served as v2."""
+    path = tmp_path / "v7.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V7_SQLITE.read_text())
+    conn.close()
+    url = f"sqlite:///{path}"
+    before = raw_fetch(url, "SELECT * FROM events ORDER BY position")
+
+    node = Node(settings_for(url)).start(bind=False)
+    try:
+        assert node.worker.wait_idle(30)  # old-2, left Pending, is processed now
+        client = falcon.testing.TestClient(node.app)
+        history = client.simulate_get("/orders/old-2/events").json["events"]
+        assert [e["event_version"] for e in history] == [1, 1, 1]
+        assert history[0]["data"]["currency"] == "USD"
+        assert client.simulate_get("/orders/old-2").json["status"] == "Completed"
+    finally:
+        node.stop()
+    kept = raw_fetch(url, f"SELECT * FROM events WHERE position <= {len(before)} ORDER BY position")
+    assert kept == [(*row, None) for row in before]
+    assert sorted(raw_fetch(url, "SELECT type, version FROM event_versions")) == (
+        VERSIONS_AFTER_UPGRADE
+    )
+    assert [v for (v,) in raw_fetch(url, "SELECT MAX(version) FROM schema_migrations")] == [
+        schema.LATEST
+    ]
+    assert_append_only(url)
 
 
 def text_collations(url: str) -> dict[str, str]:
@@ -143,6 +197,13 @@ def test_a_mariadb_database_of_the_previous_release_compares_ids_exactly_once_up
     assert sorted(versions) == [m.version for m in schema.MIGRATIONS]
     collations = text_collations(database_url)
     assert {name for name, c in collations.items() if c != "utf8mb4_nopad_bin"} == set()
+    assert "event_versions.type" in collations
+    old = raw_fetch(database_url, "SELECT event_version FROM events WHERE position <= 3")
+    assert old == [(None,)] * 3
+    assert sorted(raw_fetch(database_url, "SELECT type, version FROM event_versions")) == (
+        VERSIONS_AFTER_UPGRADE
+    )
+    assert_append_only(database_url)
 
 
 def run_script(url: str, path: Path) -> None:
@@ -173,6 +234,9 @@ def test_a_postgres_log_of_the_previous_release_keeps_its_positions_and_feed_cur
         assert feed["head"] == positions[-1] == feed["next_after"]
         new = [(e["stream_id"], e["type"]) for e in feed["events"][7:]]
         assert ("old-3", "OrderCompleted") in new and ("new-1", "OrderCompleted") in new
+        old = feed["events"][:7]
+        assert {e["event_version"] for e in old} == {1}
+        assert {e["data"]["currency"] for e in old if e["type"] == "OrderPlaced"} == {"USD"}
         for held in (3, 7):  # an old client's next_after resumes right after that event
             page = client.simulate_get("/events", params={"after": held, "limit": 100}).json
             assert [e["position"] for e in page["events"]] == positions[held:]
@@ -183,6 +247,12 @@ def test_a_postgres_log_of_the_previous_release_keeps_its_positions_and_feed_cur
         node.stop()
     assert raw_fetch(database_url, "SELECT base FROM feed_origin") == [(8,)]
     assert "append_lock" not in tables(database_url)
+    old = raw_fetch(database_url, "SELECT event_version FROM events WHERE position <= 7")
+    assert old == [(None,)] * 7
+    assert sorted(raw_fetch(database_url, "SELECT type, version FROM event_versions")) == (
+        VERSIONS_AFTER_UPGRADE
+    )
+    assert_append_only(database_url)
 
 
 def test_a_first_version_database_on_any_backend_is_upgraded(database_url: str) -> None:

@@ -31,6 +31,7 @@ from orderlog.domain.order import (
     MAX_ITEMS,
     Status,
 )
+from orderlog.domain.upcasting import current_version
 from orderlog.storage.reader import MAX_PAGE
 from projections.order_status import MAX_LIST
 
@@ -132,6 +133,13 @@ def _event(with_stream: bool) -> dict[str, Any]:
             },
             "version": {"type": "integer", "minimum": 1, "description": "in the order's stream"},
             "type": {"const": name},
+            "event_version": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": current_version(name),
+                "description": "the version of its type the event was stored at; data is "
+                "always shown as the current version's",
+            },
             "data": _ref(f"{name}Data"),
             "metadata": _ref("EventMetadata"),
             "recorded_at": TIME,
@@ -319,6 +327,13 @@ def schemas() -> dict[str, Any]:
                     "description": "false while appends fail because the database's disk is full",
                 },
                 "node_lock": {"type": "boolean"},
+                "log": _nullable(
+                    {
+                        "type": "string",
+                        "description": "why this process stopped following the log: it holds "
+                        "an event newer than this release reads (upgrade every node together)",
+                    }
+                ),
                 "process": _object(
                     {
                         "index": {"type": "integer", "minimum": 1},
@@ -427,7 +442,7 @@ def _common(scope: str | None, reads_log: bool, with_query: bool) -> dict[str, A
     bad = ["bad-request", "missing-host", "ambiguous-framing"]
     if with_query:
         bad += ["invalid-parameter", "repeated-parameter"]
-    unavailable = ["shutting-down"] + (["store-unavailable"] if reads_log else [])
+    unavailable = ["shutting-down"] + (["store-unavailable", "log-unreadable"] if reads_log else [])
     answers: dict[str, Any] = {
         "400": _problem(400, bad),
         "405": _problem(405, ["method-not-allowed"]),

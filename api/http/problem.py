@@ -16,6 +16,7 @@ from orderlog.domain.errors import (
     AppendFailedError,
     ConcurrencyError,
     FieldError,
+    FutureEventError,
     IdempotencyKeyExpiredError,
     IdempotencyKeyReusedError,
     InvalidTransitionError,
@@ -74,6 +75,11 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     ),
     "store-full": (503, "the database's disk is full: nothing was written"),
     "projections-behind": (503, "the read models are behind the log"),
+    "log-unreadable": (
+        503,
+        "the log holds an event newer than this server's release reads (every node is "
+        "upgraded together)",
+    ),
     "shutting-down": (503, "the server is stopping and did not act on the request"),
     "unavailable": (503, "the service cannot answer now"),
 }
@@ -236,6 +242,17 @@ def install(app: falcon.App) -> None:
         ),
     )
     app.add_error_handler(OutcomeUnknownError, _outcome_unknown)
+    # The node says once that it stopped following the log (orderlog.readiness); it
+    # needs an upgrade, not a retry in a second.
+    app.add_error_handler(
+        FutureEventError,
+        _unavailable(
+            "log-unreadable",
+            "the log holds an event newer than this server reads; it awaits an upgrade",
+            FULL_RETRY_AFTER,
+            logged=False,
+        ),
+    )
     # The store logs one line when the disk fills and one when it has room again;
     # a line per refused request would bury them.
     app.add_error_handler(

@@ -35,6 +35,7 @@ def event_dict(event: RecordedEvent, with_stream: bool = False) -> dict[str, Any
         "position": event.position,
         "version": event.version,
         "type": event.type,
+        "event_version": event.event_version,  # as stored; ``data`` is the current version
         "data": event.data,
         "metadata": event.metadata,
         "recorded_at": event.recorded_at_text or format_time(event.recorded_at),
@@ -263,6 +264,7 @@ class Readiness:
             "worker": state.worker,
             "writable": state.writable,
             "node_lock": state.node_lock,
+            "log": state.log,
             **self._processes(),
         }
 

@@ -80,6 +80,7 @@ class PendingAppend:
                 event.data_json,
                 event.metadata_json,
                 self.moment_text,
+                event.event_version,
             )
             for offset, event in enumerate(self.events)
         ]
@@ -312,6 +313,7 @@ class Appender:
                     event.data_json,
                     event.metadata_json,
                     recorded_at,
+                    event.event_version,
                 )
             versions[stream_id] = current
         if accepted:

@@ -26,11 +26,17 @@ class Reader:
         self._connections = connections
         self._dialect = dialect
         self._horizon = horizon
+        self._columns = COLUMN_LIST
+
+    def before_event_versions(self) -> None:
+        """Read a log whose schema predates the ``event_version`` column (version 8) as
+        it is, without migrating it: every event there was written at version 1."""
+        self._columns = COLUMN_LIST.replace("event_version", "NULL AS event_version")
 
     def read_stream(self, stream_id: str, up_to_version: int | None = None) -> list[RecordedEvent]:
         """One stream's events in version order (up to a version, for time travel)."""
         p = self._dialect.param
-        sql = f"SELECT {COLUMN_LIST} FROM events WHERE stream_id = {p}"
+        sql = f"SELECT {self._columns} FROM events WHERE stream_id = {p}"
         params: list[Any] = [stream_id]
         if up_to_version is not None:
             sql += f" AND version <= {p}"
@@ -43,7 +49,7 @@ class Reader:
         limit = max(1, min(limit, MAX_PAGE * 100))
         self._horizon.own_writes_readable()
         return self._connections.query(
-            f"SELECT {COLUMN_LIST} FROM events WHERE position > {p}{self._horizon.condition()} "
+            f"SELECT {self._columns} FROM events WHERE position > {p}{self._horizon.condition()} "
             f"ORDER BY position LIMIT {p}",
             [after, limit],
         )

@@ -14,15 +14,28 @@ from typing import Any, NamedTuple
 import orjson
 
 from orderlog.domain.events import Event, RecordedEvent, event_data, event_type
+from orderlog.domain.upcasting import current_version
 
-# The log's columns, in the order every row is written and read.
-COLUMNS = ("position", "stream_id", "version", "type", "data", "metadata", "recorded_at")
+# The log's columns, in the order every row is written and read. ``event_version`` is
+# the version of its type the event was written at (schema version 8; NULL in the rows
+# written before it, which are version 1).
+COLUMNS = (
+    "position",
+    "stream_id",
+    "version",
+    "type",
+    "data",
+    "metadata",
+    "recorded_at",
+    "event_version",
+)
 COLUMN_LIST = ", ".join(COLUMNS)
 _dumps = orjson.dumps
 
 
 class EncodedEvent(NamedTuple):
-    """An event ready for the log: its type, fields and metadata, and both as JSON text.
+    """An event ready for the log: its type, fields and metadata, both as JSON text, and
+    the version of its type it is written at (always the current one).
 
     Callers encode, so the single writer thread does as little Python work per
     event as possible; ``data`` and ``metadata`` are kept to build the recorded event.
@@ -33,6 +46,7 @@ class EncodedEvent(NamedTuple):
     metadata: dict[str, Any]
     data_json: str
     metadata_json: str
+    event_version: int
 
 
 def encode(
@@ -44,9 +58,15 @@ def encode(
     for event in events:
         data = event_data(event)
         meta = {"event_id": new_event_id(), **shared}
+        name = event_type(event)
         encoded.append(
             EncodedEvent(
-                event_type(event), data, meta, _dumps(data).decode(), _dumps(meta).decode()
+                name,
+                data,
+                meta,
+                _dumps(data).decode(),
+                _dumps(meta).decode(),
+                current_version(name),
             )
         )
     return encoded
@@ -76,7 +96,7 @@ parse_time = datetime.fromisoformat
 
 def decode(row: tuple[Any, ...]) -> RecordedEvent:
     """A row read in ``COLUMNS`` order, as the recorded event it holds."""
-    position, stream_id, version, type_name, data, metadata, recorded_at = row
+    position, stream_id, version, type_name, data, metadata, recorded_at, event_version = row
     return RecordedEvent(
         position,
         stream_id,
@@ -86,4 +106,5 @@ def decode(row: tuple[Any, ...]) -> RecordedEvent:
         data,
         metadata,
         recorded_at,
+        event_version or 1,  # NULL: written before versions were stored, at version 1
     )

@@ -2,11 +2,12 @@
 
 The log itself (``events``, append-only by triggers), the lock row appends take
 (on PostgreSQL, since version 7, the origin of positions drawn from transaction ids),
-the projections' checkpoints, and what later versions added: API tokens and the
-order-status read model. A database records the migrations applied to it in
-``schema_migrations``; a database from before versions existed holds the first
-version's tables and is recorded as version 1. A server meeting a schema newer
-than it knows refuses to start rather than guess.
+the projections' checkpoints, and what later versions added: API tokens, the
+order-status read model, and (version 8) each event's version with the versions
+written to the log (``orderlog.storage.event_versions``). A database records the
+migrations applied to it in ``schema_migrations``; a database from before versions
+existed holds the first version's tables and is recorded as version 1. A server
+meeting a schema newer than it knows refuses to start rather than guess.
 
 Ids compare byte for byte on every backend. SQLite and PostgreSQL do so by
 default; MySQL/MariaDB tables take the server's default collation, usually
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 import peewee
 
 from orderlog.domain.errors import SchemaError, StoreUnavailableError
+from orderlog.storage import event_versions
 
 
 class _Base(peewee.Model):
@@ -297,6 +299,11 @@ def _positions_from_transactions(db: peewee.Database, backend: str) -> None:
     db.execute_sql("DROP TABLE append_lock")
 
 
+def _event_versions(db: peewee.Database, backend: str) -> None:
+    # Created after version 6: on MySQL/MariaDB its types compare exactly too.
+    event_versions.create(db, _exact_collation(db) if backend == "mysql" else None)
+
+
 # The currency of every order placed before orders had one (every OrderPlaced of v1):
 # the rows already there are those orders. orderlog.domain.upcasting says the same of
 # their events.
@@ -329,17 +336,21 @@ MIGRATIONS = (
     Migration(
         7, "PostgreSQL: positions from transaction ids, no lock", _positions_from_transactions
     ),
+    Migration(8, "event versions: of each stored event, and those written", _event_versions),
     Migration(9, "order-status rows name their currency (USD before)", _order_currency),
 )
 LATEST = MIGRATIONS[-1].version
 
 
 def migrate(db: peewee.Database, backend: str) -> int:
-    """Bring the database to the latest schema; returns the version it was at.
+    """Bring the database to the latest schema, and record the event versions this
+    release writes; returns the schema version it was at.
 
     Idempotent and safe for every node to run at once: they take turns under a
     lock held on the database server (SQLite's write lock serialises DDL already).
-    Raises SchemaError for a schema newer than this code knows.
+    Each migration not recorded yet is applied, in order. Raises SchemaError for a
+    schema newer than this code knows, and StartupError for a log holding an event
+    version newer than it reads; either before writing anything.
     """
     for attempt in range(3):
         with _PROCESS_LOCK, _connection(db), db.bind_ctx(_ALL_MODELS):
@@ -352,7 +363,13 @@ def migrate(db: peewee.Database, backend: str) -> int:
                             f"orderlog knows ({LATEST})",
                             "upgrade orderlog, or point it at another database",
                         )
-                    for migration in (m for m in MIGRATIONS if m.version > found):
+                    event_versions.refuse_newer(event_versions.held(db))
+                    applied = {
+                        v for (v,) in SchemaMigration.select(SchemaMigration.version).tuples()
+                    }
+                    for migration in MIGRATIONS:
+                        if migration.version in applied:
+                            continue
                         with db.atomic():
                             migration.apply(db, backend)
                             SchemaMigration.insert(
@@ -360,6 +377,8 @@ def migrate(db: peewee.Database, backend: str) -> int:
                                 description=migration.description,
                                 applied_at=datetime.now(UTC).isoformat(timespec="seconds"),
                             ).on_conflict_ignore().execute()
+                    with db.atomic():
+                        event_versions.record(db, event_versions.held(db))
                     return found
             except peewee.IntegrityError:
                 # Another node created the same object at the same moment: look again.

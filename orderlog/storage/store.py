@@ -1,6 +1,8 @@
 """The event store: the only code in the packages that reads or writes the events table.
 
-A stored event is (position, stream_id, version, type, data, metadata, recorded_at).
+A stored event is (position, stream_id, version, type, data, metadata, recorded_at,
+event_version): the last the version of its type it was written at
+(``orderlog.storage.event_versions``).
 Unique (stream_id, version) makes a lost race a ConcurrencyError; database triggers
 make the table append-only. Positions are unique and increase along the log, in one
 total order every reader follows and can resume from (``after``), never skipping an
@@ -271,6 +273,11 @@ class EventStore:
     def read_all(self, after: int = 0, limit: int = 100) -> list[RecordedEvent]:
         """Events after ``position`` in position order: one page of the global log."""
         return [decode(row) for row in self._reader.read_all_raw(after, limit)]
+
+    def read_before_event_versions(self) -> None:
+        """Read a log of a schema before version 8 without migrating it (``orderlog log
+        check`` before an upgrade): its events all read as version 1."""
+        self._reader.before_event_versions()
 
     def read_all_raw(self, after: int = 0, limit: int = 100) -> list[tuple[Any, ...]]:
         """A page of undecoded rows, for readers that decode only what they need."""

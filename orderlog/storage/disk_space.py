@@ -19,6 +19,7 @@ from orderlog.domain.errors import StoreFullError, StoreUnavailableError
 from orderlog.storage.connection import DB_ERRORS, Connections
 from orderlog.storage.dialect import Dialect
 from orderlog.storage.driver_error import disk_full_code
+from orderlog.storage.row import COLUMNS
 
 # The store's lines keep its logger's name, whichever of its modules says them.
 log = logging.getLogger("orderlog.storage.store")
@@ -29,6 +30,18 @@ ROOM_TO_RESUME = 1 << 20
 # The trial write on PostgreSQL and MariaDB, rolled back: a row as large as a big
 # batch's, so a table that cannot grow on a full disk refuses it.
 _TRIAL_BYTES = 64 * 1024
+# The trial write's row, by column name so a column added to the log is never missed.
+_TRIAL_FIELDS = {
+    "position": 0,
+    "stream_id": "",
+    "version": 0,
+    "type": "TrialWrite",
+    "data": "x" * _TRIAL_BYTES,
+    "metadata": "{}",
+    "recorded_at": "",
+    "event_version": 1,
+}
+_TRIAL_ROW = tuple(_TRIAL_FIELDS[name] for name in COLUMNS)
 
 
 class _RollBack(Exception):
@@ -102,10 +115,7 @@ class DiskSpace:
             return stat.f_bavail * stat.f_frsize >= ROOM_TO_RESUME
         try:
             with self._connections.connection(), self._connections.transaction() as cursor:
-                cursor.execute(
-                    self._dialect.insert(1),
-                    (0, "", 0, "TrialWrite", "x" * _TRIAL_BYTES, "{}", ""),
-                )
+                cursor.execute(self._dialect.insert(1), _TRIAL_ROW)
                 raise _RollBack
         except _RollBack:
             return True

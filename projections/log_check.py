@@ -205,12 +205,16 @@ class Summary:
     problems: int
 
     def __str__(self) -> str:
-        said = f"checked {self.events:,} events in {self.streams:,} streams"
+        said = f"checked {_count(self.events, 'event')} in {_count(self.streams, 'stream')}"
         if self.events:
             said += f" at positions {self.first}..{self.last}"
         if not self.problems:
             return said + ": all readable"
-        return said + f": {self.problems:,} problem{'s' if self.problems != 1 else ''}"
+        return said + f": {_count(self.problems, 'problem')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # (position reached, the head when the check began, events checked, seconds so far)

@@ -10,22 +10,18 @@ having written nothing: every node of a log is upgraded together, and a node of 
 older release never folds an event it cannot read. Start-up reads this small table
 and never scans the log.
 
-It imports the standard library, peewee, the domain, and the store's database module.
+It imports the standard library, peewee, the domain, and storage's pre-start peek.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from urllib.parse import quote
 
 import peewee
 
 from orderlog.domain.errors import FutureEventError, StartupError
 from orderlog.domain.upcasting import CURRENT_VERSIONS, UPCASTERS, Upcaster, missing_upcasters
-from orderlog.storage.database import explain_failure, open_database
-from orderlog.storage.database_url import parse_url
+from orderlog.storage.peek import peek
 
 TABLE = "event_versions"
 # The schema version that adds the table and the events' event_version column.
@@ -114,34 +110,4 @@ def refuse_before_start(url: str, timeout: float | None = None) -> None:
     """Refuse (StartupError) a log holding a version this release cannot read, found
     before the node takes its id or opens its log: nothing is created, migrated or
     written. No SQLite file, or no table yet (a schema before version 8), holds none."""
-    target = parse_url(url)
-    try:
-        if target.backend == "sqlite":
-            found = _sqlite_held(target.database, 30.0 if timeout is None else timeout)
-        else:
-            db = open_database(url, max_connections=1, timeout=timeout)
-            try:
-                with db.connection_context():
-                    found = held(db)
-            finally:
-                db.close_all()
-    except (sqlite3.Error, peewee.DatabaseError, peewee.InterfaceError) as exc:
-        raise explain_failure(exc, url) from exc
-    refuse_newer(found)
-
-
-def _sqlite_held(path: str, timeout: float) -> Held:
-    if not Path(path).is_file():
-        return []
-    # Not the pool's connection: it would switch an old file to WAL. mode=rw never makes
-    # the file; a connection that only reads writes nothing to it.
-    conn = sqlite3.connect(
-        f"file:{quote(path)}?mode=rw", uri=True, timeout=timeout, isolation_level=None
-    )
-    try:
-        table = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{TABLE}'"
-        if not conn.execute(table).fetchone():
-            return []
-        return [(name, version) for name, version in conn.execute(_HELD).fetchall()]
-    finally:
-        conn.close()
+    refuse_newer([(name, version) for name, version in peek(url, TABLE, _HELD, timeout)])

@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import quote
-
-import peewee
 
 from orderlog.domain.errors import FieldError, StoreUnavailableError, ValidationError
 from orderlog.domain.order import is_blank
-from orderlog.storage.database import explain_failure, open_database
-from orderlog.storage.database_url import parse_url
+from orderlog.storage.peek import peek
 from orderlog.storage.store import EventStore
 
 ADMIN = "admin"
@@ -183,34 +177,4 @@ def any_token_stored(url: str, timeout: float | None = None) -> bool:
 
     StartupError, in one line with a hint, when the database cannot be read.
     """
-    target = parse_url(url)
-    try:
-        if target.backend == "sqlite":
-            return _sqlite_holds_a_token(target.database, 30.0 if timeout is None else timeout)
-        db = open_database(url, max_connections=1, timeout=timeout)
-        try:
-            with db.connection_context():
-                return db.table_exists("tokens") and bool(db.execute_sql(_ANY_TOKEN).fetchone())
-        finally:
-            db.close_all()
-    except (sqlite3.Error, peewee.DatabaseError, peewee.InterfaceError) as exc:
-        raise explain_failure(exc, url) from exc
-
-
-_ANY_TOKEN = "SELECT 1 FROM tokens LIMIT 1"
-
-
-def _sqlite_holds_a_token(path: str, timeout: float) -> bool:
-    if not Path(path).is_file():
-        return False
-    # Not the pool's connection: it would switch an old file to WAL. mode=rw never makes
-    # the file; a connection that only reads writes nothing to it and, the last to
-    # close, removes the -wal and -shm files it made (mode=ro would leave them behind).
-    conn = sqlite3.connect(
-        f"file:{quote(path)}?mode=rw", uri=True, timeout=timeout, isolation_level=None
-    )
-    try:
-        table = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tokens'"
-        return bool(conn.execute(table).fetchone()) and bool(conn.execute(_ANY_TOKEN).fetchone())
-    finally:
-        conn.close()
+    return bool(peek(url, "tokens", "SELECT 1 FROM tokens LIMIT 1", timeout))

@@ -592,3 +592,14 @@ def test_the_command_shows_its_database_default_and_variable(tmp_path: Path) -> 
     text = " ".join(done.stdout.split())
     assert "env ORDERLOG_DATABASE_URL, default: sqlite:///orderlog.db" in text, text
     assert "--progress" in text and "--quiet" in text
+
+
+def test_the_summary_counts_one_of_each_in_the_singular_and_more_in_the_plural() -> None:
+    assert str(Summary(1, 1, 1, 1, 1)) == (
+        "checked 1 event in 1 stream at positions 1..1: 1 problem"
+    )
+    assert (
+        str(Summary(3, 2, 1, 3, 0))
+        == "checked 3 events in 2 streams at positions 1..3: all readable"
+    )
+    assert str(Summary(0, 0, 0, 0, 0)) == "checked 0 events in 0 streams: all readable"

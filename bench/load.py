@@ -26,6 +26,7 @@ import orjson
 from bench import loadgen
 from bench.placement import Placement
 from bench.report import latency_summary, ratio, target
+from bench.server_cpu import cpu_seconds, per_item_us
 from bench.servers import Client, Server
 from orderlog.domain.events import OrderCompleted, OrderPlaced
 from orderlog.domain.order import Status
@@ -237,6 +238,8 @@ def _sustain(server: Server, connections: int, duration: float, prefix: str) -> 
     def make_request(n: int) -> loadgen.Request:
         return ("POST", "/orders", order_body(f"{prefix}-{n}"), server.headers)
 
+    pid = server.process.pid if server.process is not None else None
+    server_cpu = cpu_seconds(pid)
     responses, wall, client_cpu = _measured(
         lambda: asyncio.run(
             loadgen.sustained(server.host, server.port, make_request, connections, duration)
@@ -244,6 +247,8 @@ def _sustain(server: Server, connections: int, duration: float, prefix: str) -> 
     )
     ok = [r for r in responses if r.status == 201]
     return {
+        "server_cpu_at_start": server_cpu,
+        "server_cpu_us_per_request": per_item_us(server_cpu, cpu_seconds(pid), len(responses)),
         "requests": len(responses),
         "ok": len(ok),
         "errors": len(responses) - len(ok),
@@ -310,6 +315,14 @@ def run_sustained(
     finally:
         client.close()
     app["completed_after_load_s"] = None if drained is None else round(drained, 3)
+    # Everything the accepted orders cost the server, from the first request until the
+    # last of them is Completed (the worker's claims and completions come after).
+    app["server_cpu_us_per_order"] = per_item_us(
+        app.pop("server_cpu_at_start"),
+        cpu_seconds(orderlog.process.pid if orderlog.process is not None else None),
+        app["ok"],
+    )
+    base.pop("server_cpu_at_start", None)
     share = ratio(app["per_second"], base["per_second"])
     wrk_bare = base["wrk_per_second"]
     results: dict[str, Any] = {
@@ -332,19 +345,29 @@ def run_sustained(
         ("bare latency p50 / p95 / p99 (ms)",
          f"{lb['p50_ms']} / {lb['p95_ms']} / {lb['p99_ms']}"),
         ("orderlog / bare", share),
+        ("server CPU per accepted order, until all Completed (µs)",
+         app["server_cpu_us_per_order"]),
+        ("server CPU per request: orderlog during the load / bare (µs)",
+         f"{app['server_cpu_us_per_request']} / {base['server_cpu_us_per_request']}"),
         ("client CPU, orderlog / bare run",
          f"{app['client_cpu_share']} / {base['client_cpu_share']}"),
         ("orderlog backlog all Completed, s after load", app["completed_after_load_s"]),
         ("wrk on bare (requests/s)", wrk_bare if wrk_bare else "not run"),
         ("our client / wrk on bare", results["client_vs_wrk_on_bare"]),
     ]  # fmt: skip
+    cpu = app["server_cpu_us_per_order"]
     results["targets"] = [
         target(
             "sustained orderlog / bare", share, None if share is None else share >= 0.5, ">= 0.50"
-        )
+        ),
+        target("sustained server CPU per order (µs)", cpu, _at_most(cpu, 250), "<= 250"),
     ]
     return results
 
 
 def _at_least(value: float | None, floor: float) -> bool | None:
     return None if value is None else value >= floor
+
+
+def _at_most(value: float | None, ceiling: float) -> bool | None:
+    return None if value is None else value <= ceiling

@@ -91,6 +91,10 @@ def test_sustained_measures_orderlog_and_the_bare_app_with_the_same_client() -> 
         assert result[side]["errors"] == 0
         assert result[side]["ok"] == result[side]["requests"]
     assert result["orderlog"]["completed_after_load_s"] is not None
+    # The server's own CPU, from /proc: orderlog per accepted order, both per request.
+    assert result["orderlog"]["server_cpu_us_per_order"] > 0
+    assert result["orderlog"]["server_cpu_us_per_request"] > 0
+    assert result["bare"]["server_cpu_us_per_request"] > 0
 
 
 def test_store_appends_exactly_what_it_counts_in_every_mode() -> None:

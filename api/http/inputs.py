@@ -17,7 +17,6 @@ the id 7, but only its digits say whether it is whole), or a body orjson refused
 from __future__ import annotations
 
 import json
-import os
 import re
 from decimal import Decimal
 from typing import Any
@@ -28,6 +27,7 @@ import orjson
 from api.http.problem import Problem, bad_request
 from orderlog.domain.errors import FieldError
 from orderlog.domain.errors import shown as echo
+from orderlog.domain.ids import random_hex
 from orderlog.domain.order import MAX_IDEMPOTENCY_KEY, is_blank
 
 JSON_TYPES = ("application/json",)
@@ -211,4 +211,4 @@ def request_id(req: falcon.Request) -> str:
     given = req.get_header("X-Request-ID")
     if given and len(given) <= MAX_REQUEST_ID and given.isprintable() and not is_blank(given):
         return given
-    return os.urandom(16).hex()
+    return random_hex()

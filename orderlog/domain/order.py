@@ -12,7 +12,6 @@ import hashlib
 import math
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +26,7 @@ from orderlog.domain.errors import (
     shown,
 )
 from orderlog.domain.events import Event, OrderCompleted, OrderPlaced, OrderProcessingStarted
+from orderlog.domain.ids import new_uuid
 
 MAX_ID_LENGTH = 64
 MAX_ITEMS = 1000
@@ -93,7 +93,7 @@ class PlaceOrder:
         order_id = payload.get("order_id")
         id_given = "order_id" in payload
         if not id_given:
-            order_id = str(uuid.uuid4())
+            order_id = new_uuid()
         else:
             _check_order_id(order_id, errors)
         user_id = integral(payload.get("user_id"))

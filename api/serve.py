@@ -12,6 +12,7 @@ finds the rest. With ``--processes`` above 1 the process is a supervisor instead
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,21 @@ def serve(settings: Settings) -> int:
     return run(node, cpu)
 
 
+# Allocations between collections of the youngest generation (CPython's default 700),
+# and how many of each generation's collections before the next one's.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Once the node is built: what it holds from here on is never garbage, so the
+    collector stops walking it (gc.freeze), and it runs a thirtieth as often. Each
+    request allocates hundreds of objects and frees nearly all of them by reference
+    counting; at the default threshold the collector ran every few requests, walking
+    every live object of the young generations, for about 5% of the CPU under load."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(
     node: Node,
     cpu: int | None,
@@ -57,6 +73,7 @@ def run(
     then the node stops at once.
     """
     settings = node.settings
+    tune_gc()
     watchdog = threading.Timer(stop_deadline(settings) + WATCHDOG_MARGIN, _overdue)
     watchdog.daemon = True
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from api.server.channel import Channel
 from api.server.http_server import ConnectionLimits, HttpServer
 from tests.support import DEADLINE, wait_for
 
@@ -119,6 +120,28 @@ def test_a_large_answer_is_sent_whole(server: HttpServer) -> None:
             b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
         assert read_answer(sock.makefile("rb")) == body
+
+
+def test_an_answer_goes_out_head_and_body_in_one_send(
+    server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One system call and one packet per answer, not the head and the body apart."""
+    sent: list[bytes] = []
+    send = Channel.send
+
+    def counted(self: Channel, data: Any, *args: Any, **kwargs: Any) -> int:
+        sent.append(bytes(data))
+        return send(self, data, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Channel, "send", counted)
+    with connect(server) as sock:
+        reader = sock.makefile("rb")
+        for n in range(3):
+            sock.sendall(b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhi-%d!" % n)
+            assert read_answer(reader) == b"hi-%d!" % n
+    assert len(sent) == 3
+    assert all(s.startswith(b"HTTP/1.1 200 OK\r\n") for s in sent)
+    assert [s.rsplit(b"\r\n\r\n", 1)[1] for s in sent] == [b"hi-0!", b"hi-1!", b"hi-2!"]
 
 
 def test_connections_closed_by_clients_leave_the_loop(server: HttpServer) -> None:

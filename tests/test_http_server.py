@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from api.server.channel import Channel
+from api.server.event_loop import EventLoop
 from api.server.http_server import ConnectionLimits, HttpServer
 from tests.support import DEADLINE, wait_for
 
@@ -142,6 +143,53 @@ def test_an_answer_goes_out_head_and_body_in_one_send(
     assert len(sent) == 3
     assert all(s.startswith(b"HTTP/1.1 200 OK\r\n") for s in sent)
     assert [s.rsplit(b"\r\n\r\n", 1)[1] for s in sent] == [b"hi-0!", b"hi-1!", b"hi-2!"]
+
+
+def test_answered_keep_alive_requests_leave_the_loop_and_its_registrations_alone(
+    server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No epoll_ctl and no wake-up of the loop per request: a connection keeps its read
+    registration while its request is in the app, and its thread answers it itself."""
+    changes: list[tuple[int, int]] = []
+    wakes: list[int] = []
+    set_registration, touch_served = EventLoop._set, EventLoop.touch_served
+
+    def counted_set(self: EventLoop, fd: int, mask: int) -> None:
+        changes.append((fd, mask))
+        set_registration(self, fd, mask)
+
+    def counted_touch(self: EventLoop) -> None:  # called just before a wake-up
+        wakes.append(1)
+        touch_served(self)
+
+    with connect(server) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(reader) == b"/first"  # registered, answered, settled
+        monkeypatch.setattr(EventLoop, "_set", counted_set)
+        monkeypatch.setattr(EventLoop, "touch_served", counted_touch)
+        for n in range(50):
+            sock.sendall(b"GET /k%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+            assert read_answer(reader) == b"/k%d" % n
+    assert changes == []
+    assert wakes == []
+
+
+def test_a_request_sent_while_the_last_is_in_the_app_is_answered_after_it(
+    server: HttpServer,
+) -> None:
+    """The client sends while its request is in the app: the loop then drops the read
+    registration it kept, and takes the next request once the first is answered."""
+    with connect(server) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert HELD.wait(DEADLINE)
+        sock.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        HOLD.set()
+        assert read_answer(reader) == b"/hold"
+        assert read_answer(reader) == b"/after"
+        sock.sendall(b"GET /then HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_answer(reader) == b"/then"
 
 
 def test_connections_closed_by_clients_leave_the_loop(server: HttpServer) -> None:

@@ -165,6 +165,8 @@ class Listener(TcpWSGIServer):
         self.guard.report(clock)
 
     def pull_trigger(self) -> None:
+        if self.loop.served_as_registered():
+            return  # nothing for the loop to change (see api.server.event_loop)
         self.loop.touch_served()
         super().pull_trigger()
 

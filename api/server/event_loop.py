@@ -12,6 +12,15 @@ event, those a request thread just served (it marks them before waking the
 loop) and the listening socket (its answer depends on the clock and the
 connection count). Everything else keeps its registration. Linux only: it needs
 epoll, and there is no fallback to waitress's own loop.
+
+A connection stops wanting to read while its request is in the app, and wants to
+again once it is answered. Dropping the read registration at once and adding it back
+after the answer cost two epoll_ctl calls and a wake-up of the loop per request, each
+handing the GIL over. So a read registration is dropped lazily: only if the client
+sends while its request is in the app (a pipelined request, or a close) does the
+loop drop it then. A request thread that has answered wakes the loop only when the
+connection needs something its registration does not give (a read registration
+dropped meanwhile, an answer left to send, a close).
 """
 
 from __future__ import annotations
@@ -27,6 +36,18 @@ from waitress import wasyncore
 
 _READ = select.POLLIN | select.POLLPRI
 _WRITE = select.POLLOUT
+# Reported whatever the registration asks for.
+_ALWAYS = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _wanted(dispatcher: Any) -> int:
+    """The events a dispatcher wants now, by its own account."""
+    mask = 0
+    if dispatcher.readable():
+        mask |= _READ
+    if dispatcher.writable() and not dispatcher.accepting:
+        mask |= _WRITE
+    return mask
 
 
 class EventLoop:
@@ -74,6 +95,17 @@ class EventLoop:
         if channel is not None:
             self.touch(channel)
 
+    def served_as_registered(self) -> bool:
+        """Whether the connection this request thread serves wants just what it is
+        registered for, so the loop need not be woken for it. Should the loop drop its
+        read registration at the same moment, the loop looks again itself (``turn``)."""
+        channel = getattr(self.serving, "channel", None)
+        fd = getattr(channel, "_fileno", None)
+        if fd is None:
+            return False
+        wanted = _wanted(channel)
+        return wanted != 0 and wanted == self._registered.get(fd)
+
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, socket_map: dict[int, Any], timeout: float) -> None:
@@ -111,17 +143,35 @@ class EventLoop:
             dispatcher = socket_map.get(fd)
             if dispatcher is None:
                 continue
-            wasyncore.readwrite(dispatcher, flags)
-            touched.append(fd)
+            if flags & _READ and not dispatcher.readable():
+                # Its request is in the app and the client sent more: the read
+                # registration, kept lazily, is dropped now.
+                others = self._registered.get(fd, 0) & ~_READ
+                self._set(fd, others)
+                if dispatcher.readable():  # answered meanwhile: look again next turn
+                    touched.append(fd)
+                flags &= ~_READ
+                if not others:  # unregistered now, as if it had been all along
+                    continue
+            if flags:
+                wasyncore.readwrite(dispatcher, flags)
+            # A request just taken into the app: its thread wakes the loop if the
+            # answer needs it (``served_as_registered``); until then its registration
+            # stays as it is, rather than catch the thread in the middle of a write.
+            if not getattr(dispatcher, "requests", None):
+                touched.append(fd)
 
     def _update(self, fd: int, dispatcher: Any) -> None:
         if dispatcher is None:
             return
-        mask = 0
-        if dispatcher.readable():
-            mask |= _READ
-        if dispatcher.writable() and not dispatcher.accepting:
-            mask |= _WRITE
+        mask = _wanted(dispatcher)
+        old = self._registered.get(fd)
+        # Only the read registration to drop: kept (see the module docstring).
+        if mask == old or (old is not None and mask | _READ == old):
+            return
+        self._set(fd, mask)
+
+    def _set(self, fd: int, mask: int) -> None:
         old = self._registered.get(fd)
         if mask == old:
             return

@@ -117,6 +117,15 @@ def test_a_real_scrape_parses_and_holds_every_series(server: ServerProcess) -> N
         if "route" in s.labels
     }
     assert {"/orders", "/orders/{order_id}"} <= routes
+    # Each request counted once under its own route, method and status.
+    counts = {
+        (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+        for s in families["orderlog_http_request_duration_seconds"].samples
+        if s.name.endswith("_count")
+    }
+    assert counts[("/orders", "POST", "201")] == 12
+    assert counts[("/orders/{order_id}", "GET", "200")] == 1
+    assert counts[("/orders/{order_id}", "GET", "404")] == 1
     assert not any("p-3" in r or "no-such-order" in r for r in routes)  # templates only
     batch = families["orderlog_appends_per_commit"]
     assert next(s.value for s in batch.samples if s.name.endswith("_count")) >= 1

@@ -68,6 +68,7 @@ class Exporter:
             r = None  # the figures live in the files, which the collector reads
         self._count_and_time(r)
         self._gauge(r)
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self._store: EventStore | None = None
         self._worker: Worker | None = None
         self._projected: Callable[[], tuple[int, dict[str, int]]] | None = None
@@ -161,7 +162,15 @@ class Exporter:
             self.end_to_end.observe(done.end_to_end_seconds)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).observe(seconds)
+        """One request's duration, from every request thread: its labelled histogram is
+        looked up once per route, method and status, not built again under a lock."""
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children.setdefault(
+                key, self.requests.labels(route, method, str(status))
+            )
+        child.observe(seconds)
 
     def _completed_here(self, done: Completion) -> bool:
         if self._worker_id is not None:  # of several processes: this one's own

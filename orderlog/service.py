@@ -26,7 +26,7 @@ from orderlog.domain.errors import (
     OrderlogError,
     OrderNotFoundError,
 )
-from orderlog.domain.events import Event, RecordedEvent
+from orderlog.domain.events import Event, OrderPlaced, RecordedEvent
 from orderlog.domain.order import (
     OrderState,
     PlaceOrder,
@@ -53,6 +53,8 @@ class Placement(NamedTuple):
     events: list[RecordedEvent]
     created: bool
     replayed: bool = False
+    # The OrderPlaced this call appended (``events`` then end with it as recorded).
+    placed: OrderPlaced | None = None
 
 
 class Seen(NamedTuple):
@@ -103,13 +105,15 @@ class OrderService:
             order_id = idempotent_order_id(idempotency_key, client)  # type: ignore[arg-type]
             command = replace(command, order_id=order_id)
         try:
-            events, created = self._place(command, metadata)
+            events, new = self._place(command, metadata)
         except OrderConflictError:
             if keyed:
                 raise IdempotencyKeyReusedError(command.order_id) from None
             raise
+        created = bool(new)
         if not keyed or created:
-            return Placement(command.order_id, events, created)
+            placed = new[0] if created and isinstance(new[0], OrderPlaced) else None
+            return Placement(command.order_id, events, created, placed=placed)
         age = ((now or utc_now()) - events[0].recorded_at).total_seconds()
         if age > self.idempotency_ttl:
             raise IdempotencyKeyExpiredError(age, self.idempotency_ttl)
@@ -117,15 +121,16 @@ class OrderService:
 
     def _place(
         self, command: PlaceOrder, metadata: Mapping[str, Any] | None
-    ) -> tuple[list[RecordedEvent], bool]:
-        """The order's events, and whether this call appended them. Most orders are
-        new, so the first attempt appends as if the stream were empty and reads the
-        stream only when that loses: the version check makes that safe."""
+    ) -> tuple[list[RecordedEvent], list[Event]]:
+        """The order's events, and those of them this call appended (none: it appended
+        nothing). Most orders are new, so the first attempt appends as if the stream
+        were empty and reads the stream only when that loses: the version check makes
+        that safe."""
         history: list[RecordedEvent] = []
         for _ in range(3):
             new = place_order(_state(history), command)
             if not new:
-                return history, False
+                return history, []
             try:
                 recorded = self.store.append(command.order_id, new, len(history), metadata)
             except ConcurrencyError:
@@ -134,7 +139,7 @@ class OrderService:
                 continue
             if self.on_placed:
                 self.on_placed(command.order_id, fold_recorded(_state(history), new, recorded))
-            return history + recorded, True
+            return history + recorded, new
         raise ConcurrencyError(command.order_id, 0, len(history))
 
     # -- reading ---------------------------------------------------------------------
@@ -220,7 +225,12 @@ def _caused_by(state: OrderState, metadata: Mapping[str, Any]) -> Mapping[str, A
 
 
 def _state(history: list[RecordedEvent]) -> OrderState:
-    return fold_recorded(OrderState(), [recorded.event for recorded in history], history)
+    if not history:  # most orders placed: nothing to fold
+        return _NO_ORDER
+    return fold_recorded(_NO_ORDER, [recorded.event for recorded in history], history)
+
+
+_NO_ORDER = OrderState()
 
 
 def fold_recorded(

@@ -48,18 +48,26 @@ def _placed(row: OrderRow | None, event: RecordedEvent) -> OrderRow | None:
         return _moved(row, event)
     data = event.data  # as the current version of OrderPlaced has it
     placed = OrderPlaced(**data)  # fields by name: a renamed field fails here
+    # The fields as stored when they are the current version's (no work per event on
+    # replay), else upcast: the row always holds the current version.
+    if event.event_version != current_version(event.type):
+        event = event._replace(data_json=orjson.dumps(data).decode())
+    # The accepting node is context, in the metadata.
+    return placed_row(event, placed, event.metadata.get("node"))
+
+
+def placed_row(event: RecordedEvent, placed: OrderPlaced, node: str | None) -> OrderRow:
+    """The row of an order just placed: ``event`` recorded ``placed`` (its fields as
+    stored at the current version) on ``node``. The fold makes it from the log; a
+    POST's answer from the event it has just appended, with nothing to decode."""
     return OrderRow(
         event.stream_id,
         str(placed.user_id),
         Status.PENDING.value,
-        # The fields as stored when they are the current version's (no work per event
-        # on replay), else upcast: the row always holds the current version.
-        event.data_json
-        if event.event_version == current_version(event.type)
-        else orjson.dumps(data).decode(),
+        event.data_json,
         placed.currency,
         0,
-        event.metadata.get("node"),  # the accepting node is context, in the metadata
+        node,
         None,
         _at(event),
         None,

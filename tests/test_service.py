@@ -18,6 +18,7 @@ from orderlog.domain.errors import (
 )
 from orderlog.domain.order import OrderState, PlaceOrder, Status
 from orderlog.service import OrderService, Seen
+from projections import order_status
 from tests.support import make_store
 
 TTL = 60.0
@@ -168,3 +169,26 @@ def test_an_order_placed_without_a_correlation_id_gets_none_later(
     placed, claim_event = (e.metadata for e in service.history("o-1"))
     assert "correlation_id" not in claim_event
     assert claim_event["causation_id"] == placed["event_id"]
+
+
+def test_a_new_orders_answer_from_its_placing_is_the_order_its_log_shows(
+    service: OrderService,
+) -> None:
+    """A POST answers from the event it has just appended, without decoding it: the same
+    order, field for field, that folding the order's stream shows."""
+    placing = service.place_order(
+        PlaceOrder("fresh-1", 42, (1, "sku-2"), Decimal("19.90"), currency="SEK"),
+        metadata={"correlation_id": "req-1", "node": "node-a"},
+    )
+    assert placing.created and placing.placed is not None
+    fresh = order_status.placed_row(placing.events[0], placing.placed, "node-a")
+    folded = order_status.fold(service.store.read_stream("fresh-1"))
+    assert folded is not None
+    assert fresh == folded
+    assert order_status.view(fresh) == order_status.view(folded)
+    assert order_status.view(fresh)["total_amount"] == "19.90"
+    # An identical retry appended nothing: nothing to answer from but the log.
+    again = service.place_order(
+        PlaceOrder("fresh-1", 42, (1, "sku-2"), Decimal("19.90"), currency="SEK")
+    )
+    assert not again.created and again.placed is None

@@ -106,7 +106,11 @@ class OrderCollection:
         )
         if placed.replayed:  # the first answer again, as it was
             resp.set_header("Idempotent-Replayed", "true")
-        row = _fold(placed.events)
+        if placed.placed is not None and len(placed.events) == 1:
+            # Just placed: the answer is the event this call appended, as it was made.
+            row = order_status.placed_row(placed.events[0], placed.placed, self._node)
+        else:
+            row = _fold(placed.events)
         resp.status = falcon.HTTP_201 if placed.created or placed.replayed else falcon.HTTP_200
         resp.location = f"/orders/{placed.order_id}"
         resp.etag = f'"{row.version}"'

@@ -412,3 +412,11 @@ def test_blankness_of_ascii_text_follows_the_unicode_category_rule() -> None:
 
     texts = [chr(code) for code in range(128)] + [" ", " a ", "\t\n", "  -", "\x7f ", "sku-1"]
     assert [is_blank(t) for t in texts] == [by_rule(t) for t in texts]
+
+
+def test_an_order_state_cannot_be_changed_in_place() -> None:
+    state = OrderState(2, Status.PROCESSING, None, 1, "w/1/0")
+    with pytest.raises(AttributeError):
+        state.version = 3  # type: ignore[misc]
+    assert state == OrderState(2, Status.PROCESSING, None, 1, "w/1/0")
+    assert state != OrderState(3, Status.PROCESSING, None, 1, "w/1/0")

@@ -68,7 +68,9 @@ class Exporter:
             r = None  # the figures live in the files, which the collector reads
         self._count_and_time(r)
         self._gauge(r)
+        # Labelled children looked up once (``labels`` builds its key under a lock).
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
+        self._event_children: dict[str, Counter] = {}
         self._store: EventStore | None = None
         self._worker: Worker | None = None
         self._projected: Callable[[], tuple[int, dict[str, int]]] | None = None
@@ -148,8 +150,12 @@ class Exporter:
     def committed(self, appends: int, events: Mapping[str, int]) -> None:
         """The store's observer: called after every commit, on the writer's thread."""
         self.batches.observe(appends)
+        children = self._event_children
         for kind, count in events.items():
-            self.events.labels(kind).inc(count)
+            child = children.get(kind)
+            if child is None:
+                child = children.setdefault(kind, self.events.labels(kind))
+            child.inc(count)
 
     def completed(self, completions: Sequence[Completion]) -> None:
         """The projector's listener, called with each page's completions: the durations

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from orderlog.domain.errors import (
     FieldError,
@@ -257,10 +257,10 @@ def parse_amount(value: Any, errors: list[FieldError]) -> Decimal | None:
     return None
 
 
-@dataclass(frozen=True)
-class OrderState:
+class OrderState(NamedTuple):
     """The write side's view of one order: just what the rules need to decide, and what
-    the order's next event names as its causes."""
+    the order's next event names as its causes. Immutable; a named tuple, built in a
+    third of a frozen dataclass's time, as every command and claim builds a few."""
 
     version: int = 0
     status: Status | None = None

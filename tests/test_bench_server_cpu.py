@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
+from typing import IO
 
 import pytest
 
 from bench.server_cpu import cpu_seconds, per_item_us
+from tests.support import DEADLINE
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 
@@ -24,6 +27,12 @@ sys.stdin.read()
 """
 
 
+def line_within(stream: IO[str], seconds: float) -> str:
+    """The child's next line, or a failure once ``seconds`` pass without one."""
+    assert select.select([stream], [], [], seconds)[0], "the child said nothing in time"
+    return stream.readline()
+
+
 def test_a_childs_cpu_counts_for_its_parent_while_it_lives() -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", _BURN, "0.5"],
@@ -32,14 +41,19 @@ def test_a_childs_cpu_counts_for_its_parent_while_it_lives() -> None:
         text=True,
     )
     try:
-        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        assert child.stdout is not None
+        assert line_within(child.stdout, DEADLINE) == "ready\n"
         mine_before = time.process_time()
         before = cpu_seconds(os.getpid())
-        assert child.stdout.readline() == "done\n"  # it has burnt 0.5 s of CPU
+        assert line_within(child.stdout, DEADLINE) == "done\n"  # it has burnt 0.5 s of CPU
         after = cpu_seconds(os.getpid())
         mine = time.process_time() - mine_before
     finally:
-        child.communicate("", timeout=30)
+        try:
+            child.communicate("", timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate(timeout=30)
     assert before is not None and after is not None
     # The child's half second, give or take a clock tick or two, plus what this
     # process spent meanwhile.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import uuid
 
 import pytest
 
 from orderlog.domain.ids import new_uuid, random_hex
 from orderlog.storage.row import new_event_id
+from tests.support import DEADLINE, wait_for
 
 
 def test_a_new_uuid_is_a_version_4_uuid_as_text() -> None:
@@ -54,9 +56,13 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
         finally:
             os._exit(0)
     os.close(write)
-    child = os.read(read, 64).decode()
-    os.close(read)
-    os.waitpid(pid, 0)
+    try:
+        # Bounded: the child writes at once; a child that never does fails the test.
+        assert select.select([read], [], [], DEADLINE)[0], "the child wrote no id"
+        child = os.read(read, 64).decode()
+    finally:
+        os.close(read)
+        wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, what="the child to exit")
     # Without seeding again after the fork, the child's first id is the parent's next.
     assert uuid.UUID(child).version == 4
     assert child != new_uuid()

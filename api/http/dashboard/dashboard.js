@@ -103,6 +103,21 @@
     histogramChart.draw(m.processing_time_histogram_seconds || []);
   }
 
+  // A description list's entries, each [term, description], as the element's children.
+  function showTerms(id, entries) {
+    $(id).replaceChildren(
+      ...entries.map(([term, description]) => {
+        const div = document.createElement("div");
+        const dt = document.createElement("dt");
+        const dd = document.createElement("dd");
+        dt.textContent = term;
+        dd.textContent = description;
+        div.append(dt, dd);
+        return div;
+      }),
+    );
+  }
+
   // The revenue of completed orders, one entry per currency (ISO 4217 code, amount).
   let shownRevenue = null;
 
@@ -112,17 +127,7 @@
     if (key === shownRevenue) return;
     shownRevenue = key;
     const shown = entries.length ? entries.map(([c, a]) => [c, money(a)]) : [["none yet", "–"]];
-    $("revenue").replaceChildren(
-      ...shown.map(([currency, amount]) => {
-        const div = document.createElement("div");
-        const dt = document.createElement("dt");
-        const dd = document.createElement("dd");
-        dt.textContent = currency;
-        dd.textContent = amount;
-        div.append(dt, dd);
-        return div;
-      }),
-    );
+    showTerms("revenue", shown);
   }
 
   // -- orders per second: the log's recent events first, then successive /metrics answers --
@@ -315,17 +320,7 @@
       ["attempts", String(view.attempts)],
       ["processing time", seconds(view.processing_time_seconds)],
     ];
-    $("order-view").replaceChildren(
-      ...fields.map(([name, value]) => {
-        const div = document.createElement("div");
-        const dt = document.createElement("dt");
-        const dd = document.createElement("dd");
-        dt.textContent = name;
-        dd.textContent = value;
-        div.append(dt, dd);
-        return div;
-      }),
-    );
+    showTerms("order-view", fields);
     const start = Date.parse(events[0].recorded_at);
     $("timeline").replaceChildren(
       ...events.map((e) => {

@@ -212,6 +212,11 @@ def test_the_dashboard_follows_the_log_and_shows_an_orders_timeline(
     page.locator("#events tbody tr").first.locator("button").click()
     expect(page.locator("#lookup-state")).to_have_text(f"{ids[-1]}: Completed, version 3.")
     expect(page.locator("#timeline li strong")).to_have_text(EVENT_TYPES)
+    # The order itself, a term and its description each.
+    expect(page.locator("#order-view dt")).to_have_text(
+        ["status", "user", "items", "total", "attempts", "processing time"]
+    )
+    expect(page.locator("#order-view dd").first).to_have_text("Completed")
     expect(page).to_have_url(f"{base(server)}/dashboard#order={ids[-1]}")
     page.locator("#order-id").fill("no-such-order")
     page.locator("#order-id").press("Enter")

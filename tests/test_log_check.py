@@ -326,6 +326,16 @@ def write_orders(store: EventStore, count: int, *, complete: bool = True) -> Non
                 state = apply_state(state, event)
 
 
+def logged_orders(url: str, count: int, *, complete: bool = True) -> None:
+    """A log of ``count`` orders written as ``write_orders`` writes them, readable."""
+    store = make_store(url)
+    try:
+        write_orders(store, count, complete=complete)
+        readable(store)
+    finally:
+        store.close()
+
+
 def has_column(url: str, table: str, column: str) -> bool:
     backend = parse_url(url).backend
     if backend == "sqlite":
@@ -382,12 +392,7 @@ def checked(url: str, **options: Any) -> tuple[Summary, list[Problem]]:
 
 
 def test_a_good_log_checks_clean_with_its_count(database_url: str) -> None:
-    store = make_store(database_url)
-    try:
-        write_orders(store, 7)
-        readable(store)
-    finally:
-        store.close()
+    logged_orders(database_url, 7)
     positions = logged_positions(database_url)
     summary, found = checked(database_url, page=4)  # pages that cut streams
     assert found == []
@@ -396,12 +401,7 @@ def test_a_good_log_checks_clean_with_its_count(database_url: str) -> None:
 
 
 def test_rows_this_release_cannot_read_are_named_by_position(database_url: str) -> None:
-    store = make_store(database_url)
-    try:
-        write_orders(store, 3)
-        readable(store)
-    finally:
-        store.close()
+    logged_orders(database_url, 3)
     unknown, bad = insert_rows(database_url, [UNKNOWN_TYPE, BAD_DATA])
     summary, found = checked(database_url, page=2)
     assert [(p.position, p.type) for p in found] == [
@@ -414,24 +414,14 @@ def test_rows_this_release_cannot_read_are_named_by_position(database_url: str) 
 
 
 def test_a_future_version_row_is_named_by_position(database_url: str) -> None:
-    store = make_store(database_url)
-    try:
-        write_orders(store, 1)
-        readable(store)
-    finally:
-        store.close()
+    logged_orders(database_url, 1)
     (future,) = insert_rows(database_url, [future_version_row(database_url)])
     _, found = checked(database_url)
     assert reasons(found) == [(future, "the log holds OrderPlaced v3; this release reads up to v2")]
 
 
 def test_progress_is_told_the_position_reached_and_once_at_the_end(database_url: str) -> None:
-    store = make_store(database_url)
-    try:
-        write_orders(store, 4, complete=False)
-        readable(store)
-    finally:
-        store.close()
+    logged_orders(database_url, 4, complete=False)
     positions = logged_positions(database_url)
     told: list[tuple[int, int, int]] = []
     checked(database_url, page=3, every=0.0, progress=lambda p, h, n, s: told.append((p, h, n)))

@@ -298,24 +298,23 @@ def _started(
 def _completed(
     state: OrderState, event: OrderCompleted, event_id: str | None, correlation: str | None
 ) -> OrderState:
-    return OrderState(
-        state.version + 1,
-        Status.COMPLETED,
-        state.placed,
-        state.attempt,
-        state.worker_id,
-        event_id,
-        correlation,
-    )
+    return _next(state, Status.COMPLETED, event_id, correlation)
 
 
 def _moved(
     state: OrderState, event: object, event_id: str | None, correlation: str | None
 ) -> OrderState:
     # A type this version does not know still takes its place in the stream.
+    return _next(state, state.status, event_id, correlation)
+
+
+def _next(
+    state: OrderState, status: Status | None, event_id: str | None, correlation: str | None
+) -> OrderState:
+    """One event further, in ``status``; the claim as it was."""
     return OrderState(
         state.version + 1,
-        state.status,
+        status,
         state.placed,
         state.attempt,
         state.worker_id,

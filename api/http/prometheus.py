@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client import generate_latest as prometheus_text
@@ -68,7 +69,7 @@ class Exporter:
             r = None  # the figures live in the files, which the collector reads
         self._count_and_time(r)
         self._gauge(r)
-        # Labelled children looked up once (``labels`` builds its key under a lock).
+        # Labelled children, each looked up once (``_labelled``).
         self._request_children: dict[tuple[str, str, int], Histogram] = {}
         self._event_children: dict[str, Counter] = {}
         self._store: EventStore | None = None
@@ -150,12 +151,8 @@ class Exporter:
     def committed(self, appends: int, events: Mapping[str, int]) -> None:
         """The store's observer: called after every commit, on the writer's thread."""
         self.batches.observe(appends)
-        children = self._event_children
         for kind, count in events.items():
-            child = children.get(kind)
-            if child is None:
-                child = children.setdefault(kind, self.events.labels(kind))
-            child.inc(count)
+            _labelled(self._event_children, kind, self.events, kind).inc(count)
 
     def completed(self, completions: Sequence[Completion]) -> None:
         """The projector's listener, called with each page's completions: the durations
@@ -171,12 +168,9 @@ class Exporter:
         """One request's duration, from every request thread: its labelled histogram is
         looked up once per route, method and status, not built again under a lock."""
         key = (route, method, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children.setdefault(
-                key, self.requests.labels(route, method, str(status))
-            )
-        child.observe(seconds)
+        _labelled(self._request_children, key, self.requests, route, method, str(status)).observe(
+            seconds
+        )
 
     def _completed_here(self, done: Completion) -> bool:
         if self._worker_id is not None:  # of several processes: this one's own
@@ -247,6 +241,19 @@ class Exporter:
         if openmetrics:
             return openmetrics_text(self.registry), OPENMETRICS
         return prometheus_text(self.registry), PROMETHEUS_TEXT
+
+
+_Key = TypeVar("_Key")
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
+
+def _labelled(cache: dict[_Key, _Metric], key: _Key, family: _Metric, *labels: str) -> _Metric:
+    """``family``'s child for ``labels``, kept in ``cache`` under ``key`` from the first
+    time on: ``labels()`` builds its key and takes the family's lock on every call."""
+    child = cache.get(key)
+    if child is None:
+        child = cache.setdefault(key, family.labels(*labels))
+    return child
 
 
 def use_multiprocess_files(path: str) -> None:

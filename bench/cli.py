@@ -23,6 +23,7 @@ import orjson
 from bench.placement import Placement, place
 
 SUBCOMMANDS = ("burst", "sustained", "store", "rebuild", "attack", "wrk", "all")
+CORE_MAX_ORDERS = 30_000  # bench.core's orders at most, whatever the served run accepted
 PLACEMENTS = {"unpinned": [False], "pinned": [True], "both": [False, True]}
 
 
@@ -312,7 +313,7 @@ class Bench:
         return self._with_processes(_with_server_placement(report, server))
 
     def sustained(self) -> dict[str, Any]:
-        from bench.load import measure_bare, run_sustained, wrk_rate
+        from bench.load import measure_bare, run_sustained, with_core, wrk_rate
         from bench.servers import start_bare
 
         args = self.args
@@ -332,7 +333,18 @@ class Bench:
             bare.stop()
         with self.orderlog_server(self.processes) as server:
             report = run_sustained(server, baseline, args.connections, args.duration)
+        if not args.url and not self.processes:
+            report = with_core(report, self._core(report["orderlog"]["ok"]))
         return self._with_processes(_with_server_placement(report, server))
+
+    def _core(self, orders: int) -> dict[str, Any]:
+        """The same orders through the core alone, with no HTTP server (``bench.core``)."""
+        from bench.core import measure_core
+        from bench.servers import ROOT, scratch_database
+        from orderlog.config import Settings
+
+        with scratch_database(self.database_url, self.workdir, "core") as url:
+            return measure_core(url, max(1, min(orders, CORE_MAX_ORDERS)), Settings().threads, ROOT)
 
     def _check_processes(self) -> None:
         """Before anything is measured: an orderlog that cannot serve N processes stops

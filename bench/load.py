@@ -365,6 +365,22 @@ def run_sustained(
     return results
 
 
+def with_core(report: dict[str, Any], core: dict[str, Any]) -> dict[str, Any]:
+    """The sustained report with the core's own CPU per order (``bench.core``): what is
+    left of a served order's CPU is HTTP's (waitress, the loop, the hand-overs)."""
+    served = report["orderlog"]["server_cpu_us_per_order"]
+    alone = core["cpu_us_per_order"]
+    report["core"] = core
+    report["http_us_per_order"] = None if served is None or alone is None else served - alone
+    threads = ", ".join(f"{name} {us:g}" for name, us in core["per_thread_us"].items() if us >= 0.5)
+    report["table"] += [
+        ("the core alone, no HTTP: CPU per order (µs)", alone),
+        ("  its threads (µs per order)", threads),
+        ("HTTP's share of a served order (µs)", report["http_us_per_order"]),
+    ]
+    return report
+
+
 def _at_least(value: float | None, floor: float) -> bool | None:
     return None if value is None else value >= floor
 

@@ -95,6 +95,30 @@ def test_sustained_measures_orderlog_and_the_bare_app_with_the_same_client() -> 
     assert result["orderlog"]["server_cpu_us_per_order"] > 0
     assert result["orderlog"]["server_cpu_us_per_request"] > 0
     assert result["bare"]["server_cpu_us_per_request"] > 0
+    # The same orders through the core alone: every one placed and Completed, and what
+    # is left of the served figure is HTTP's.
+    core = result["core"]
+    assert core["created"] == core["orders"] == result["orderlog"]["ok"]
+    assert core["settled"] is True
+    assert core["cpu_us_per_order"] > 0
+    assert result["http_us_per_order"] == pytest.approx(
+        result["orderlog"]["server_cpu_us_per_order"] - core["cpu_us_per_order"]
+    )
+
+
+def test_the_core_alone_places_and_completes_every_order_and_says_what_each_thread_spent(
+    tmp_path: Path,
+) -> None:
+    from bench.core import measure_core
+
+    figures = measure_core(f"sqlite:///{tmp_path / 'core.db'}", 60, 4, ROOT)
+    assert figures["statuses"] == {"201 Created": 60}
+    assert figures["settled"] is True
+    assert figures["cpu_us_per_order"] > 0
+    # Each of the node's threads is accounted for, the calling threads' share measured.
+    spent = figures["per_thread_us"]
+    assert {"orderlog-writer", "orderlog-worker", "orderlog-projector"} <= set(spent)
+    assert spent["requests (the calling threads)"] > 0
 
 
 def test_store_appends_exactly_what_it_counts_in_every_mode() -> None:

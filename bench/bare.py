@@ -10,6 +10,12 @@ that inherit it, each a whole waitress server accepting from the shared socket: 
 baseline for an orderlog serving from N processes. The parent only says where it
 serves once every worker is up, passes SIGTERM/SIGINT on to them, and exits when they
 have; a worker dies with its parent (Linux), so none outlives a killed bench.
+
+With ``--wait-on-writer`` each POST also waits, as an orderlog append does, on a
+group-commit writer thread (``orderlog.storage.group_commit``) whose commit only
+sleeps for a sync's time: no SQL, no CPU. Beside the plain app it shows what parking
+every request thread on another thread costs waitress and Falcon alone. Its answers
+say how many requests shared their batch (``X-Batch-Size``).
 """
 
 from __future__ import annotations
@@ -28,13 +34,31 @@ from typing import Any
 import falcon
 import orjson
 
+from orderlog.storage.group_commit import GroupCommitter, Request
+
 WORKER_START_TIMEOUT = 60.0  # importing nothing new, a fork is up in well under a second
 STOP_GRACE = 10  # seconds the workers get after SIGTERM before SIGKILL
 
 
+PRETEND_SYNC = 0.001  # seconds a pretended commit sleeps: a sync's wait, no CPU
+WRITER_TIMEOUT = 10.0  # seconds a request waits for its batch, as an append is bounded
+
+
+def _pretend_commit(batch: list[Request]) -> None:
+    time.sleep(PRETEND_SYNC)
+    for request in batch:
+        request.result = len(batch)
+
+
 class BareOrders:
+    def __init__(self, writer: GroupCommitter | None = None) -> None:
+        self._writer = writer
+
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = orjson.loads(req.bounded_stream.read())
+        if self._writer is not None:
+            shared = self._writer.submit(body, WRITER_TIMEOUT)
+            resp.set_header("X-Batch-Size", str(shared))
         resp.status = falcon.HTTP_201
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps({"order_id": body.get("order_id"), "accepted": True})
@@ -46,9 +70,9 @@ class BareHealth:
         resp.data = b'{"status":"ok"}'
 
 
-def create_bare_app() -> falcon.App:
+def create_bare_app(writer: GroupCommitter | None = None) -> falcon.App:
     app = falcon.App()
-    app.add_route("/orders", BareOrders())
+    app.add_route("/orders", BareOrders(writer))
     app.add_route("/healthz", BareHealth())
     return app
 
@@ -67,23 +91,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--processes", type=int, default=1, help="worker processes sharing one socket"
     )
+    parser.add_argument(
+        "--wait-on-writer",
+        action="store_true",
+        help="each POST waits on a group-commit writer that only sleeps (one process)",
+    )
     args = parser.parse_args(argv)
     processes = args.processes
     if processes < 1:
         parser.error("--processes must be at least 1")
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "processes"}
+    if args.wait_on_writer and processes > 1:
+        parser.error("--wait-on-writer serves from one process")
+    ours = ("processes", "wait_on_writer")
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in ours}
     settings = load_settings(overrides=overrides)
     raise_file_limit(settings.connection_limit + settings.backlog + 256)
     adjustments = waitress_settings(settings)
     if processes == 1:
-        return _serve_alone(adjustments)
+        return _serve_alone(adjustments, args.wait_on_writer)
     return _serve_forked(adjustments, processes)
 
 
-def _serve_alone(adjustments: dict[str, Any]) -> int:
+def _serve_alone(adjustments: dict[str, Any], wait_on_writer: bool = False) -> int:
     import waitress
 
-    server = waitress.create_server(create_bare_app(), **adjustments)
+    writer = GroupCommitter(_pretend_commit, name="bare-writer") if wait_on_writer else None
+    if writer is not None:
+        writer.start()
+    server = waitress.create_server(create_bare_app(writer), **adjustments)
     _say(f"bare serving on http://{adjustments['host']}:{server.effective_port}")
     try:
         server.run()
@@ -91,6 +126,8 @@ def _serve_alone(adjustments: dict[str, Any]) -> int:
         pass
     finally:
         server.close()
+        if writer is not None:
+            writer.stop(WRITER_TIMEOUT)
     return 0
 
 

@@ -232,6 +232,23 @@ def _post(host: str, port: int) -> int:
         conn.close()
 
 
+def test_bare_app_waiting_on_a_writer_answers_each_post_after_its_batch(tmp_path: Path) -> None:
+    server = start_bare(tmp_path, place(False), "--wait-on-writer", processes=1)
+    try:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        conn.request(
+            "POST", "/orders", b'{"order_id": "o-1"}', {"Content-Type": "application/json"}
+        )
+        answer = conn.getresponse()
+        assert answer.status == 201
+        assert orjson.loads(answer.read()) == {"order_id": "o-1", "accepted": True}
+        # It went through the writer: one request alone in its batch.
+        assert answer.getheader("X-Batch-Size") == "1"
+        conn.close()
+    finally:
+        server.stop()
+
+
 def test_bare_app_forks_n_workers_on_one_socket_and_stops_them_all(tmp_path: Path) -> None:
     server = start_bare(tmp_path, place(False), processes=3)
     assert server.process is not None

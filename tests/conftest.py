@@ -84,14 +84,22 @@ def _reset(backend: str, url: str) -> None:
 def backend_url(backend: str, server_databases: dict, tmp_path) -> str:  # type: ignore[type-arg]
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'orderlog.db'}"
+    url = server_url(backend, server_databases)
+    _reset(backend, url)
+    return url
+
+
+def server_url(backend: str, server_databases: dict) -> str:  # type: ignore[type-arg]
+    """The session's database on a server backend; the test is skipped, saying which
+    variable is missing or why the server cannot be reached, or fails where
+    ORDERLOG_TEST_REQUIRE_SERVERS=1 (CI)."""
     url = server_databases.get(backend)
     if url is None:
         reason = server_databases["_errors"][backend]
         if os.environ.get("ORDERLOG_TEST_REQUIRE_SERVERS") == "1":
             pytest.fail(f"{backend} is required here but unavailable: {reason}")
         pytest.skip(f"{backend} tests skipped: {reason}")
-    _reset(backend, url)
-    return url
+    return str(url)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import server_url
 from tests.support import ROOT, create_token, make_store, raw_fetch, start_server
 
 V1_SQLITE = ROOT / "tests" / "data" / "schema-v1.sqlite.sql"
@@ -184,9 +185,7 @@ def test_a_server_database_that_does_not_exist_is_refused_with_how_to_create_it(
     server_databases: dict,
     tmp_path: Path,  # type: ignore[type-arg]
 ) -> None:
-    url = server_databases.get(backend)
-    if url is None:
-        pytest.skip(f"{backend} is not available here")
+    url = server_url(backend, server_databases)
     missing = url.rsplit("/", 1)[0] + "/orderlog_missing_database"
     code, stderr = orderlog("serve", "--database", missing, "--port", "0", cwd=tmp_path)
     assert_one_line(code, stderr, "'orderlog_missing_database' does not exist", "create it")

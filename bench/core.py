@@ -69,15 +69,14 @@ def _thread_ticks() -> dict[int, int]:
 
 
 def run_child(url: str, orders: int, threads: int) -> dict[str, Any]:
-    from api.cpu import choose_cpu
+    from api.cpu import choose_cpu, pin
     from api.node import Node
     from api.serve import tune_gc
     from bench.load import order_body
     from orderlog.config import Settings
 
-    cpu = choose_cpu("auto")
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+    cpu = choose_cpu("auto")  # before any thread starts: as serve places itself
+    pin(cpu)
     node = Node(Settings(database_url=url, log_level="warning")).start(bind=False)
     tune_gc()
     statuses: dict[str, int] = {}

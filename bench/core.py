@@ -25,9 +25,10 @@ from typing import Any
 
 import orjson
 
+from bench.server_cpu import thread_cpu_seconds
+
 CHILD_TIMEOUT = 300.0  # seconds the whole child may take, load and settling included
 SETTLE_TIMEOUT = 120.0  # seconds for the last orders to be Completed and folded
-_PROC_SELF = Path("/proc/self/task")
 
 
 def _environ(body: bytes) -> dict[str, Any]:
@@ -53,19 +54,6 @@ def _environ(body: bytes) -> dict[str, Any]:
         "wsgi.version": (1, 0),
         "wsgi.input_terminated": True,
     }
-
-
-def _thread_ticks() -> dict[int, int]:
-    """Each live thread's user plus system CPU, in clock ticks, by native id."""
-    ticks = {}
-    for entry in _PROC_SELF.iterdir():
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:  # the thread ended meanwhile
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    return ticks
 
 
 def run_child(url: str, orders: int, threads: int) -> dict[str, Any]:
@@ -96,28 +84,21 @@ def run_child(url: str, orders: int, threads: int) -> dict[str, Any]:
         callers_cpu[index] = time.thread_time() - began
 
     try:
-        before, ticks_before = time.process_time(), _thread_ticks()
+        before, threads_before = time.process_time(), thread_cpu_seconds(os.getpid())
         wall = time.perf_counter()
         callers = [threading.Thread(target=call, args=(i,)) for i in range(threads)]
         for caller in callers:
             caller.start()
+        deadline = time.monotonic() + CHILD_TIMEOUT
         for caller in callers:
-            caller.join(CHILD_TIMEOUT)
+            caller.join(max(0.0, deadline - time.monotonic()))
         loaded = time.perf_counter() - wall
         settled = node.worker.wait_idle(SETTLE_TIMEOUT) and node.projector.wait_for(
             node.store.last_position(), SETTLE_TIMEOUT
         )
         spent = time.process_time() - before
-        ticks_after = _thread_ticks()
-        names = {t.native_id: t.name for t in threading.enumerate()}
         created = statuses.get("201 Created", 0)
-        per_thread = {"requests (the calling threads)": sum(callers_cpu) * 1e6 / max(created, 1)}
-        tick = os.sysconf("SC_CLK_TCK")
-        for tid, after in ticks_after.items():
-            name = names.get(tid)
-            if name is not None and name != "MainThread":
-                used = (after - ticks_before.get(tid, 0)) / tick
-                per_thread[name] = used * 1e6 / max(created, 1)
+        per_thread = _per_thread_us(threads_before, sum(callers_cpu), max(created, 1))
     finally:
         node.stop()
     return {
@@ -131,6 +112,18 @@ def run_child(url: str, orders: int, threads: int) -> dict[str, Any]:
         "cpu_us_per_order": round(spent * 1e6 / created, 1) if created else None,
         "per_thread_us": {name: round(us, 1) for name, us in per_thread.items()},
     }
+
+
+def _per_thread_us(before: dict[int, float], callers: float, orders: int) -> dict[str, float]:
+    """µs per order of the calling threads (``callers`` seconds) and of each named thread
+    of this process since ``before``."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    spent = {"requests (the calling threads)": callers * 1e6 / orders}
+    for tid, seconds in thread_cpu_seconds(os.getpid()).items():
+        name = names.get(tid)
+        if name is not None and name != "MainThread":
+            spent[name] = (seconds - before.get(tid, 0.0)) * 1e6 / orders
+    return spent
 
 
 def measure_core(url: str, orders: int, threads: int, cwd: Path) -> dict[str, Any]:

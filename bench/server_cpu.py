@@ -16,11 +16,20 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def _stat(pid: int) -> list[str] | None:
     """The fields of /proc/<pid>/stat after the command name (which may hold spaces)."""
+    return _fields(_PROC / str(pid) / "stat")
+
+
+def _fields(stat: Path) -> list[str] | None:
     try:
-        text = (_PROC / str(pid) / "stat").read_text()
-    except OSError:
+        text = stat.read_text()
+    except OSError:  # the process or thread ended meanwhile
         return None
     return text[text.rfind(")") + 2 :].split()
+
+
+def _used(fields: list[str]) -> int:
+    """User plus system CPU, in clock ticks (fields 14 and 15 of the whole line)."""
+    return int(fields[11]) + int(fields[12])
 
 
 def _children(root: int) -> list[int]:
@@ -44,9 +53,19 @@ def cpu_seconds(pid: int | None) -> float | None:
     total = 0
     for each in _children(pid):
         fields = _stat(each)
-        if fields is not None:  # utime and stime are fields 14 and 15 of the whole line
-            total += int(fields[11]) + int(fields[12])
+        if fields is not None:
+            total += _used(fields)
     return total / _TICKS
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """Each live thread of ``pid``: its user plus system CPU in seconds, by native id."""
+    seconds = {}
+    for task in (_PROC / str(pid) / "task").iterdir():
+        fields = _fields(task / "stat")
+        if fields is not None:
+            seconds[int(task.name)] = _used(fields) / _TICKS
+    return seconds
 
 
 def per_item_us(before: float | None, after: float | None, items: int) -> float | None:

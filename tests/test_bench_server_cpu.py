@@ -6,12 +6,13 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from typing import IO
 
 import pytest
 
-from bench.server_cpu import cpu_seconds, per_item_us
+from bench.server_cpu import cpu_seconds, per_item_us, thread_cpu_seconds
 from tests.support import DEADLINE
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
@@ -65,3 +66,28 @@ def test_a_server_without_a_process_here_has_no_figure() -> None:
     assert per_item_us(None, 1.0, 10) is None
     assert per_item_us(1.0, 2.0, 0) is None
     assert per_item_us(1.0, 1.5, 1000) == 500.0
+
+
+def test_each_live_thread_is_charged_its_own_cpu() -> None:
+    done, release = threading.Event(), threading.Event()
+
+    def burn() -> None:
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+        done.set()
+        release.wait(DEADLINE)  # alive while it is read
+
+    burner = threading.Thread(target=burn)
+    sleeper = threading.Thread(target=release.wait, args=(DEADLINE,))
+    burner.start()
+    sleeper.start()
+    try:
+        assert done.wait(DEADLINE), "the burner never finished"
+        seconds = thread_cpu_seconds(os.getpid())
+        assert seconds[burner.native_id] >= 0.15  # its 0.2 s, in clock ticks
+        assert seconds[sleeper.native_id] < 0.05  # waiting costs nothing
+    finally:
+        release.set()
+        burner.join(DEADLINE)
+        sleeper.join(DEADLINE)
